@@ -1,0 +1,1 @@
+//! Evaluators and metrics: retrieval (as sentence-transformers), triplet accuracy, combined margin.

@@ -1,0 +1,1 @@
+//! Data generation pipeline (embtune gen): parts, pools, writers, manifest, eval split.

@@ -1,0 +1,303 @@
+//! Plugin registries: one mechanism (`inventory`), three kinds (strategies, samplers,
+//! losses). A plugin registers a [`Registration`] with one of the `register_*!` macros; the
+//! registry of a kind is collected and checked once, on first use.
+//!
+//! Rules: names are kebab-case (`[a-z0-9]+(-[a-z0-9]+)*`); a duplicate name is an error
+//! naming both registrations; an unknown name is an error listing the valid names.
+
+use std::sync::OnceLock;
+
+use serde::de::DeserializeOwned;
+use serde_json::{Map, Value};
+
+use crate::error::{Error, Result};
+use crate::loss::ContrastiveLoss;
+use crate::sampler::NegativeSampler;
+use crate::strategy::PairStrategy;
+
+/// One registered plugin of kind `T` (`dyn PairStrategy`, `dyn NegativeSampler` or
+/// `dyn ContrastiveLoss`). Built by the `register_*!` macros; plugin authors rarely write it
+/// by hand.
+pub struct Registration<T: ?Sized + 'static> {
+    /// Registry key, kebab-case (`same-category`).
+    pub name: &'static str,
+    /// One line for `embtune list`.
+    pub summary: &'static str,
+    /// Several lines for `embtune list KIND` and docs.
+    pub long_doc: &'static str,
+    /// `module_path!()` of the registering code, used to name both sides of a duplicate.
+    pub origin: &'static str,
+    /// The config with every default filled in, as JSON.
+    pub default_config: fn() -> Value,
+    /// Builds the plugin from a (possibly partial) JSON config object.
+    pub build: fn(&Value) -> Result<Box<T>>,
+}
+
+impl<T: ?Sized + 'static> Registration<T> {
+    /// Builds the plugin from its defaults overridden by `options`.
+    pub fn build_with(&self, options: &Map<String, Value>) -> Result<Box<T>> {
+        (self.build)(&Value::Object(options.clone()))
+    }
+}
+
+inventory::collect!(Registration<dyn PairStrategy>);
+inventory::collect!(Registration<dyn NegativeSampler>);
+inventory::collect!(Registration<dyn ContrastiveLoss>);
+
+/// A plugin kind: its human name and its checked, sorted entry list.
+pub trait PluginKind: 'static {
+    /// "strategy", "sampler" or "loss".
+    const KIND: &'static str;
+    /// Every registration of this kind, sorted by name; an error on duplicates or bad names.
+    fn entries() -> Result<&'static [&'static Registration<Self>]>;
+}
+
+fn collect_checked<T: ?Sized + 'static>(
+    kind: &'static str,
+    iter: impl Iterator<Item = &'static Registration<T>>,
+) -> std::result::Result<Vec<&'static Registration<T>>, String> {
+    let mut all: Vec<&'static Registration<T>> = iter.collect();
+    all.sort_by(|a, b| a.name.cmp(b.name).then(a.origin.cmp(b.origin)));
+    for r in &all {
+        if !is_kebab_case(r.name) {
+            return Err(Error::Invalid(format!(
+                "{kind} name '{}' (registered by {}) is not kebab-case: use lowercase words joined by '-'",
+                r.name, r.origin
+            ))
+            .to_string());
+        }
+    }
+    for w in all.windows(2) {
+        if w[0].name == w[1].name {
+            return Err(Error::DuplicatePlugin {
+                kind,
+                name: w[0].name.to_string(),
+                first: w[0].origin.to_string(),
+                second: w[1].origin.to_string(),
+            }
+            .to_string());
+        }
+    }
+    Ok(all)
+}
+
+macro_rules! impl_kind {
+    ($t:ty, $kind:literal) => {
+        impl PluginKind for $t {
+            const KIND: &'static str = $kind;
+            fn entries() -> Result<&'static [&'static Registration<Self>]> {
+                static CELL: OnceLock<std::result::Result<Vec<&'static Registration<$t>>, String>> =
+                    OnceLock::new();
+                CELL.get_or_init(|| {
+                    collect_checked($kind, inventory::iter::<Registration<$t>>.into_iter())
+                })
+                .as_deref()
+                .map_err(|e| Error::Invalid(e.clone()))
+            }
+        }
+    };
+}
+impl_kind!(dyn PairStrategy, "strategy");
+impl_kind!(dyn NegativeSampler, "sampler");
+impl_kind!(dyn ContrastiveLoss, "loss");
+
+/// The registration called `name`, or an error listing the valid names.
+pub fn lookup<T: PluginKind + ?Sized>(name: &str) -> Result<&'static Registration<T>> {
+    let entries = T::entries()?;
+    entries.iter().copied().find(|r| r.name == name).ok_or_else(|| Error::UnknownPlugin {
+        kind: T::KIND,
+        name: name.to_string(),
+        valid: entries.iter().map(|r| r.name).collect::<Vec<_>>().join(", "),
+    })
+}
+
+/// Looks `name` up and builds it with `options` over its defaults.
+pub fn build<T: PluginKind + ?Sized>(name: &str, options: &Map<String, Value>) -> Result<Box<T>> {
+    lookup::<T>(name)?.build_with(options)
+}
+
+/// `[a-z0-9]+(-[a-z0-9]+)*`
+pub fn is_kebab_case(name: &str) -> bool {
+    !name.is_empty()
+        && name.split('-').all(|w| !w.is_empty() && w.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit()))
+}
+
+/// Deserializes a plugin config from `value` (a JSON object of overrides). Used by the
+/// registration macros; an unknown key or a wrong type names the plugin and the known keys.
+pub fn parse_config<C: DeserializeOwned + serde::Serialize + Default>(
+    kind: &'static str,
+    plugin: &str,
+    value: &Value,
+) -> Result<C> {
+    let overrides = match value {
+        Value::Null => return Ok(C::default()),
+        Value::Object(m) => m,
+        other => {
+            return Err(Error::PluginConfig {
+                kind,
+                plugin: plugin.to_string(),
+                message: format!("config must be a JSON object, got {other}"),
+            })
+        }
+    };
+    let mut merged = match serde_json::to_value(C::default()) {
+        Ok(Value::Object(m)) => m,
+        _ => Map::new(),
+    };
+    let known: Vec<String> = merged.keys().cloned().collect();
+    for (k, v) in overrides {
+        let key = k.replace('-', "_");
+        if !merged.contains_key(&key) {
+            let known = if known.is_empty() { "(this plugin has no options)".to_string() } else { known.join(", ") };
+            return Err(Error::PluginConfig {
+                kind,
+                plugin: plugin.to_string(),
+                message: format!("unknown option '{k}'; known options: {known}"),
+            });
+        }
+        merged.insert(key, v.clone());
+    }
+    serde_json::from_value(Value::Object(merged)).map_err(|e| Error::PluginConfig {
+        kind,
+        plugin: plugin.to_string(),
+        message: format!("bad option value: {e}"),
+    })
+}
+
+/// Parses `key=value` option strings (`--loss-opt scale=20`) into a JSON object: a value
+/// that parses as JSON (numbers, booleans, arrays) keeps that type, anything else is a string.
+pub fn parse_options<'a>(pairs: impl IntoIterator<Item = &'a str>) -> Result<Map<String, Value>> {
+    let mut map = Map::new();
+    for p in pairs {
+        let (k, v) = p.split_once('=').ok_or_else(|| {
+            Error::Invalid(format!("option '{p}' is not of the form key=value (e.g. scale=20)"))
+        })?;
+        let value = serde_json::from_str::<Value>(v.trim()).unwrap_or_else(|_| Value::String(v.trim().to_string()));
+        map.insert(k.trim().to_string(), value);
+    }
+    Ok(map)
+}
+
+/// Shared body of the `register_*!` macros.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __register_plugin {
+    ($trait:path, $kind:literal, $name:literal, $summary:expr, $long:expr, $cfg:ty, $build:expr) => {
+        const _: () = {
+            fn __default_config() -> $crate::serde_json::Value {
+                $crate::serde_json::to_value(<$cfg as ::core::default::Default>::default())
+                    .unwrap_or($crate::serde_json::Value::Null)
+            }
+            fn __build(value: &$crate::serde_json::Value) -> $crate::Result<Box<dyn $trait>> {
+                let cfg: $cfg = $crate::registry::parse_config($kind, $name, value)?;
+                let build: fn($cfg) -> $crate::Result<Box<dyn $trait>> = $build;
+                build(cfg)
+            }
+            $crate::inventory::submit! {
+                $crate::registry::Registration::<dyn $trait> {
+                    name: $name,
+                    summary: $summary,
+                    long_doc: $long,
+                    origin: module_path!(),
+                    default_config: __default_config,
+                    build: __build,
+                }
+            }
+        };
+    };
+}
+
+/// Registers a [`PairStrategy`](crate::PairStrategy):
+/// `register_strategy!(name: "baseline", summary: "...", long: "...", config: Cfg, build: |c| Ok(Box::new(S(c))));`
+#[macro_export]
+macro_rules! register_strategy {
+    (name: $name:literal, summary: $s:expr, long: $l:expr, config: $cfg:ty, build: $b:expr $(,)?) => {
+        $crate::__register_plugin!($crate::PairStrategy, "strategy", $name, $s, $l, $cfg, $b);
+    };
+}
+
+/// Registers a [`NegativeSampler`](crate::NegativeSampler); same shape as `register_strategy!`.
+#[macro_export]
+macro_rules! register_sampler {
+    (name: $name:literal, summary: $s:expr, long: $l:expr, config: $cfg:ty, build: $b:expr $(,)?) => {
+        $crate::__register_plugin!($crate::NegativeSampler, "sampler", $name, $s, $l, $cfg, $b);
+    };
+}
+
+/// Registers a [`ContrastiveLoss`](crate::ContrastiveLoss); same shape as `register_strategy!`.
+#[macro_export]
+macro_rules! register_loss {
+    (name: $name:literal, summary: $s:expr, long: $l:expr, config: $cfg:ty, build: $b:expr $(,)?) => {
+        $crate::__register_plugin!($crate::ContrastiveLoss, "loss", $name, $s, $l, $cfg, $b);
+    };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kebab_case_rules() {
+        assert!(is_kebab_case("same-category"));
+        assert!(is_kebab_case("mnrl"));
+        assert!(is_kebab_case("cached-mnrl2"));
+        for bad in ["", "Same", "same_category", "-a", "a-", "a--b", "a b"] {
+            assert!(!is_kebab_case(bad), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn options_keep_json_types() {
+        let m = parse_options(["scale=20", "symmetric=true", "name=hello world", "dims=[1,2]"]).unwrap();
+        assert_eq!(m["scale"], Value::from(20));
+        assert_eq!(m["symmetric"], Value::Bool(true));
+        assert_eq!(m["name"], Value::String("hello world".into()));
+        assert_eq!(m["dims"], serde_json::json!([1, 2]));
+        assert!(parse_options(["noequals"]).unwrap_err().to_string().contains("key=value"));
+    }
+
+    #[derive(serde::Serialize, serde::Deserialize, Debug, PartialEq)]
+    #[serde(default)]
+    struct Cfg {
+        scale: f64,
+        symmetric: bool,
+    }
+    impl Default for Cfg {
+        fn default() -> Self {
+            Cfg { scale: 20.0, symmetric: false }
+        }
+    }
+
+    fn fake(name: &'static str, origin: &'static str) -> Registration<dyn ContrastiveLoss> {
+        fn cfg() -> Value {
+            Value::Null
+        }
+        fn build(_: &Value) -> Result<Box<dyn ContrastiveLoss>> {
+            Err(Error::Invalid("not buildable".into()))
+        }
+        Registration { name, summary: "s", long_doc: "l", origin, default_config: cfg, build }
+    }
+
+    #[test]
+    fn duplicates_name_both_origins_and_bad_names_are_refused() {
+        let a: &'static _ = Box::leak(Box::new(fake("mnrl", "crate_a::mnrl")));
+        let b: &'static _ = Box::leak(Box::new(fake("mnrl", "crate_b::mine")));
+        let c: &'static _ = Box::leak(Box::new(fake("triplet", "crate_a::triplet")));
+        let e = collect_checked("loss", [c, b, a].into_iter()).unwrap_err();
+        assert!(e.contains("duplicate loss name 'mnrl'") && e.contains("crate_a::mnrl") && e.contains("crate_b::mine"), "{e}");
+        let ok = collect_checked("loss", [c, a].into_iter()).unwrap();
+        assert_eq!(ok.iter().map(|r| r.name).collect::<Vec<_>>(), ["mnrl", "triplet"]);
+        let bad: &'static _ = Box::leak(Box::new(fake("My_Loss", "x")));
+        assert!(collect_checked("loss", [bad].into_iter()).unwrap_err().contains("not kebab-case"));
+    }
+
+    #[test]
+    fn config_overrides_and_unknown_keys() {
+        let c: Cfg = parse_config("loss", "x", &serde_json::json!({"scale": 30})).unwrap();
+        assert_eq!(c, Cfg { scale: 30.0, symmetric: false });
+        let e = parse_config::<Cfg>("loss", "x", &serde_json::json!({"scael": 30})).unwrap_err().to_string();
+        assert!(e.contains("unknown option 'scael'") && e.contains("scale") && e.contains("symmetric"), "{e}");
+        let e = parse_config::<Cfg>("loss", "x", &serde_json::json!({"scale": "big"})).unwrap_err().to_string();
+        assert!(e.contains("bad option value"), "{e}");
+    }
+}

@@ -1,0 +1,59 @@
+//! The [`NegativeSampler`] extension point: picks hard negatives for an anchor from the
+//! candidate pool of one part of the table.
+
+use crate::error::Result;
+use crate::Rng;
+
+/// The kept rows of one part of the table, in table order: every entry has a non-empty,
+/// trimmed anchor text and its (trimmed) category value. A sampler refers to candidates by
+/// their index in this pool.
+#[derive(Debug, Clone, Default)]
+pub struct CandidatePool<'a> {
+    /// Anchor text of each kept row (never empty).
+    pub anchors: Vec<&'a str>,
+    /// Category value of each kept row ("" when the cell is empty).
+    pub categories: Vec<&'a str>,
+}
+
+impl<'a> CandidatePool<'a> {
+    /// Number of entries.
+    pub fn len(&self) -> usize {
+        self.anchors.len()
+    }
+    /// True when the part kept no row.
+    pub fn is_empty(&self) -> bool {
+        self.anchors.is_empty()
+    }
+}
+
+/// Chooses negatives for anchors.
+///
+/// Required: [`prepare`](Self::prepare) and [`sample`](Self::sample). There are no optional
+/// hooks.
+///
+/// Lifecycle: for each part of the table, the strategy calls `prepare` once with that part's
+/// pool, then `sample` for the anchors it emits rows for, in pool order. Calls are
+/// sequential; state built in `prepare` belongs to the current part only.
+///
+/// Invariants every implementation keeps (the registry test and the property tests check
+/// them): a returned index is a valid pool index whose anchor text is **not equal** to the
+/// anchor's text (hence never the anchor itself and never empty); indices returned for one
+/// call are **distinct** and **distinct in text**; at most `k` are returned; the result
+/// depends only on the pool, the arguments and the `rng` state (runs are reproducible).
+/// Returning fewer than `k` means the pool has no more suitable candidates: the framework
+/// then repeats the returned ones to fill `k` columns and counts the repeats, and skips the
+/// anchor when none is returned.
+pub trait NegativeSampler: Send + Sync {
+    /// Called once per part, before any `sample` call for that part.
+    fn prepare(&mut self, pool: &CandidatePool<'_>) -> Result<()>;
+
+    /// Pushes up to `k` negatives for pool entry `anchor` onto `out` (cleared by the caller).
+    fn sample(
+        &self,
+        pool: &CandidatePool<'_>,
+        anchor: usize,
+        k: usize,
+        rng: &mut Rng,
+        out: &mut Vec<usize>,
+    ) -> Result<()>;
+}

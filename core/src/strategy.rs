@@ -1,0 +1,167 @@
+//! The [`PairStrategy`] extension point: turns one part of the table into unsupervised
+//! texts and supervised rows (`anchor, positive, negative…`).
+
+use crate::error::Result;
+use crate::sampler::{CandidatePool, NegativeSampler};
+use crate::table::Table;
+use crate::Rng;
+
+/// Column names a strategy uses when the user gives none (the original scripts' defaults).
+#[derive(Debug, Clone, PartialEq)]
+pub struct DefaultColumns {
+    /// Anchor ("description") column.
+    pub desc: &'static str,
+    /// Grouping column: hard negatives come from the same group.
+    pub category: &'static str,
+    /// Positive columns.
+    pub positives: &'static [&'static str],
+    /// Negatives per supervised row when `--num-negatives` is left out.
+    pub num_negatives: usize,
+}
+
+/// How a strategy treats `--domain-col`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DomainUse {
+    /// Without a domain column the whole table is one part named `all` (or the
+    /// baseline's explicit output files).
+    Optional,
+    /// A domain column must be given (domainwise).
+    Required,
+}
+
+/// The columns of one generation run, resolved against the table.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ColumnSpec {
+    /// Anchor column name.
+    pub desc: String,
+    /// Category column name.
+    pub category: String,
+    /// Positive column names, in command-line order.
+    pub positives: Vec<String>,
+    /// Domain column name, if the table is split by domain.
+    pub domain: Option<String>,
+    /// Negatives per supervised row (k).
+    pub num_negatives: usize,
+}
+
+/// Receives what a strategy generates for one part.
+pub trait ExampleSink {
+    /// One unsupervised text (the single `text` column) made from the row whose anchor
+    /// text is `anchor` (the sink uses it to keep held-out eval anchors out of training).
+    fn unsupervised(&mut self, anchor: &str, text: &str) -> Result<()>;
+    /// One supervised row; `fields` follow [`PairStrategy::supervised_header`], and
+    /// `fields[0]` is the anchor text.
+    fn supervised(&mut self, fields: &[&str]) -> Result<()>;
+}
+
+/// Everything a strategy may read while it generates one part.
+pub struct GenContext<'a> {
+    /// The whole table (cells trimmed).
+    pub table: &'a Table,
+    /// Table row index of each pool entry (the part's kept rows, in table order).
+    pub rows: &'a [usize],
+    /// Kept rows of the part: anchors and categories.
+    pub pool: &'a CandidatePool<'a>,
+    /// Column names, resolved.
+    pub spec: &'a ColumnSpec,
+    /// The chosen sampler, already prepared on `pool`.
+    pub sampler: &'a dyn NegativeSampler,
+    /// The run's seeded generator; strategies draw all randomness from it.
+    pub rng: &'a mut Rng,
+    /// Negatives that had to be repeated to fill `k` columns, summed over the part.
+    pub repeats: u64,
+    /// (name, table column) of the unsupervised template's columns, sorted by name.
+    text_columns: Vec<(&'a str, usize)>,
+}
+
+impl<'a> GenContext<'a> {
+    /// A context for one part; `sampler` must already be prepared on `pool`. Columns of
+    /// `spec` that the table lacks read as empty text.
+    pub fn new(
+        table: &'a Table,
+        rows: &'a [usize],
+        pool: &'a CandidatePool<'a>,
+        spec: &'a ColumnSpec,
+        sampler: &'a dyn NegativeSampler,
+        rng: &'a mut Rng,
+    ) -> Self {
+        let mut names: Vec<&'a str> =
+            std::iter::once(spec.desc.as_str()).chain(spec.positives.iter().map(String::as_str)).collect();
+        names.sort_unstable();
+        names.dedup();
+        let text_columns = names.into_iter().map(|n| (n, table.column(n).unwrap_or(usize::MAX))).collect();
+        GenContext { table, rows, pool, spec, sampler, rng, repeats: 0, text_columns }
+    }
+
+    /// Exactly `k` negative texts for pool entry `anchor`, or an empty vector when the
+    /// sampler found no candidate. When the sampler returns fewer than `k` distinct
+    /// negatives, the missing columns repeat returned ones (drawn uniformly) and the
+    /// repeats are counted in [`GenContext::repeats`].
+    pub fn negatives(&mut self, anchor: usize, k: usize, scratch: &mut Vec<usize>) -> Result<Vec<&'a str>> {
+        scratch.clear();
+        self.sampler.sample(self.pool, anchor, k, self.rng, scratch)?;
+        scratch.truncate(k);
+        if scratch.is_empty() {
+            return Ok(Vec::new());
+        }
+        let distinct = scratch.len();
+        while scratch.len() < k {
+            let pick = scratch[rand::Rng::gen_range(self.rng, 0..distinct)];
+            scratch.push(pick);
+            self.repeats += 1;
+        }
+        Ok(scratch.iter().map(|&i| self.pool.anchors[i]).collect())
+    }
+
+    /// The original's unsupervised template for table row `row`: for each column of
+    /// (anchor + positives) sorted by name, `[<column>] <value>`, joined by one space.
+    pub fn unsupervised_text(&self, row: usize) -> String {
+        let mut out = String::new();
+        self.unsupervised_text_into(row, &mut out);
+        out
+    }
+
+    /// [`unsupervised_text`](Self::unsupervised_text) into a reused buffer (cleared first).
+    pub fn unsupervised_text_into(&self, row: usize, out: &mut String) {
+        out.clear();
+        for &(name, col) in &self.text_columns {
+            let v = if col == usize::MAX { "" } else { self.table.cell(row, col) };
+            if !out.is_empty() {
+                out.push(' ');
+            }
+            out.push('[');
+            out.push_str(name);
+            out.push_str("] ");
+            out.push_str(v);
+        }
+    }
+}
+
+/// Turns a part of the table into training examples.
+///
+/// Required: [`default_columns`](Self::default_columns),
+/// [`supervised_header`](Self::supervised_header) and [`generate`](Self::generate).
+/// Optional: [`domain_use`](Self::domain_use) (default [`DomainUse::Optional`]).
+///
+/// `generate` is called once per part (per domain value, or once for the whole table),
+/// after the sampler was prepared on the part's pool. It walks `ctx.rows` in order and
+/// writes to `sink`: at most one unsupervised text per kept row, and supervised rows whose
+/// length equals `supervised_header(spec).len()`. Invariants: every row's anchor is the
+/// row's non-empty anchor cell; a positive is never empty; negatives come only from
+/// [`GenContext::negatives`]; all randomness comes from `ctx.rng`, so a seed fixes the
+/// output.
+pub trait PairStrategy: Send + Sync {
+    /// The original script's column defaults, used for every column flag left out.
+    fn default_columns(&self) -> DefaultColumns;
+
+    /// Whether a domain column is required.
+    fn domain_use(&self) -> DomainUse {
+        DomainUse::Optional
+    }
+
+    /// Column names of the supervised file for this spec.
+    fn supervised_header(&self, spec: &ColumnSpec) -> Vec<String>;
+
+    /// Generates one part.
+    fn generate(&self, ctx: &mut GenContext<'_>, sink: &mut dyn ExampleSink) -> Result<()>;
+}
