@@ -41,6 +41,14 @@ pub enum Error {
     #[error("model folder {path}: {message}")]
     Model { path: PathBuf, message: String },
 
+    /// Training stopped on a signal after writing a checkpoint.
+    #[error("interrupted after step {step}; checkpoint written to {checkpoint}; continue with the same command plus --resume {checkpoint}")]
+    Interrupted { step: usize, checkpoint: PathBuf },
+
+    /// The loss or the gradients became NaN or infinite.
+    #[error("non-finite loss or gradient at step {step}; {hint}")]
+    NonFinite { step: usize, hint: String },
+
     /// An error from libtorch (shapes, devices, out of memory).
     #[error("libtorch: {0}")]
     Torch(String),

@@ -33,6 +33,12 @@ pub struct Registration<T: ?Sized + 'static> {
     pub build: fn(&Value) -> Result<Box<T>>,
 }
 
+impl<T: ?Sized + 'static> std::fmt::Debug for Registration<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Registration").field("name", &self.name).field("origin", &self.origin).finish()
+    }
+}
+
 impl<T: ?Sized + 'static> Registration<T> {
     /// Builds the plugin from its defaults overridden by `options`.
     pub fn build_with(&self, options: &Map<String, Value>) -> Result<Box<T>> {

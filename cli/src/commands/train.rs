@@ -1,0 +1,241 @@
+//! `embtune train`: fine-tune a sentence encoder on a data file with a named loss.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::Args;
+use embtune_core::registry::parse_options;
+use embtune_core::train::{self, StepLog, TrainConfig, TrainObserver};
+use indicatif::{ProgressBar, ProgressStyle};
+
+use super::eval::{build_suite, EvalSources};
+use super::{resolve_device, resolve_precision, PromptArgs};
+
+/// Arguments of `embtune train`.
+#[derive(Args, Debug)]
+pub struct TrainArgs {
+    /// Model folder to start from (sentence-transformers or plain Hugging Face); the
+    /// embedded default model when left out.
+    #[arg(long)]
+    pub model: Option<PathBuf>,
+    /// Training data (CSV or JSONL, e.g. an *_supervised.csv from `embtune gen`).
+    #[arg(long)]
+    pub data: PathBuf,
+    /// Loss name (`embtune list losses`).
+    #[arg(long, default_value = "mnrl")]
+    pub loss: String,
+    /// Loss option `key=value` (repeatable), checked against the loss's config.
+    #[arg(long = "loss-opt", value_name = "KEY=VALUE")]
+    pub loss_opt: Vec<String>,
+    /// Output folder: final/, best/, checkpoint-N/, metrics.jsonl, training.png.
+    #[arg(long)]
+    pub output: PathBuf,
+    /// Passes over the data.
+    #[arg(long, default_value_t = 1)]
+    pub epochs: usize,
+    /// Rows per batch.
+    #[arg(long, default_value_t = 8)]
+    pub batch_size: usize,
+    /// Peak learning rate.
+    #[arg(long, default_value_t = 5e-5)]
+    pub lr: f64,
+    /// AdamW weight decay (never on biases and norm weights).
+    #[arg(long, default_value_t = 0.0)]
+    pub weight_decay: f64,
+    /// Fraction of the steps spent warming up linearly.
+    #[arg(long, default_value_t = 0.1)]
+    pub warmup_ratio: f64,
+    /// Gradient-norm clip.
+    #[arg(long, default_value_t = 1.0)]
+    pub max_grad_norm: f64,
+    /// Seed for data order and dropout.
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// Stop after this many optimizer steps (overrides --epochs).
+    #[arg(long)]
+    pub max_steps: Option<usize>,
+    /// Micro-batches per optimizer step (does not add in-batch negatives).
+    #[arg(long, default_value_t = 1)]
+    pub grad_accum: usize,
+    /// auto, cpu, cuda or cuda:N.
+    #[arg(long, default_value = "auto")]
+    pub device: String,
+    /// fp32, or bf16 (CUDA; fp32 master weights).
+    #[arg(long, default_value = "auto")]
+    pub precision: String,
+    /// Evaluate and checkpoint every N steps.
+    #[arg(long)]
+    pub eval_every: Option<usize>,
+    /// Metric that picks best/ (default: cosine_ndcg@10 with --eval-dir).
+    #[arg(long)]
+    pub best_metric: Option<String>,
+    /// Keep at most N checkpoint-N/ folders.
+    #[arg(long)]
+    pub save_total_limit: Option<usize>,
+    /// Log to metrics.jsonl every N steps.
+    #[arg(long, default_value_t = 10)]
+    pub log_every: usize,
+    /// Keep identical in-batch texts as negatives (by default they are masked out).
+    #[arg(long)]
+    pub no_dedupe: bool,
+    /// Continue from a checkpoint-N/ folder of an earlier run with the same flags.
+    #[arg(long)]
+    pub resume: Option<PathBuf>,
+    #[command(flatten)]
+    pub prompts: PromptArgs,
+    #[command(flatten)]
+    pub eval: EvalSources,
+}
+
+/// Runs training and prints a summary.
+pub fn run(args: TrainArgs) -> anyhow::Result<()> {
+    let model = args.model.clone().unwrap_or_else(embtune_core::models::default_model_dir);
+    let device = resolve_device(&args.device)?;
+    let precision = resolve_precision(&args.precision, device)?;
+    let (query_prompt, document_prompt) = args.prompts.resolve(&model)?;
+    let mut cfg = TrainConfig::new(model.clone(), args.data.clone(), &args.loss, args.output.clone());
+    cfg.loss_options = parse_options(args.loss_opt.iter().map(String::as_str))?;
+    cfg.epochs = args.epochs;
+    cfg.batch_size = args.batch_size;
+    cfg.optimizer.lr = args.lr;
+    cfg.optimizer.weight_decay = args.weight_decay;
+    cfg.warmup_ratio = args.warmup_ratio;
+    cfg.max_grad_norm = args.max_grad_norm;
+    cfg.seed = args.seed;
+    cfg.max_steps = args.max_steps;
+    cfg.grad_accum = args.grad_accum;
+    cfg.device = device;
+    cfg.precision = precision;
+    cfg.query_prompt = Some(query_prompt.clone());
+    cfg.document_prompt = Some(document_prompt.clone());
+    cfg.dedupe = !args.no_dedupe;
+    cfg.eval_every = args.eval_every;
+    cfg.best_metric = args.best_metric.clone();
+    cfg.save_total_limit = args.save_total_limit;
+    cfg.log_every = args.log_every;
+    let suite = build_suite(&args.eval, &query_prompt, &document_prompt, args.batch_size.max(32))?;
+
+    let stop = Arc::new(AtomicBool::new(false));
+    {
+        let stop = stop.clone();
+        // A second signal while the step finishes exits at once.
+        let _ = ctrlc::set_handler(move || {
+            if stop.swap(true, Ordering::SeqCst) {
+                eprintln!("embtune: second interrupt, exiting without a checkpoint");
+                std::process::exit(130);
+            }
+            eprintln!("embtune: interrupt received; finishing this step and writing a checkpoint...");
+        });
+    }
+    let mut bar = Progress::new();
+    let result = train::train(&cfg, args.resume.as_deref(), suite.as_ref(), stop, &mut bar);
+    bar.finish();
+    let metrics_path = cfg.output.join("metrics.jsonl");
+    if let Ok(logs) = train::checkpoint::MetricsLog::read(&metrics_path) {
+        let _ = train::chart::write_chart(&logs, &cfg.output.join("training.png"));
+    }
+    let summary = match result {
+        Ok(s) => s,
+        Err(embtune_core::Error::Interrupted { step, checkpoint }) => {
+            let cmd: Vec<String> = std::env::args().collect();
+            anyhow::bail!(
+                "interrupted after step {step}; checkpoint written to {}; resume with: {} --resume {}",
+                checkpoint.display(),
+                strip_resume(&cmd).join(" "),
+                checkpoint.display()
+            );
+        }
+        Err(e) => return Err(e).context("training failed"),
+    };
+    let report = serde_json::json!({
+        "steps": summary.steps,
+        "before": summary.before,
+        "after": summary.after,
+        "final": summary.final_dir,
+        "best": summary.best_dir,
+        "metrics": metrics_path,
+    });
+    println!("{}", serde_json::to_string_pretty(&report)?);
+    Ok(())
+}
+
+/// The command line without an earlier `--resume DIR`.
+fn strip_resume(args: &[String]) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut skip = false;
+    for a in args {
+        if skip {
+            skip = false;
+            continue;
+        }
+        if a == "--resume" {
+            skip = true;
+            continue;
+        }
+        if a.starts_with("--resume=") {
+            continue;
+        }
+        out.push(a.clone());
+    }
+    out
+}
+
+/// A progress bar on a terminal (loss, examples/s); silent otherwise except for messages.
+struct Progress {
+    bar: Option<ProgressBar>,
+}
+
+impl Progress {
+    fn new() -> Self {
+        Progress { bar: None }
+    }
+    fn finish(&mut self) {
+        if let Some(b) = self.bar.take() {
+            b.finish_and_clear();
+        }
+    }
+}
+
+impl TrainObserver for Progress {
+    fn start(&mut self, total: usize, start: usize) {
+        if std::io::stderr().is_terminal() {
+            let b = ProgressBar::new(total as u64);
+            b.set_style(
+                ProgressStyle::with_template("{bar:30} {pos}/{len} steps [{elapsed_precise}<{eta_precise}] {msg}")
+                    .expect("valid template"),
+            );
+            b.set_position(start as u64);
+            self.bar = Some(b);
+        }
+    }
+    fn step(&mut self, step: usize) {
+        if let Some(b) = &self.bar {
+            b.set_position(step as u64);
+        }
+    }
+    fn log(&mut self, log: &StepLog) {
+        let mut msg = String::new();
+        if let Some(l) = log.loss {
+            msg.push_str(&format!("loss {l:.4} | lr {:.2e} | {:.1} ex/s", log.lr, log.examples_per_s));
+        }
+        if let Some(e) = &log.eval {
+            let key = ["cosine_ndcg@10", "cosine_accuracy", "combined_margin"].into_iter().find(|k| e.contains_key(*k));
+            if let Some(k) = key {
+                msg.push_str(&format!(" | {k} {:.4}", e[k]));
+            }
+        }
+        match &self.bar {
+            Some(b) => b.set_message(msg),
+            None => eprintln!("step {}: {msg}", log.step),
+        }
+    }
+    fn message(&mut self, msg: &str) {
+        match &self.bar {
+            Some(b) => b.println(msg),
+            None => eprintln!("{msg}"),
+        }
+    }
+}

@@ -1,0 +1,126 @@
+//! Checkpoints: `checkpoint-N/` is a sentence-transformers model folder plus the optimizer
+//! moments (`optimizer.safetensors`) and the trainer's position (`trainer_state.json`).
+//! Every folder is written under a temporary name and renamed, and never with non-finite
+//! weights.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use crate::encoder::SentenceEncoder;
+use crate::error::{Error, Result};
+use crate::train::optim::FlatAdamW;
+use crate::train::{StepLog, TrainerState};
+
+/// Optimizer moments inside a checkpoint folder.
+pub const OPTIMIZER_FILE: &str = "optimizer.safetensors";
+/// Trainer position inside a checkpoint folder.
+pub const STATE_FILE: &str = "trainer_state.json";
+
+fn refuse_non_finite(opt: &FlatAdamW, dir: &Path) -> Result<()> {
+    if opt.params_finite() {
+        Ok(())
+    } else {
+        Err(Error::model(dir, "refusing to save non-finite weights; lower --lr and resume from the latest checkpoint"))
+    }
+}
+
+/// Saves the model alone (for `best/` and `final/`), replacing what was there.
+pub fn save_model(enc: &SentenceEncoder, dir: &Path, opt: &FlatAdamW) -> Result<()> {
+    refuse_non_finite(opt, dir)?;
+    enc.save(dir)
+}
+
+/// Writes `checkpoint-<step>/` under `output` and returns its path.
+pub fn save_checkpoint(enc: &SentenceEncoder, opt: &FlatAdamW, state: &TrainerState, output: &Path) -> Result<PathBuf> {
+    let dir = output.join(format!("checkpoint-{}", state.step));
+    refuse_non_finite(opt, &dir)?;
+    let tmp = output.join(format!(".checkpoint-{}.tmp", state.step));
+    if tmp.exists() {
+        std::fs::remove_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
+    }
+    enc.save(&tmp)?;
+    opt.save(&tmp.join(OPTIMIZER_FILE))?;
+    let json = serde_json::to_string_pretty(state).expect("state serializes");
+    std::fs::write(tmp.join(STATE_FILE), json).map_err(|e| Error::io(tmp.join(STATE_FILE), e))?;
+    if dir.exists() {
+        std::fs::remove_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+    }
+    std::fs::rename(&tmp, &dir).map_err(|e| Error::io(&dir, e))?;
+    Ok(dir)
+}
+
+/// Reads the trainer position of a checkpoint folder.
+pub fn read_state(dir: &Path) -> Result<TrainerState> {
+    let path = dir.join(STATE_FILE);
+    let text = std::fs::read_to_string(&path).map_err(|e| {
+        Error::io(&path, format!("{e}; --resume takes a checkpoint-N folder written by embtune train"))
+    })?;
+    serde_json::from_str(&text).map_err(|e| Error::data(&path, None, format!("corrupt trainer state: {e}")))
+}
+
+/// Checkpoint folders under `output`, oldest (lowest step) first.
+pub fn list_checkpoints(output: &Path) -> Vec<(usize, PathBuf)> {
+    let mut found: Vec<(usize, PathBuf)> = std::fs::read_dir(output)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().to_string();
+            let n = name.strip_prefix("checkpoint-")?.parse().ok()?;
+            Some((n, e.path()))
+        })
+        .collect();
+    found.sort();
+    found
+}
+
+/// Removes the oldest checkpoints beyond `limit`.
+pub fn prune(output: &Path, limit: Option<usize>) -> Result<()> {
+    let Some(limit) = limit else { return Ok(()) };
+    let found = list_checkpoints(output);
+    if found.len() > limit {
+        for (_, p) in &found[..found.len() - limit] {
+            std::fs::remove_dir_all(p).map_err(|e| Error::io(p, e))?;
+        }
+    }
+    Ok(())
+}
+
+/// `metrics.jsonl`: one JSON object per logged step, appended and flushed as it goes.
+pub struct MetricsLog {
+    path: PathBuf,
+    file: std::fs::File,
+}
+
+impl MetricsLog {
+    /// Opens the log; a fresh run truncates it, a resumed run appends.
+    pub fn open(path: &Path, append: bool) -> Result<Self> {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .write(true)
+            .append(append)
+            .truncate(!append)
+            .open(path)
+            .map_err(|e| Error::io(path, e))?;
+        Ok(MetricsLog { path: path.to_path_buf(), file })
+    }
+
+    /// Appends one record.
+    pub fn write(&mut self, log: &StepLog) -> Result<()> {
+        let mut line = serde_json::to_string(log).expect("log serializes");
+        line.push('\n');
+        self.file.write_all(line.as_bytes()).map_err(|e| Error::io(&self.path, e))
+    }
+
+    /// Reads every record of a log file.
+    pub fn read(path: &Path) -> Result<Vec<StepLog>> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        text.lines()
+            .filter(|l| !l.trim().is_empty())
+            .enumerate()
+            .map(|(i, l)| {
+                serde_json::from_str(l).map_err(|e| Error::data(path, Some(i as u64 + 1), e.to_string()))
+            })
+            .collect()
+    }
+}
