@@ -10,6 +10,14 @@ use embtune_core::train::{train, TrainConfig, TrainObserver};
 use embtune_core::{register_loss, ContrastiveLoss, Error, LossBatch, LossInputs};
 use tch::Tensor;
 
+/// libtorch's generator is process-wide and the trainer re-seeds it every step, so two
+/// trainings in parallel test threads would draw each other's dropout masks: serialize them.
+static TORCH_RNG: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn lock() -> std::sync::MutexGuard<'static, ()> {
+    TORCH_RNG.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 fn model() -> PathBuf {
     let dir = embtune_core::models::default_model_dir();
     embtune_core::models::verify_default_model(&dir)
@@ -61,6 +69,7 @@ impl TrainObserver for StopAt {
 
 #[test]
 fn resumed_run_matches_uninterrupted_run() {
+    let _rng = lock();
     embtune_plugins::link();
     let tmp = tempfile::tempdir().unwrap();
     let d = data(tmp.path());
@@ -124,6 +133,7 @@ register_loss!(
 
 #[test]
 fn non_finite_loss_stops_without_nan_weights() {
+    let _rng = lock();
     embtune_plugins::link();
     let tmp = tempfile::tempdir().unwrap();
     let mut cfg = config(data(tmp.path()), tmp.path().join("out"));
@@ -140,6 +150,7 @@ fn non_finite_loss_stops_without_nan_weights() {
 
 #[test]
 fn bad_inputs_fail_with_one_clear_line() {
+    let _rng = lock();
     embtune_plugins::link();
     let tmp = tempfile::tempdir().unwrap();
     let d = data(tmp.path());

@@ -1,8 +1,10 @@
 //! One module per subcommand.
 pub mod doctor;
+pub mod encode;
 pub mod gen;
 pub mod eval;
 pub mod list;
+pub mod score;
 pub mod train;
 
 use std::path::Path;
@@ -77,7 +79,11 @@ impl PromptArgs {
 
 /// The prompt called `name` in the model's config_sentence_transformers.json.
 pub fn model_prompt(model: &Path, name: &str) -> anyhow::Result<String> {
-    let prompts = embtune_core::encoder::read_prompts(model)?;
+    let config = embtune_core::encoder::folder::read_json_opt(&model.join("config_sentence_transformers.json"))?;
+    let prompts: std::collections::BTreeMap<String, String> = config
+        .and_then(|c| c.get("prompts").cloned())
+        .and_then(|p| serde_json::from_value(p).ok())
+        .unwrap_or_default();
     prompts.get(name).cloned().ok_or_else(|| {
         let known: Vec<&str> = prompts.keys().map(String::as_str).collect();
         anyhow::anyhow!(

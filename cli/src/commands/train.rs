@@ -157,6 +157,9 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
         "final": summary.final_dir,
         "best": summary.best_dir,
         "metrics": metrics_path,
+        "train_seconds": summary.train_seconds,
+        "examples": summary.examples,
+        "examples_per_s": summary.examples as f64 / summary.train_seconds.max(1e-9),
     });
     println!("{}", serde_json::to_string_pretty(&report)?);
     Ok(())

@@ -154,6 +154,10 @@ pub struct TrainSummary {
     pub final_dir: PathBuf,
     /// The best model folder, if an evaluator ran.
     pub best_dir: Option<PathBuf>,
+    /// Wall seconds spent in training steps (evaluations and saving excluded).
+    pub train_seconds: f64,
+    /// Training rows processed by this invocation.
+    pub examples: usize,
 }
 
 /// The trainer's position, saved in every checkpoint.
@@ -277,9 +281,10 @@ pub fn train(
     let mut last_lr = 0.0;
     let mut examples_since = 0usize;
     let mut clock = Instant::now();
-    let mut steps_since_log = 0usize;
     let sync_every_step = cfg.device == Device::Cpu;
-    let mut last_eval: Option<Metrics> = None;
+    let loop_start = Instant::now();
+    let mut excluded = 0.0f64; // seconds spent evaluating and saving inside the loop
+    let mut examples_total = 0usize;
 
     while state.step < total_steps {
         opt.zero_grad();
@@ -303,6 +308,7 @@ pub fn train(
             };
             step_loss += l.to_kind(Kind::Float) / cfg.grad_accum as f64;
             examples_since += rows.len();
+            examples_total += rows.len();
             state.micro_batches += 1;
             if state.micro_batches % per_epoch == 0 {
                 break; // an optimizer step never spans two epochs
@@ -317,7 +323,6 @@ pub fn train(
         last_norm = norm;
         last_lr = lr;
         state.step += 1;
-        steps_since_log += 1;
         observer.step(state.step);
 
         let interrupted = stop.load(Ordering::SeqCst);
@@ -329,6 +334,7 @@ pub fn train(
         }
         let do_eval = cfg.eval_every.is_some_and(|n| state.step % n == 0) && state.step < total_steps;
         if do_log || do_eval {
+            let side_clock = Instant::now();
             let elapsed = clock.elapsed().as_secs_f64().max(1e-9);
             let eval = if do_eval { evaluate(&encoder)? } else { None };
             let log = StepLog {
@@ -342,7 +348,6 @@ pub fn train(
             metrics_log.write(&log)?;
             observer.log(&log);
             examples_since = 0;
-            steps_since_log = 0;
             clock = Instant::now();
             if let (Some(m), Some(s)) = (&eval, suite) {
                 if let Some(v) = best_key(m, s) {
@@ -352,21 +357,22 @@ pub fn train(
                         observer.message(&format!("step {}: new best {v:.4}, saved best/", state.step));
                     }
                 }
-                last_eval = Some(m.clone());
             }
             if do_eval {
                 let dir = checkpoint::save_checkpoint(&encoder, &opt, &state, &cfg.output)?;
                 checkpoint::prune(&cfg.output, cfg.save_total_limit)?;
                 observer.message(&format!("checkpoint written: {}", dir.display()));
             }
+            excluded += side_clock.elapsed().as_secs_f64();
         }
-        let _ = steps_since_log;
         if interrupted {
             let dir = checkpoint::save_checkpoint(&encoder, &opt, &state, &cfg.output)?;
             return Err(Error::Interrupted { step: state.step, checkpoint: dir });
         }
     }
 
+    let _ = f64::try_from(&loss_acc); // wait for the device before reading the clock
+    let train_seconds = (loop_start.elapsed().as_secs_f64() - excluded).max(0.0);
     let after = evaluate(&encoder)?;
     if let Some(m) = &after {
         let log = StepLog {
@@ -388,7 +394,6 @@ pub fn train(
             }
         }
     }
-    let _ = last_eval;
     let final_dir = cfg.output.join("final");
     checkpoint::save_model(&encoder, &final_dir, &opt)?;
     let best_dir = cfg.output.join("best");
@@ -398,6 +403,8 @@ pub fn train(
         after,
         final_dir,
         best_dir: best_dir.is_dir().then_some(best_dir),
+        train_seconds,
+        examples: examples_total,
     })
 }
 

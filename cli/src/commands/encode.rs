@@ -1,0 +1,175 @@
+//! `embtune encode`: embed every text of a file with a model folder and write the
+//! embeddings as `.npy` (float32, one row per text, input order) or `.jsonl`
+//! (`{"text": ..., "embedding": [...]}` per line).
+
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use clap::Args;
+use embtune_core::encoder::{npy, SentenceEncoder};
+use embtune_core::error::Error;
+
+use super::{resolve_device, resolve_precision};
+
+/// Arguments of `embtune encode`.
+#[derive(Args, Debug, Clone)]
+pub struct EncodeArgs {
+    /// Model folder (sentence-transformers or Hugging Face) [default: the embedded
+    /// all-MiniLM-L6-v2].
+    #[arg(long)]
+    pub model: Option<PathBuf>,
+    /// Texts: `.txt` (one text per line, UTF-8) or `.csv` (with --column).
+    #[arg(long)]
+    pub input: PathBuf,
+    /// Column of a `.csv` input holding the texts.
+    #[arg(long)]
+    pub column: Option<String>,
+    /// Output: `.npy` (float32 matrix) or `.jsonl`.
+    #[arg(long)]
+    pub output: PathBuf,
+    /// Text prepended to every input (as sentence-transformers' `prompt=`).
+    #[arg(long, conflicts_with = "prompt_name")]
+    pub prompt: Option<String>,
+    /// Name of one of the model's prompts (config_sentence_transformers.json); without
+    /// --prompt or --prompt-name the model's default prompt, if any, applies.
+    #[arg(long)]
+    pub prompt_name: Option<String>,
+    /// Texts per forward pass.
+    #[arg(long, default_value_t = 64)]
+    pub batch_size: usize,
+    /// auto (CUDA when available), cpu, cuda or cuda:N.
+    #[arg(long, default_value = "auto")]
+    pub device: String,
+    /// auto (bf16 on CUDA, fp32 on CPU), fp32 or bf16.
+    #[arg(long, default_value = "auto")]
+    pub precision: String,
+    /// No progress bar.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+/// The model folder: the one given, else the embedded default (which must be provisioned).
+pub fn model_dir(model: &Option<PathBuf>) -> anyhow::Result<PathBuf> {
+    match model {
+        Some(m) => Ok(m.clone()),
+        None => {
+            let d = embtune_core::models::default_model_dir();
+            if !d.join("model.safetensors").is_file() {
+                anyhow::bail!("the default model is missing at {}; run scripts/fetch-model.sh or pass --model DIR", d.display());
+            }
+            Ok(d)
+        }
+    }
+}
+
+/// Loads the model on the device and precision the flags ask for.
+pub fn load_model(model: &Option<PathBuf>, device: &str, precision: &str) -> anyhow::Result<SentenceEncoder> {
+    let dir = model_dir(model)?;
+    let device = resolve_device(device)?;
+    let precision = resolve_precision(precision, device)?;
+    let mut enc = SentenceEncoder::load(&dir, device)?;
+    enc.set_precision(precision)?;
+    Ok(enc)
+}
+
+/// Reads the texts of a `.txt` (one per line) or `.csv` (`column`) file; the file must be
+/// UTF-8 (the first bad byte's line is reported).
+pub fn read_texts(path: &Path, column: Option<&str>) -> anyhow::Result<Vec<String>> {
+    let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
+    if ext == "csv" {
+        let col = column.ok_or_else(|| anyhow::anyhow!("{}: a .csv input needs --column NAME", path.display()))?;
+        let table = embtune_core::Table::read_csv(path, "utf-8")?;
+        table.require_columns([col], path)?;
+        let c = table.column(col).expect("checked above");
+        return Ok((0..table.n_rows()).map(|r| table.cell(r, c).to_string()).collect());
+    }
+    if column.is_some() {
+        anyhow::bail!("{}: --column applies to .csv inputs only", path.display());
+    }
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let text = match String::from_utf8(bytes) {
+        Ok(t) => t,
+        Err(e) => {
+            let at = e.utf8_error().valid_up_to();
+            let line = e.as_bytes()[..at].iter().filter(|&&b| b == b'\n').count() as u64 + 1;
+            return Err(Error::data(path, Some(line), "not valid UTF-8; convert the file to UTF-8 (e.g. iconv -f cp949 -t utf-8)").into());
+        }
+    };
+    let text = text.strip_prefix('\u{feff}').unwrap_or(&text);
+    let mut lines: Vec<String> = text.split('\n').map(|l| l.strip_suffix('\r').unwrap_or(l).to_string()).collect();
+    if text.ends_with('\n') {
+        lines.pop();
+    }
+    Ok(lines)
+}
+
+/// Writes `emb (n, d)` for `texts` to `path` (.npy or .jsonl) through a temporary file.
+pub fn write_embeddings(path: &Path, texts: &[String], emb: &tch::Tensor) -> anyhow::Result<()> {
+    let (n, d) = emb.size2()?;
+    let data = Vec::<f32>::try_from(emb.contiguous().view([-1]))?;
+    let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let tmp = path.with_file_name(format!(".{name}.tmp-{}", std::process::id()));
+    let result = (|| -> anyhow::Result<()> {
+        match ext.as_str() {
+            "npy" => npy::write_f32(&tmp, &data, n as usize, d as usize)?,
+            "jsonl" => {
+                let f = std::fs::File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
+                let mut w = std::io::BufWriter::new(f);
+                for (i, t) in texts.iter().enumerate() {
+                    let row = &data[i * d as usize..(i + 1) * d as usize];
+                    let line = serde_json::json!({"text": t, "embedding": row});
+                    writeln!(w, "{line}").map_err(|e| Error::io(&tmp, e))?;
+                }
+                w.flush().map_err(|e| Error::io(&tmp, e))?;
+            }
+            _ => anyhow::bail!("{}: unknown output format; use a .npy or .jsonl file name", path.display()),
+        }
+        std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))?;
+        Ok(())
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// Runs `embtune encode`.
+pub fn run(args: EncodeArgs) -> anyhow::Result<()> {
+    let ext = args.output.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
+    if ext != "npy" && ext != "jsonl" {
+        anyhow::bail!("{}: unknown output format; use a .npy or .jsonl file name", args.output.display());
+    }
+    let texts = read_texts(&args.input, args.column.as_deref())?;
+    let enc = load_model(&args.model, &args.device, &args.precision)?;
+    let prompt: Option<String> = match (&args.prompt, &args.prompt_name) {
+        (Some(p), _) => Some(p.clone()),
+        (None, Some(n)) => Some(enc.prompt(n)?.to_string()),
+        (None, None) => enc.default_prompt().map(String::from),
+    };
+    let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+    let bar = if !args.quiet && std::io::stderr().is_terminal() {
+        let b = indicatif::ProgressBar::new(texts.len() as u64);
+        b.set_style(
+            indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} texts [{elapsed_precise}<{eta_precise}, {per_sec}]")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        Some(b)
+    } else {
+        None
+    };
+    let emb = enc
+        .encode_with_progress(&refs, prompt.as_deref(), args.batch_size, &mut |done| {
+            if let Some(b) = &bar {
+                b.set_position(done as u64);
+            }
+        })
+        .with_context(|| format!("encoding {}", args.input.display()))?;
+    if let Some(b) = bar {
+        b.finish_and_clear();
+    }
+    write_embeddings(&args.output, &texts, &emb)?;
+    eprintln!("embtune: wrote {} embeddings of dimension {} to {}", texts.len(), enc.dimension(), args.output.display());
+    Ok(())
+}
