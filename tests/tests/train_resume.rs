@@ -184,3 +184,59 @@ fn bad_inputs_fail_with_one_clear_line() {
     assert!(e.contains("nope"), "{e}");
     assert!(!e.contains('\n'), "one line: {e}");
 }
+
+/// The default model with dropout off, so two trainings differ only by their algorithm.
+fn model_without_dropout(dir: &Path) -> PathBuf {
+    let src = model();
+    let dst = dir.join("no-dropout");
+    let copy = |from: &Path, to: &Path| {
+        std::fs::create_dir_all(to).unwrap();
+        for e in std::fs::read_dir(from).unwrap().flatten() {
+            if e.file_type().unwrap().is_file() {
+                std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+            }
+        }
+    };
+    copy(&src, &dst);
+    copy(&src.join("1_Pooling"), &dst.join("1_Pooling"));
+    let mut cfg: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dst.join("config.json")).unwrap()).unwrap();
+    cfg["hidden_dropout_prob"] = 0.0.into();
+    cfg["attention_probs_dropout_prob"] = 0.0.into();
+    std::fs::write(dst.join("config.json"), cfg.to_string()).unwrap();
+    dst
+}
+
+#[test]
+fn cached_mnrl_trains_like_mnrl() {
+    let _rng = lock();
+    embtune_plugins::link();
+    let tmp = tempfile::tempdir().unwrap();
+    let d = data(tmp.path());
+    let m = model_without_dropout(tmp.path());
+    let run = |loss: &str, opts: &[(&str, serde_json::Value)], out: &str| {
+        let mut cfg = config(d.clone(), tmp.path().join(out));
+        cfg.model = m.clone();
+        cfg.loss = loss.into();
+        cfg.batch_size = 8;
+        cfg.max_steps = Some(3);
+        cfg.optimizer.lr = 1e-5;
+        for (k, v) in opts {
+            cfg.loss_options.insert(k.to_string(), v.clone());
+        }
+        train(&cfg, None, None, Arc::new(AtomicBool::new(false)), &mut ()).unwrap();
+        let logs = embtune_core::train::checkpoint::MetricsLog::read(&tmp.path().join(out).join("metrics.jsonl")).unwrap();
+        (logs, weights(&tmp.path().join(out).join("final")))
+    };
+    let (plain_logs, plain_w) = run("mnrl", &[], "plain");
+    let (cached_logs, cached_w) = run("cached-mnrl", &[("mini_batch_size", 3.into())], "cached");
+    assert_eq!(plain_logs.len(), 3);
+    for (p, c) in plain_logs.iter().zip(&cached_logs) {
+        let (lp, lc) = (p.loss.unwrap(), c.loss.unwrap());
+        assert!((lp - lc).abs() <= 1e-4 * lp.abs().max(1e-3), "step {}: loss {lp} vs {lc}", p.step);
+        assert!((p.grad_norm - c.grad_norm).abs() <= 1e-3 * p.grad_norm, "step {}: grad norm {} vs {}", p.step, p.grad_norm, c.grad_norm);
+    }
+    for ((n, a), (_, b)) in plain_w.iter().zip(&cached_w) {
+        let diff = f64::try_from((a - b).abs().max()).unwrap();
+        assert!(diff <= 2e-6, "{n}: cached-mnrl weights differ by {diff}");
+    }
+}

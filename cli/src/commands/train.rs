@@ -78,6 +78,9 @@ pub struct TrainArgs {
     /// Log to metrics.jsonl every N steps.
     #[arg(long, default_value_t = 10)]
     pub log_every: usize,
+    /// Truncate texts at N tokens (default: the model's max_seq_length).
+    #[arg(long)]
+    pub max_seq_length: Option<usize>,
     /// Keep identical in-batch texts as negatives (by default they are masked out).
     #[arg(long)]
     pub no_dedupe: bool,
@@ -116,6 +119,7 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
     cfg.best_metric = args.best_metric.clone();
     cfg.save_total_limit = args.save_total_limit;
     cfg.log_every = args.log_every;
+    cfg.max_seq_length = args.max_seq_length;
     let suite = build_suite(&args.eval, &query_prompt, &document_prompt, args.batch_size.max(32))?;
 
     let stop = Arc::new(AtomicBool::new(false));

@@ -75,6 +75,8 @@ pub struct TrainConfig {
     pub save_total_limit: Option<usize>,
     /// Log (and sync with the device) every N steps.
     pub log_every: usize,
+    /// Truncate texts at this many tokens (the model's max_seq_length when None).
+    pub max_seq_length: Option<usize>,
 }
 
 impl TrainConfig {
@@ -103,6 +105,7 @@ impl TrainConfig {
             best_metric: None,
             save_total_limit: None,
             log_every: 10,
+            max_seq_length: None,
         }
     }
 }
@@ -207,6 +210,9 @@ pub fn train(
     let model_dir = resume.unwrap_or(&cfg.model);
     let mut encoder = SentenceEncoder::load(model_dir, cfg.device)?;
     encoder.set_precision(cfg.precision)?;
+    if let Some(n) = cfg.max_seq_length {
+        encoder.set_max_seq_length(n)?;
+    }
     let query_prompt = cfg.query_prompt.clone().unwrap_or_default();
     let doc_prompt = cfg.document_prompt.clone().unwrap_or_default();
 
