@@ -19,10 +19,20 @@ pub struct Cli {
 /// The subcommands.
 #[derive(Subcommand, Debug)]
 pub enum Command {
+    /// Turn a CSV table into contrastive training data (strategies + samplers).
+    Gen(commands::gen::GenArgs),
     /// List the registered strategies, samplers and losses.
     List(commands::list::ListArgs),
     /// Report versions, devices and whether the default model verifies.
     Doctor(commands::doctor::DoctorArgs),
+    /// Fine-tune a sentence encoder with a named loss.
+    Train(commands::train::TrainArgs),
+    /// Evaluate a model folder (retrieval, triplet accuracy, combined margin); prints JSON.
+    Eval(commands::eval::EvalArgs),
+    /// Embed the texts of a file (.txt or .csv) into .npy or .jsonl.
+    Encode(commands::encode::EncodeArgs),
+    /// Cosine scores of one query against documents, highest first.
+    Score(commands::score::ScoreArgs),
 }
 
 /// Runs the command line of this process and returns its exit code.
@@ -54,8 +64,13 @@ where
 
 fn dispatch(cmd: Command) -> anyhow::Result<()> {
     match cmd {
+        Command::Gen(a) => commands::gen::run(a),
         Command::List(a) => commands::list::run(a),
         Command::Doctor(a) => commands::doctor::run(a),
+        Command::Train(a) => commands::train::run(a),
+        Command::Eval(a) => commands::eval::run(a),
+        Command::Encode(a) => commands::encode::run(a),
+        Command::Score(a) => commands::score::run(a),
     }
 }
 

@@ -13,6 +13,7 @@ pub mod sampler;
 pub mod strategy;
 pub mod table;
 pub mod testing;
+pub mod train;
 
 pub use error::{Error, Result};
 pub use loss::{ContrastiveLoss, LossBatch, LossInputs};

@@ -1,9 +1,11 @@
 //! The [`ContrastiveLoss`] extension point: maps one embedding tensor per input column to a
 //! scalar loss.
 
+use std::collections::HashMap;
+
 use tch::Tensor;
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 
 /// What a loss needs from a data file, checked against the file's columns before training.
 #[derive(Debug, Clone, PartialEq)]
@@ -16,7 +18,10 @@ pub enum LossInputs {
     Texts { min: usize, max: Option<usize> },
     /// Two text columns and a float `label`/`score` column (CoSENT, AnglE); a file of
     /// triplets is turned into scored pairs with the soft labels given here.
-    ScoredPairs { positive_label: f64, negative_label: f64 },
+    ScoredPairs {
+        positive_label: f64,
+        negative_label: f64,
+    },
 }
 
 /// The inputs of one loss evaluation.
@@ -27,9 +32,12 @@ pub struct LossBatch<'a> {
     pub embeddings: &'a [Tensor],
     /// `(B,)` float labels for scored pairs; None otherwise.
     pub labels: Option<&'a Tensor>,
-    /// `(B, B*(C-1))` boolean mask, true where candidate column j of row i holds the same
-    /// text as row i's positive while j is not row i's own positive (a false negative to be
-    /// masked out). None when deduplication is off or the loss has no in-batch candidates.
+    /// `(B, B*(C-1))` boolean mask over the in-batch candidates of each row (the C-1 document
+    /// columns concatenated column-wise, so candidate `c*B + j` is row j of document column c),
+    /// true where the candidate is a false negative to be left out of row i's softmax; see
+    /// [`duplicate_mask`] for the rule and for building it from the texts of the batch. Row
+    /// i's own positive (candidate i) is never masked. None when deduplication is off
+    /// (`--no-dedupe`) or the loss has no in-batch candidates (triplet, CoSENT, AnglE).
     pub duplicate_mask: Option<&'a Tensor>,
 }
 
@@ -55,5 +63,133 @@ pub trait ContrastiveLoss: Send {
     /// Gradient-cache mini-batch size, for losses whose memory must stay flat in batch size.
     fn mini_batch_size(&self) -> Option<usize> {
         None
+    }
+}
+
+/// The false-negative mask of [`LossBatch::duplicate_mask`], built from the raw texts of one
+/// batch: `columns[0]` the anchors, `columns[1]` the positives, `columns[2..]` the negative
+/// columns, each of the same length B (for [`LossInputs::SingleTextTwice`] pass the text
+/// column twice). Returns a CPU `(B, B*(C-1))` boolean tensor; move it to the loss's device.
+///
+/// Candidate `(c, j)` (row j of document column `c+1`) is masked for row i, unless it is row
+/// i's own positive `(0, i)`, when
+/// - its text equals row i's positive or row i's anchor (a duplicate of the pair), or
+/// - it is the positive of a row j whose anchor text equals row i's anchor (the same query
+///   with another positive, as the baseline strategy emits one row per positive column).
+///
+/// Another row's hard negative for the same anchor stays a negative. Sentence-transformers
+/// reaches the same end with its no-duplicates batch sampler, which keeps such texts out of
+/// a batch; masking them is cheaper and keeps the batch size.
+pub fn duplicate_mask<S: AsRef<str>>(columns: &[&[S]]) -> Result<Tensor> {
+    let (b, flags) = duplicate_flags(columns)?;
+    let docs = columns.len() - 1;
+    Ok(Tensor::from_slice(&flags).reshape([b as i64, (b * docs) as i64]))
+}
+
+/// Row-major flags of [`duplicate_mask`] with the batch size: `flags[i * B*(C-1) + c*B + j]`.
+pub fn duplicate_flags<S: AsRef<str>>(columns: &[&[S]]) -> Result<(usize, Vec<bool>)> {
+    if columns.len() < 2 {
+        return Err(Error::Invalid(format!(
+            "duplicate mask: need at least an anchor and a positive column, got {} column(s)",
+            columns.len()
+        )));
+    }
+    let b = columns[0].len();
+    if let Some((k, col)) = columns.iter().enumerate().find(|(_, c)| c.len() != b) {
+        return Err(Error::Invalid(format!(
+            "duplicate mask: column {k} has {} texts but the anchor column has {b}",
+            col.len()
+        )));
+    }
+    // Texts as small integers, so each comparison is one integer compare.
+    let mut ids: HashMap<&str, u32> = HashMap::new();
+    let cols: Vec<Vec<u32>> = columns
+        .iter()
+        .map(|col| {
+            col.iter()
+                .map(|s| {
+                    let next = ids.len() as u32;
+                    *ids.entry(s.as_ref()).or_insert(next)
+                })
+                .collect()
+        })
+        .collect();
+    let (anchor, positive) = (&cols[0], &cols[1]);
+    let docs = &cols[1..];
+    let width = b * docs.len();
+    let mut flags = vec![false; b * width];
+    for i in 0..b {
+        let row = &mut flags[i * width..(i + 1) * width];
+        for (c, doc) in docs.iter().enumerate() {
+            for j in 0..b {
+                if c == 0 && j == i {
+                    continue;
+                }
+                let text = doc[j];
+                row[c * b + j] =
+                    text == positive[i] || text == anchor[i] || (c == 0 && anchor[j] == anchor[i]);
+            }
+        }
+    }
+    Ok((b, flags))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mask(columns: &[&[&str]]) -> Vec<Vec<bool>> {
+        let (b, flags) = duplicate_flags(columns).unwrap();
+        let width = flags.len() / b;
+        flags.chunks(width).map(<[bool]>::to_vec).collect()
+    }
+
+    #[test]
+    fn no_duplicates_no_mask() {
+        let m = mask(&[
+            &["a1", "a2", "a3"],
+            &["p1", "p2", "p3"],
+            &["n1", "n2", "n3"],
+        ]);
+        assert!(m.iter().flatten().all(|&f| !f));
+    }
+
+    #[test]
+    fn same_positive_and_same_anchor_are_masked_but_never_the_own_positive() {
+        // Rows 0 and 1 share the anchor; rows 0 and 2 share the positive; row 2's negative
+        // is row 0's anchor text.
+        let m = mask(&[&["a", "a", "b"], &["p", "q", "p"], &["x", "y", "a"]]);
+        // Row 0: candidates p(0) own, q(1) positive of the same anchor, p(2) same text, x y a(5) = own anchor.
+        assert_eq!(m[0], vec![false, true, true, false, false, true]);
+        // Row 1: p(0) positive of the same anchor "a"; q own; p(2) is not (anchor b); a(5) equals anchor.
+        assert_eq!(m[1], vec![true, false, false, false, false, true]);
+        // Row 2: p(0) same text as own positive; q(1) no; own p(2) never; negatives no.
+        assert_eq!(m[2], vec![true, false, false, false, false, false]);
+    }
+
+    #[test]
+    fn single_text_twice_masks_repeated_texts() {
+        let t = ["x", "y", "x"];
+        let m = mask(&[&t, &t]);
+        assert_eq!(
+            m,
+            vec![
+                vec![false, false, true],
+                vec![false, false, false],
+                vec![true, false, false]
+            ]
+        );
+        let tensor = duplicate_mask(&[&t[..], &t[..]]).unwrap();
+        assert_eq!(tensor.size(), [3, 3]);
+        assert_eq!(tensor.kind(), tch::Kind::Bool);
+    }
+
+    #[test]
+    fn ragged_columns_are_an_error() {
+        let e = duplicate_flags(&[&["a", "b"][..], &["p"][..]])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("column 1 has 1 texts"), "{e}");
+        assert!(duplicate_flags(&[&["a"][..]]).is_err());
     }
 }

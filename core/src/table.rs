@@ -135,9 +135,28 @@ impl Table {
     }
 }
 
+/// The encoding for a WHATWG label, or for a Python codec name that users pass out of habit
+/// (`cp949`, `ms949`, `uhc`, `cp932`, `cp936`, `cp1252`, `utf-8-sig`, ...).
+pub fn encoding_for(label: &str) -> Option<&'static encoding_rs::Encoding> {
+    let l = label.trim().to_ascii_lowercase().replace('_', "-");
+    let alias = match l.as_str() {
+        "cp949" | "ms949" | "uhc" | "euckr" => "euc-kr",
+        "cp932" | "ms932" | "sjis" | "shift-jis" => "shift_jis",
+        "cp936" | "ms936" => "gbk",
+        "utf-8-sig" | "utf8-sig" => "utf-8",
+        other => match other.strip_prefix("cp") {
+            Some(n) if n.len() == 4 && n.starts_with("125") => return encoding_rs::Encoding::for_label(format!("windows-{n}").as_bytes()),
+            Some("874") => "windows-874",
+            Some("866") => "ibm866",
+            _ => other,
+        },
+    };
+    encoding_rs::Encoding::for_label(alias.as_bytes()).or_else(|| encoding_rs::Encoding::for_label(label.trim().as_bytes()))
+}
+
 /// Decodes `bytes` with the encoding labelled `label`, without replacement characters.
 fn decode(bytes: Vec<u8>, label: &str, path: &Path) -> Result<String> {
-    let encoding = encoding_rs::Encoding::for_label(label.trim().as_bytes()).ok_or_else(|| {
+    let encoding = encoding_for(label).ok_or_else(|| {
         Error::Invalid(format!(
             "unknown --encoding '{label}'; use a WHATWG label such as utf-8, cp949, euc-kr, shift_jis, gbk, windows-1252, utf-16le"
         ))
@@ -397,6 +416,9 @@ mod ingest_tests {
         assert_eq!((t.headers()[0].as_str(), t.cell(0, 0)), ("설명", "사과"));
         let e = Table::from_csv_bytes(cp.to_vec(), "utf-8", Path::new("t.csv")).unwrap_err().to_string();
         assert!(e.contains("line 1") && e.contains("--encoding cp949"), "{e}");
+        for (label, name) in [("cp949", "EUC-KR"), ("MS949", "EUC-KR"), ("euc_kr", "EUC-KR"), ("cp1252", "windows-1252"), ("cp932", "Shift_JIS"), ("utf-8-sig", "UTF-8"), ("shift_jis", "Shift_JIS")] {
+            assert_eq!(encoding_for(label).map(|e| e.name()), Some(name), "{label}");
+        }
         let e = Table::from_csv_bytes(b"a\n1\n".to_vec(), "klingon", Path::new("t.csv")).unwrap_err().to_string();
         assert!(e.contains("unknown --encoding"), "{e}");
     }

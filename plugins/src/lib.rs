@@ -4,5 +4,23 @@
 //!
 //! Binaries must refer to this crate (e.g. [`link`]) so the linker keeps its registrations.
 
+// Pair strategies.
+pub mod baseline;
+pub mod domainwise;
+pub mod fusion_multineg;
+
+// Negative samplers.
+pub mod random;
+pub mod same_category;
+
+// Contrastive losses.
+pub mod angle;
+pub mod cached_mnrl;
+pub mod cosent;
+pub mod loss_math;
+pub mod mnrl;
+pub mod simcse;
+pub mod triplet;
+
 /// Call once from a binary (the CLI does) so the built-in plugins are linked in.
 pub fn link() {}

@@ -224,16 +224,17 @@ impl TrainObserver for Progress {
         }
     }
     fn log(&mut self, log: &StepLog) {
-        let mut msg = String::new();
+        let mut parts = Vec::new();
         if let Some(l) = log.loss {
-            msg.push_str(&format!("loss {l:.4} | lr {:.2e} | {:.1} ex/s", log.lr, log.examples_per_s));
+            parts.push(format!("loss {l:.4} | lr {:.2e} | {:.1} ex/s", log.lr, log.examples_per_s));
         }
         if let Some(e) = &log.eval {
             let key = ["cosine_ndcg@10", "cosine_accuracy", "combined_margin"].into_iter().find(|k| e.contains_key(*k));
             if let Some(k) = key {
-                msg.push_str(&format!(" | {k} {:.4}", e[k]));
+                parts.push(format!("{k} {:.4}", e[k]));
             }
         }
+        let msg = parts.join(" | ");
         match &self.bar {
             Some(b) => b.set_message(msg),
             None => eprintln!("step {}: {msg}", log.step),

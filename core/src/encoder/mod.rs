@@ -1,1 +1,618 @@
-//! Sentence encoders on tch: model folders in and out, BERT and Gemma3 backbones, pooling.
+//! Sentence encoders on tch: sentence-transformers folders in and out, BERT and
+//! bidirectional Gemma3 backbones, pooling, dense layers and normalization.
+//!
+//! [`SentenceEncoder`] is the one type callers use: [`SentenceEncoder::load`] reads a
+//! folder, [`SentenceEncoder::tokenize`] + [`SentenceEncoder::forward`] give differentiable
+//! `(B, D)` embeddings for training, [`SentenceEncoder::encode`] gives `(N, D)` fp32 CPU
+//! embeddings for inference, and [`SentenceEncoder::save`] writes a folder that
+//! sentence-transformers loads unchanged. Every trainable tensor lives in one
+//! `tch::nn::VarStore` ([`SentenceEncoder::var_store`]) under its checkpoint name.
+
+pub mod bert;
+pub mod dense;
+pub mod folder;
+pub mod gemma3;
+pub mod npy;
+pub mod params;
+pub mod pooling;
+pub mod safetensors;
+pub mod tokenize;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use tch::{Device, Kind, Tensor};
+
+use crate::error::{Error, Result};
+use bert::{Bert, BertWeights};
+use dense::Dense;
+use folder::{ModuleEntry, ModuleKind};
+use gemma3::{Gemma3, Gemma3Weights};
+use params::{Checkpoint, ParamTable};
+use pooling::Pooling;
+use tokenize::TextTokenizer;
+
+/// The backbone architectures (`config.json`'s `model_type`) embtune runs.
+pub const SUPPORTED_MODEL_TYPES: &[&str] = &["bert", "gemma3_text"];
+
+/// Numeric precision of forward passes. Master weights are always fp32.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Precision {
+    /// Everything in fp32.
+    #[default]
+    Fp32,
+    /// Compute in bf16 (CUDA only); weights are cast once per forward call, gradients
+    /// reach the fp32 masters through the cast.
+    Bf16,
+}
+
+impl std::str::FromStr for Precision {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "fp32" | "f32" | "float32" => Ok(Precision::Fp32),
+            "bf16" | "bfloat16" => Ok(Precision::Bf16),
+            _ => Err(Error::Invalid(format!("unknown precision '{s}'; valid: fp32, bf16"))),
+        }
+    }
+}
+
+/// Tokenized texts on the encoder's device, padded (right) to the longest of the batch.
+pub struct TokenBatch {
+    /// `(b, s)` int64 token ids.
+    pub input_ids: Tensor,
+    /// `(b, s)` int64, 1 on real tokens and 0 on padding.
+    pub attention_mask: Tensor,
+    /// Real token count of each row.
+    pub lengths: Vec<usize>,
+    /// Tokens of a prompt at the start of every row that pooling skips when the Pooling
+    /// config says `include_prompt: false` (None: no prompt).
+    pub prompt_length: Option<usize>,
+}
+
+// One value per encoder: the size difference between variants does not matter.
+#[allow(clippy::large_enum_variant)]
+enum Backbone {
+    Bert(Bert),
+    Gemma3(Gemma3),
+}
+
+enum Prepared {
+    Bert(BertWeights),
+    Gemma3(Gemma3Weights),
+}
+
+enum Stage {
+    Dense(Dense),
+    Normalize { path: String, config: Option<serde_json::Value> },
+}
+
+/// A sentence-transformers model: Transformer -> Pooling -> Dense* -> Normalize?.
+pub struct SentenceEncoder {
+    dir: PathBuf,
+    transformer_dir: PathBuf,
+    device: Device,
+    precision: Precision,
+    params: ParamTable,
+    n_backbone: usize,
+    backbone: Backbone,
+    backbone_config: serde_json::Value,
+    extras: Vec<(String, Tensor)>,
+    tokenizer: TextTokenizer,
+    pooling: Pooling,
+    pooling_path: String,
+    pooling_config: Option<serde_json::Value>,
+    stages: Vec<Stage>,
+    prompts: BTreeMap<String, String>,
+    default_prompt_name: Option<String>,
+    st_config: Option<serde_json::Value>,
+    sbert_config: Option<serde_json::Value>,
+    max_seq_length: usize,
+    embedding_ids: Vec<usize>,
+}
+
+fn read_checkpoint(dir: &Path) -> Result<BTreeMap<String, Tensor>> {
+    let single = dir.join("model.safetensors");
+    if single.is_file() {
+        return safetensors::read(&single);
+    }
+    let index = dir.join("model.safetensors.index.json");
+    if index.is_file() {
+        let v = folder::read_json(&index)?;
+        let map = v
+            .get("weight_map")
+            .and_then(|m| m.as_object())
+            .ok_or_else(|| Error::model(dir, "model.safetensors.index.json has no weight_map"))?;
+        let mut files: Vec<&str> = map.values().filter_map(|f| f.as_str()).collect();
+        files.sort();
+        files.dedup();
+        let mut out = BTreeMap::new();
+        for f in files {
+            out.extend(safetensors::read(&dir.join(f))?);
+        }
+        return Ok(out);
+    }
+    if dir.join("pytorch_model.bin").is_file() {
+        return Err(Error::model(dir, "only model.safetensors is supported, found pytorch_model.bin; re-save the model with safe_serialization=True"));
+    }
+    Err(Error::model(dir, "model.safetensors is missing"))
+}
+
+/// The named prompts of the model folder `dir` (`config_sentence_transformers.json`),
+/// without loading the model; empty when the folder has none.
+pub fn read_prompts(dir: &Path) -> Result<BTreeMap<String, String>> {
+    let mut prompts = BTreeMap::new();
+    if let Some(c) = folder::read_json_opt(&dir.join("config_sentence_transformers.json"))? {
+        if let Some(p) = c.get("prompts").and_then(|p| p.as_object()) {
+            for (k, v) in p {
+                prompts.insert(k.clone(), v.as_str().unwrap_or_default().to_string());
+            }
+        }
+    }
+    Ok(prompts)
+}
+
+impl SentenceEncoder {
+    /// Loads a sentence-transformers folder (or a plain Hugging Face folder, read as
+    /// Transformer + mean pooling) onto `device`. Every bad input is an [`Error::Model`]
+    /// naming the folder and the problem.
+    pub fn load(dir: &Path, device: Device) -> Result<Self> {
+        if !dir.is_dir() {
+            return Err(Error::model(dir, "no such folder"));
+        }
+        let entries = folder::read_modules(dir)?;
+        let plain = entries.is_none();
+        let entries = entries.unwrap_or_else(|| vec![ModuleEntry { path: String::new(), kind: ModuleKind::Transformer }]);
+        let first = entries.first().ok_or_else(|| Error::model(dir, "modules.json lists no modules"))?;
+        if first.kind != ModuleKind::Transformer {
+            return Err(Error::model(dir, "modules.json: the first module must be a Transformer"));
+        }
+        let transformer_dir = dir.join(&first.path);
+        let config = folder::read_json(&transformer_dir.join("config.json"))?;
+        let model_type = config.get("model_type").and_then(|v| v.as_str()).unwrap_or("").to_string();
+        let sbert_config = folder::read_json_opt(&transformer_dir.join("sentence_bert_config.json"))?;
+
+        let mut params = ParamTable::new(device);
+        let tensors = read_checkpoint(&transformer_dir)?;
+        let mut ckpt = Checkpoint::new(&transformer_dir, "model.safetensors", tensors);
+        let (backbone, hidden, max_pos) = match model_type.as_str() {
+            "bert" => {
+                let b = Bert::load(&transformer_dir, &config, &mut ckpt, &mut params)?;
+                let (h, p) = (b.hidden_size(), b.max_positions());
+                (Backbone::Bert(b), h, p)
+            }
+            "gemma3_text" => {
+                let g = Gemma3::load(&transformer_dir, &config, &mut ckpt, &mut params)?;
+                let (h, p) = (g.hidden_size(), g.config().max_position_embeddings);
+                (Backbone::Gemma3(g), h, p)
+            }
+            other => {
+                return Err(Error::model(
+                    &transformer_dir,
+                    format!(
+                        "config.json: model_type '{}' is not supported (supported: {})",
+                        if other.is_empty() { "<missing>" } else { other },
+                        SUPPORTED_MODEL_TYPES.join(", ")
+                    ),
+                ))
+            }
+        };
+        let embedding_ids = match &backbone {
+            Backbone::Bert(b) => b.embedding_ids(),
+            Backbone::Gemma3(g) => g.embedding_ids(),
+        };
+        let n_backbone = params.tensors().len();
+        let extras = ckpt.into_rest();
+
+        // Tokenizer and max_seq_length as the reference's Transformer module sets them.
+        let tok_config = folder::read_json_opt(&transformer_dir.join("tokenizer_config.json"))?;
+        let max_seq_length = match sbert_config.as_ref().and_then(|c| c.get("max_seq_length")).and_then(|v| v.as_u64()) {
+            Some(m) => m as usize,
+            None => {
+                let tok_max = tok_config.as_ref().and_then(|c| c.get("model_max_length")).and_then(|v| v.as_f64()).unwrap_or(f64::MAX);
+                tok_max.min(max_pos as f64) as usize
+            }
+        };
+        if max_seq_length as i64 > max_pos {
+            return Err(Error::model(dir, format!("max_seq_length {max_seq_length} exceeds the model's {max_pos} positions")));
+        }
+        let lowercase = sbert_config.as_ref().and_then(|c| c.get("do_lower_case")).and_then(|v| v.as_bool()).unwrap_or(false);
+        let pad_id = config.get("pad_token_id").and_then(|v| v.as_i64()).unwrap_or(0);
+        let tokenizer = TextTokenizer::load(&transformer_dir, max_seq_length, pad_id, lowercase)?;
+
+        // Pooling, then Dense / Normalize in order.
+        let (pooling, pooling_path, pooling_config) = match entries.get(1) {
+            Some(e) if e.kind == ModuleKind::Pooling => {
+                let cfg = folder::read_json(&dir.join(&e.path).join("config.json"))?;
+                let p = Pooling::from_config(&dir.join(&e.path), &cfg)?;
+                if p.dimension != hidden {
+                    return Err(Error::model(
+                        dir.join(&e.path),
+                        format!("config.json: embedding dimension {} does not match the backbone's hidden size {hidden}", p.dimension),
+                    ));
+                }
+                (p, e.path.clone(), Some(cfg))
+            }
+            None if plain => (Pooling::mean(hidden), "1_Pooling".to_string(), None),
+            _ => return Err(Error::model(dir, "modules.json: the second module must be a Pooling module")),
+        };
+        let mut stages = Vec::new();
+        let mut width = pooling.output_dimension();
+        for e in entries.iter().skip(2) {
+            match e.kind {
+                ModuleKind::Dense => {
+                    let d = Dense::load(&dir.join(&e.path), &e.path, &mut params)?;
+                    if d.in_features != width {
+                        return Err(Error::model(
+                            dir.join(&e.path),
+                            format!("config.json: in_features {} does not match the previous module's output width {width}", d.in_features),
+                        ));
+                    }
+                    width = d.out_features;
+                    stages.push(Stage::Dense(d));
+                }
+                ModuleKind::Normalize => {
+                    let config = folder::read_json_opt(&dir.join(&e.path).join("config.json"))?;
+                    stages.push(Stage::Normalize { path: e.path.clone(), config })
+                }
+                k => return Err(Error::model(dir, format!("modules.json: a {} module after the Pooling module is not supported", k.class()))),
+            }
+        }
+
+        let st_config = folder::read_json_opt(&dir.join("config_sentence_transformers.json"))?;
+        let mut prompts = BTreeMap::new();
+        let mut default_prompt_name = None;
+        if let Some(c) = &st_config {
+            if let Some(p) = c.get("prompts").and_then(|p| p.as_object()) {
+                for (k, v) in p {
+                    prompts.insert(k.clone(), v.as_str().unwrap_or_default().to_string());
+                }
+            }
+            default_prompt_name = c.get("default_prompt_name").and_then(|v| v.as_str()).map(String::from);
+        }
+        Ok(SentenceEncoder {
+            dir: dir.to_path_buf(),
+            transformer_dir,
+            device,
+            precision: Precision::Fp32,
+            params,
+            n_backbone,
+            backbone,
+            backbone_config: config,
+            extras,
+            tokenizer,
+            pooling,
+            pooling_path,
+            pooling_config,
+            stages,
+            prompts,
+            default_prompt_name,
+            st_config,
+            sbert_config,
+            max_seq_length,
+            embedding_ids,
+        })
+    }
+
+    /// The folder this encoder was loaded from.
+    pub fn source_dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The device of the weights and of every tensor this encoder returns from
+    /// [`Self::tokenize`] and [`Self::forward`].
+    pub fn device(&self) -> Device {
+        self.device
+    }
+
+    /// Truncation length in tokens (special tokens included).
+    pub fn max_seq_length(&self) -> usize {
+        self.max_seq_length
+    }
+
+    /// Sets the truncation length (at most the model's positions).
+    pub fn set_max_seq_length(&mut self, n: usize) -> Result<()> {
+        let t = &self.tokenizer;
+        self.tokenizer = TextTokenizer::load(&self.transformer_dir, n, t.pad_id(), t.lowercase())?;
+        self.max_seq_length = n;
+        Ok(())
+    }
+
+    /// The model's named prompts (`config_sentence_transformers.json`).
+    pub fn prompts(&self) -> &BTreeMap<String, String> {
+        &self.prompts
+    }
+
+    /// The prompt the reference applies when a caller names none (`default_prompt_name`).
+    /// [`Self::encode`] does not apply it; the command line does.
+    pub fn default_prompt(&self) -> Option<&str> {
+        self.default_prompt_name.as_deref().and_then(|n| self.prompts.get(n)).map(String::as_str)
+    }
+
+    /// The prompt named `name`; an unknown name lists the known ones.
+    pub fn prompt(&self, name: &str) -> Result<&str> {
+        self.prompts.get(name).map(String::as_str).ok_or_else(|| {
+            let known: Vec<&str> = self.prompts.keys().map(String::as_str).collect();
+            Error::Invalid(format!(
+                "the model has no prompt named '{name}'; its prompts: {}",
+                if known.is_empty() { "none".to_string() } else { known.join(", ") }
+            ))
+        })
+    }
+
+    /// Width of the sentence embeddings.
+    pub fn dimension(&self) -> i64 {
+        let mut d = self.pooling.output_dimension();
+        for s in &self.stages {
+            if let Stage::Dense(x) = s {
+                d = x.out_features;
+            }
+        }
+        d
+    }
+
+    /// The precision of forward passes.
+    pub fn precision(&self) -> Precision {
+        self.precision
+    }
+
+    /// Sets the precision; bf16 needs a CUDA device. Weights stay fp32.
+    pub fn set_precision(&mut self, p: Precision) -> Result<()> {
+        if p == Precision::Bf16 && !self.device.is_cuda() {
+            return Err(Error::Invalid("--precision bf16 needs a CUDA device; use fp32 on CPU".into()));
+        }
+        self.precision = p;
+        Ok(())
+    }
+
+    /// Sets the precision without the CUDA check: bf16 on CPU is slow and only meant for
+    /// tests of the bf16 code path on machines without a GPU.
+    #[doc(hidden)]
+    pub fn force_precision(&mut self, p: Precision) {
+        self.precision = p;
+    }
+
+    fn kind(&self) -> Kind {
+        match self.precision {
+            Precision::Fp32 => Kind::Float,
+            Precision::Bf16 => Kind::BFloat16,
+        }
+    }
+
+    /// Every trainable parameter (backbone, then Dense modules) in one VarStore; variable
+    /// names are checkpoint names (`encoder.layer.0.attention.self.query.weight`,
+    /// `2_Dense.linear.weight`). Training these tensors changes what [`Self::save`] writes.
+    pub fn var_store(&self) -> &tch::nn::VarStore {
+        self.params.var_store()
+    }
+
+    /// The VarStore, mutably (e.g. for `freeze`).
+    pub fn var_store_mut(&mut self) -> &mut tch::nn::VarStore {
+        self.params.var_store_mut()
+    }
+
+    /// The trainable tensors in a fixed order with their names (the same tensors as the
+    /// VarStore's, without its hash-map order).
+    pub fn named_parameters(&self) -> Vec<(String, Tensor)> {
+        self.params.names().iter().cloned().zip(self.params.tensors().iter().map(|t| t.shallow_clone())).collect()
+    }
+
+    /// The tokenizer with the reference's batch settings.
+    pub fn tokenizer(&self) -> &TextTokenizer {
+        &self.tokenizer
+    }
+
+    /// Tokenizes `texts` as they are (no prompt): ids and mask on the device, padded to the
+    /// longest text, truncated at [`Self::max_seq_length`].
+    pub fn tokenize(&self, texts: &[&str]) -> Result<TokenBatch> {
+        let ids = self.tokenizer.encode_ids(texts)?;
+        self.batch_from_ids(&ids, None)
+    }
+
+    /// Tokenizes `prompt + text` for every text, as the reference prepends prompts, and
+    /// records the prompt's token count for `include_prompt: false` pooling.
+    pub fn tokenize_with_prompt(&self, texts: &[&str], prompt: Option<&str>) -> Result<TokenBatch> {
+        match prompt.filter(|p| !p.is_empty()) {
+            None => self.tokenize(texts),
+            Some(p) => {
+                let joined: Vec<String> = texts.iter().map(|t| format!("{p}{t}")).collect();
+                let refs: Vec<&str> = joined.iter().map(String::as_str).collect();
+                let ids = self.tokenizer.encode_ids(&refs)?;
+                let pl = self.tokenizer.prompt_length(p)?;
+                self.batch_from_ids(&ids, Some(pl))
+            }
+        }
+    }
+
+    fn batch_from_ids(&self, ids: &[Vec<u32>], prompt_length: Option<usize>) -> Result<TokenBatch> {
+        let b = ids.len();
+        let s = ids.iter().map(Vec::len).max().unwrap_or(0).max(1);
+        let pad = self.tokenizer.pad_id();
+        let mut flat = vec![pad; b * s];
+        let mut mask = vec![0i64; b * s];
+        for (r, row) in ids.iter().enumerate() {
+            for (c, &id) in row.iter().enumerate() {
+                flat[r * s + c] = id as i64;
+                mask[r * s + c] = 1;
+            }
+        }
+        let to = |v: Vec<i64>| Tensor::from_slice(&v).view([b as i64, s as i64]).to_device(self.device);
+        Ok(TokenBatch { input_ids: to(flat), attention_mask: to(mask), lengths: ids.iter().map(Vec::len).collect(), prompt_length })
+    }
+
+    fn prepare(&self) -> (Vec<Tensor>, Prepared) {
+        let kind = self.kind();
+        let w = self.params.cast(kind, &self.embedding_ids);
+        let prepared = match &self.backbone {
+            Backbone::Bert(b) => Prepared::Bert(b.prepare(&w, kind)),
+            Backbone::Gemma3(g) => Prepared::Gemma3(g.prepare(&w, kind)),
+        };
+        (w, prepared)
+    }
+
+    fn forward_prepared(&self, w: &[Tensor], prepared: &Prepared, batch: &TokenBatch, train: bool) -> Result<Tensor> {
+        let (ids, mask) = (&batch.input_ids, &batch.attention_mask);
+        let tokens = match (&self.backbone, prepared) {
+            (Backbone::Bert(b), Prepared::Bert(pw)) => b.forward(pw, ids, mask, train)?,
+            (Backbone::Gemma3(g), Prepared::Gemma3(pw)) => g.forward(pw, ids, mask, train)?,
+            _ => unreachable!("prepared weights always match the backbone"),
+        };
+        let mut x = self.pooling.forward(&tokens, mask, batch.prompt_length)?;
+        for s in &self.stages {
+            x = match s {
+                Stage::Dense(d) => d.forward(w, &x),
+                Stage::Normalize { .. } => {
+                    let n = x.norm_scalaropt_dim(2.0, [-1i64].as_slice(), true).clamp_min(1e-12);
+                    x / n
+                }
+            };
+        }
+        Ok(x.to_kind(Kind::Float))
+    }
+
+    /// Sentence embeddings `(b, D)` in fp32 on the device, through pooling, dense layers
+    /// and normalization; differentiable with respect to [`Self::var_store`]. Dropout is
+    /// active only when `train`. Weights are cast (bf16) and fused once per call.
+    pub fn forward(&self, batch: &TokenBatch, train: bool) -> Result<Tensor> {
+        let (w, prepared) = self.prepare();
+        self.forward_prepared(&w, &prepared, batch, train)
+    }
+
+    /// Embeddings `(N, D)` fp32 on the CPU of `texts` in input order, without gradients
+    /// and without dropout. Texts are sorted by token count and batched `batch_size` at a
+    /// time, so padding is small. No prompt is applied (see [`Self::encode_with_prompt`]).
+    pub fn encode(&self, texts: &[&str], batch_size: usize) -> Result<Tensor> {
+        self.encode_with_prompt(texts, None, batch_size)
+    }
+
+    /// [`Self::encode`] with `prompt` prepended to every text (the reference's
+    /// `encode(texts, prompt=...)`).
+    pub fn encode_with_prompt(&self, texts: &[&str], prompt: Option<&str>, batch_size: usize) -> Result<Tensor> {
+        self.encode_with_progress(texts, prompt, batch_size, &mut |_| {})
+    }
+
+    /// [`Self::encode_with_prompt`] calling `progress(done)` after every batch.
+    pub fn encode_with_progress(
+        &self,
+        texts: &[&str],
+        prompt: Option<&str>,
+        batch_size: usize,
+        progress: &mut dyn FnMut(usize),
+    ) -> Result<Tensor> {
+        let _guard = tch::no_grad_guard();
+        let d = self.dimension();
+        if texts.is_empty() {
+            return Ok(Tensor::zeros([0, d], (Kind::Float, Device::Cpu)));
+        }
+        let batch_size = batch_size.max(1);
+        let prompt = prompt.filter(|p| !p.is_empty());
+        let joined: Vec<String>;
+        let inputs: Vec<&str> = match prompt {
+            Some(p) => {
+                joined = texts.iter().map(|t| format!("{p}{t}")).collect();
+                joined.iter().map(String::as_str).collect()
+            }
+            None => texts.to_vec(),
+        };
+        let prompt_length = match prompt {
+            Some(p) => Some(self.tokenizer.prompt_length(p)?),
+            None => None,
+        };
+        let ids = self.tokenizer.encode_ids(&inputs)?;
+        let mut order: Vec<usize> = (0..ids.len()).collect();
+        order.sort_by_key(|&i| std::cmp::Reverse(ids[i].len()));
+        let (w, prepared) = self.prepare();
+        let mut out: Vec<f32> = vec![0.0; texts.len() * d as usize];
+        let mut done = 0;
+        for chunk in order.chunks(batch_size) {
+            let batch_ids: Vec<Vec<u32>> = chunk.iter().map(|&i| ids[i].clone()).collect();
+            let batch = self.batch_from_ids(&batch_ids, prompt_length)?;
+            let e = self.forward_prepared(&w, &prepared, &batch, false)?.to_device(Device::Cpu).contiguous();
+            let v = Vec::<f32>::try_from(e.view([-1]))?;
+            for (r, &i) in chunk.iter().enumerate() {
+                out[i * d as usize..(i + 1) * d as usize].copy_from_slice(&v[r * d as usize..(r + 1) * d as usize]);
+            }
+            done += chunk.len();
+            progress(done);
+        }
+        Ok(Tensor::from_slice(&out).view([texts.len() as i64, d]))
+    }
+
+    /// Writes a sentence-transformers folder to `dir` (through a temporary folder renamed
+    /// into place): the backbone at the root (`config.json`, `model.safetensors` with
+    /// `{"format":"pt"}` metadata, tokenizer files), `sentence_bert_config.json`,
+    /// `config_sentence_transformers.json`, `modules.json` with the legacy type strings,
+    /// then the Pooling, Dense and Normalize folders. Weights are written in fp32.
+    pub fn save(&self, dir: &Path) -> Result<()> {
+        folder::write_atomically(dir, |tmp| self.write_folder(tmp))
+    }
+
+    fn write_folder(&self, out: &Path) -> Result<()> {
+        let _guard = tch::no_grad_guard();
+        // Backbone files copied as they are (tokenizer, its configs, ...).
+        let rd = std::fs::read_dir(&self.transformer_dir).map_err(|e| Error::io(&self.transformer_dir, e))?;
+        for entry in rd {
+            let entry = entry.map_err(|e| Error::io(&self.transformer_dir, e))?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if entry.file_type().map(|t| t.is_file()).unwrap_or(false) && folder::copied_on_save(&name) {
+                std::fs::copy(entry.path(), out.join(&name)).map_err(|e| Error::io(entry.path(), e))?;
+            }
+        }
+        folder::write_json(&out.join("config.json"), &self.backbone_config)?;
+        let mut tensors: Vec<(String, Tensor)> = self.params.names()[..self.n_backbone]
+            .iter()
+            .cloned()
+            .zip(self.params.tensors()[..self.n_backbone].iter().map(|t| t.detach()))
+            .collect();
+        tensors.extend(self.extras.iter().map(|(n, t)| (n.clone(), t.shallow_clone())));
+        safetensors::write(&out.join("model.safetensors"), &tensors)?;
+        let sbert = match &self.sbert_config {
+            Some(v) => {
+                let mut v = v.clone();
+                v["max_seq_length"] = self.max_seq_length.into();
+                v
+            }
+            None => serde_json::json!({"max_seq_length": self.max_seq_length, "do_lower_case": false}),
+        };
+        folder::write_json(&out.join("sentence_bert_config.json"), &sbert)?;
+        let st = match &self.st_config {
+            Some(v) => v.clone(),
+            None => serde_json::json!({"prompts": self.prompts, "default_prompt_name": self.default_prompt_name, "similarity_fn_name": "cosine"}),
+        };
+        folder::write_json(&out.join("config_sentence_transformers.json"), &st)?;
+
+        let mut modules = vec![serde_json::json!({"idx": 0, "name": "0", "path": "", "type": ModuleKind::Transformer.legacy_type()})];
+        let mut push = |kind: ModuleKind, path: &str| {
+            let idx = modules.len();
+            modules.push(serde_json::json!({"idx": idx, "name": idx.to_string(), "path": path, "type": kind.legacy_type()}));
+        };
+        let pdir = out.join(&self.pooling_path);
+        std::fs::create_dir_all(&pdir).map_err(|e| Error::io(&pdir, e))?;
+        let pcfg = self.pooling_config.clone().unwrap_or_else(|| self.pooling.legacy_config());
+        folder::write_json(&pdir.join("config.json"), &pcfg)?;
+        push(ModuleKind::Pooling, &self.pooling_path);
+        for s in &self.stages {
+            match s {
+                Stage::Dense(d) => {
+                    let ddir = out.join(&d.folder);
+                    std::fs::create_dir_all(&ddir).map_err(|e| Error::io(&ddir, e))?;
+                    folder::write_json(&ddir.join("config.json"), &d.config)?;
+                    let t: Vec<(String, Tensor)> = d.checkpoint(self.params.tensors()).into_iter().map(|(n, t)| (n, t.detach())).collect();
+                    safetensors::write(&ddir.join("model.safetensors"), &t)?;
+                    push(ModuleKind::Dense, &d.folder);
+                }
+                Stage::Normalize { path, config } => {
+                    let ndir = out.join(path);
+                    std::fs::create_dir_all(&ndir).map_err(|e| Error::io(&ndir, e))?;
+                    if let Some(c) = config {
+                        folder::write_json(&ndir.join("config.json"), c)?;
+                    }
+                    push(ModuleKind::Normalize, path);
+                }
+            }
+        }
+        folder::write_json(&out.join("modules.json"), &serde_json::Value::Array(modules))?;
+        Ok(())
+    }
+}

@@ -1,0 +1,270 @@
+//! BERT (`model_type: bert`, e.g. all-MiniLM-L6-v2) as transformers' `BertModel` computes
+//! it (transformers/models/bert/modeling_bert.py): learned absolute positions, token-type
+//! embeddings (all type 0 for single texts), post-LayerNorm layers, exact erf GELU,
+//! attention through `scaled_dot_product_attention` with an additive mask on padded keys,
+//! dropout (`hidden_dropout_prob`, `attention_probs_dropout_prob`) only in training.
+//!
+//! Checkpoint names follow sentence-transformers folders (no `bert.` prefix; a prefixed
+//! checkpoint is accepted): `embeddings.word_embeddings.weight`,
+//! `encoder.layer.{i}.attention.self.query.weight`, ... `pooler.*` is not used.
+
+use std::path::Path;
+
+use serde::Deserialize;
+use tch::{Kind, Tensor};
+
+use super::params::{Checkpoint, ParamId, ParamTable};
+use crate::error::{Error, Result};
+
+/// The fields of a BERT `config.json` that the forward pass uses.
+#[derive(Debug, Clone, Deserialize)]
+pub struct BertConfig {
+    pub vocab_size: i64,
+    pub hidden_size: i64,
+    pub num_hidden_layers: usize,
+    pub num_attention_heads: i64,
+    pub intermediate_size: i64,
+    #[serde(default = "default_act")]
+    pub hidden_act: String,
+    #[serde(default = "default_dropout")]
+    pub hidden_dropout_prob: f64,
+    #[serde(default = "default_dropout")]
+    pub attention_probs_dropout_prob: f64,
+    pub max_position_embeddings: i64,
+    #[serde(default = "default_type_vocab")]
+    pub type_vocab_size: i64,
+    #[serde(default = "default_eps")]
+    pub layer_norm_eps: f64,
+    #[serde(default)]
+    pub position_embedding_type: Option<String>,
+    #[serde(default)]
+    pub pad_token_id: Option<i64>,
+}
+
+fn default_act() -> String {
+    "gelu".into()
+}
+fn default_dropout() -> f64 {
+    0.1
+}
+fn default_type_vocab() -> i64 {
+    2
+}
+fn default_eps() -> f64 {
+    1e-12
+}
+
+struct Linear {
+    w: ParamId,
+    b: ParamId,
+}
+
+struct Norm {
+    w: ParamId,
+    b: ParamId,
+}
+
+struct Layer {
+    q: Linear,
+    k: Linear,
+    v: Linear,
+    o: Linear,
+    ln_attn: Norm,
+    inter: Linear,
+    out: Linear,
+    ln_out: Norm,
+}
+
+/// A BERT encoder whose weights live in a [`ParamTable`].
+pub struct Bert {
+    cfg: BertConfig,
+    word: ParamId,
+    pos: ParamId,
+    tok_type: ParamId,
+    ln_emb: Norm,
+    layers: Vec<Layer>,
+    act: Act,
+}
+
+#[derive(Clone, Copy)]
+enum Act {
+    Gelu,
+    GeluTanh,
+    Relu,
+}
+
+/// Weights of one layer prepared for a forward pass (cast, q/k/v fused).
+struct LayerW {
+    qkv_w: Tensor,
+    qkv_b: Tensor,
+    o_w: Tensor,
+    o_b: Tensor,
+    ln1_w: Tensor,
+    ln1_b: Tensor,
+    i_w: Tensor,
+    i_b: Tensor,
+    out_w: Tensor,
+    out_b: Tensor,
+    ln2_w: Tensor,
+    ln2_b: Tensor,
+}
+
+/// Weights prepared once per forward call (per training step, or once per `encode`).
+pub struct BertWeights {
+    word: Tensor,
+    pos: Tensor,
+    tok_type: Tensor,
+    ln_w: Tensor,
+    ln_b: Tensor,
+    layers: Vec<LayerW>,
+    kind: Kind,
+}
+
+impl Bert {
+    /// Parses `config.json` and takes the weights from `ckpt` into `params`.
+    pub fn load(dir: &Path, config: &serde_json::Value, ckpt: &mut Checkpoint, params: &mut ParamTable) -> Result<Self> {
+        let cfg: BertConfig = serde_json::from_value(config.clone())
+            .map_err(|e| Error::model(dir, format!("config.json is not a valid BERT config: {e}")))?;
+        let act = match cfg.hidden_act.as_str() {
+            "gelu" => Act::Gelu,
+            "gelu_new" | "gelu_pytorch_tanh" => Act::GeluTanh,
+            "relu" => Act::Relu,
+            other => return Err(Error::model(dir, format!("config.json: hidden_act '{other}' is not supported (supported: gelu, gelu_new, relu)"))),
+        };
+        if let Some(p) = &cfg.position_embedding_type {
+            if p != "absolute" {
+                return Err(Error::model(dir, format!("config.json: position_embedding_type '{p}' is not supported (supported: absolute)")));
+            }
+        }
+        if cfg.hidden_size % cfg.num_attention_heads != 0 {
+            return Err(Error::model(dir, "config.json: hidden_size is not a multiple of num_attention_heads"));
+        }
+        ckpt.detect_prefix("embeddings.word_embeddings.weight", &["bert.", "model."]);
+        let h = cfg.hidden_size;
+        let i = cfg.intermediate_size;
+        let mut p = |name: &str, shape: &[i64]| ckpt.param(params, "", name, shape);
+        let word = p("embeddings.word_embeddings.weight", &[cfg.vocab_size, h])?;
+        let pos = p("embeddings.position_embeddings.weight", &[cfg.max_position_embeddings, h])?;
+        let tok_type = p("embeddings.token_type_embeddings.weight", &[cfg.type_vocab_size, h])?;
+        let ln_emb = Norm { w: p("embeddings.LayerNorm.weight", &[h])?, b: p("embeddings.LayerNorm.bias", &[h])? };
+        let mut layers = Vec::with_capacity(cfg.num_hidden_layers);
+        for l in 0..cfg.num_hidden_layers {
+            let pre = format!("encoder.layer.{l}.");
+            let mut lin = |name: &str, out: i64, inp: i64| -> Result<Linear> {
+                Ok(Linear { w: p(&format!("{pre}{name}.weight"), &[out, inp])?, b: p(&format!("{pre}{name}.bias"), &[out])? })
+            };
+            let q = lin("attention.self.query", h, h)?;
+            let k = lin("attention.self.key", h, h)?;
+            let v = lin("attention.self.value", h, h)?;
+            let o = lin("attention.output.dense", h, h)?;
+            let inter = lin("intermediate.dense", i, h)?;
+            let out = lin("output.dense", h, i)?;
+            let ln_attn = Norm {
+                w: p(&format!("{pre}attention.output.LayerNorm.weight"), &[h])?,
+                b: p(&format!("{pre}attention.output.LayerNorm.bias"), &[h])?,
+            };
+            let ln_out =
+                Norm { w: p(&format!("{pre}output.LayerNorm.weight"), &[h])?, b: p(&format!("{pre}output.LayerNorm.bias"), &[h])? };
+            layers.push(Layer { q, k, v, o, ln_attn, inter, out, ln_out });
+        }
+        Ok(Bert { cfg, word, pos, tok_type, ln_emb, layers, act })
+    }
+
+    /// The config.
+    pub fn config(&self) -> &BertConfig {
+        &self.cfg
+    }
+
+    /// Width of the token embeddings.
+    pub fn hidden_size(&self) -> i64 {
+        self.cfg.hidden_size
+    }
+
+    /// Longest sequence the position table covers.
+    pub fn max_positions(&self) -> i64 {
+        self.cfg.max_position_embeddings
+    }
+
+    /// Ids of the embedding tables (gathered in fp32, then cast).
+    pub fn embedding_ids(&self) -> Vec<ParamId> {
+        vec![self.word, self.pos, self.tok_type]
+    }
+
+    /// Prepares the weights for forward passes in `kind` from the (possibly cast) tensors.
+    pub fn prepare(&self, w: &[Tensor], kind: Kind) -> BertWeights {
+        let layers = self
+            .layers
+            .iter()
+            .map(|l| LayerW {
+                qkv_w: Tensor::cat(&[&w[l.q.w], &w[l.k.w], &w[l.v.w]], 0),
+                qkv_b: Tensor::cat(&[&w[l.q.b], &w[l.k.b], &w[l.v.b]], 0),
+                o_w: w[l.o.w].shallow_clone(),
+                o_b: w[l.o.b].shallow_clone(),
+                ln1_w: w[l.ln_attn.w].shallow_clone(),
+                ln1_b: w[l.ln_attn.b].shallow_clone(),
+                i_w: w[l.inter.w].shallow_clone(),
+                i_b: w[l.inter.b].shallow_clone(),
+                out_w: w[l.out.w].shallow_clone(),
+                out_b: w[l.out.b].shallow_clone(),
+                ln2_w: w[l.ln_out.w].shallow_clone(),
+                ln2_b: w[l.ln_out.b].shallow_clone(),
+            })
+            .collect();
+        BertWeights {
+            word: w[self.word].shallow_clone(),
+            pos: w[self.pos].shallow_clone(),
+            tok_type: w[self.tok_type].shallow_clone(),
+            ln_w: w[self.ln_emb.w].shallow_clone(),
+            ln_b: w[self.ln_emb.b].shallow_clone(),
+            layers,
+            kind,
+        }
+    }
+
+    /// Token embeddings `(b, s, h)` in the prepared kind for `ids (b, s)` and `mask (b, s)`
+    /// (1 = real token, right padding). Dropout only when `train`.
+    pub fn forward(&self, w: &BertWeights, ids: &Tensor, mask: &Tensor, train: bool) -> Result<Tensor> {
+        let (b, s) = ids.size2()?;
+        let h = self.cfg.hidden_size;
+        let nh = self.cfg.num_attention_heads;
+        let hd = h / nh;
+        if s > self.cfg.max_position_embeddings {
+            return Err(Error::Invalid(format!(
+                "sequence of {s} tokens is longer than the model's {} positions; lower max_seq_length",
+                self.cfg.max_position_embeddings
+            )));
+        }
+        let kind = w.kind;
+        let device = ids.device();
+        let p_hidden = self.cfg.hidden_dropout_prob;
+        let p_attn = if train { self.cfg.attention_probs_dropout_prob } else { 0.0 };
+        // Embeddings: gathered from the fp32 tables, then cast.
+        let positions = Tensor::arange(s, (Kind::Int64, device));
+        let type0 = w.tok_type.get(0);
+        let emb = Tensor::f_embedding(&w.word, ids, -1, false, false)?;
+        let emb = emb + type0 + w.pos.index_select(0, &positions); // (b, s, h)
+        let emb = emb.to_kind(kind);
+        let mut x = emb.layer_norm([h], Some(&w.ln_w), Some(&w.ln_b), self.cfg.layer_norm_eps, true).dropout(p_hidden, train);
+        // Additive key mask (b, 1, 1, s): 0 on real keys, the dtype's minimum on padding.
+        let min = if kind == Kind::BFloat16 { -3.3895313892515355e38 } else { f32::MIN as f64 };
+        let add_mask = (mask.to_kind(kind).ones_like() - mask.to_kind(kind)).multiply_scalar(min).view([b, 1, 1, s]);
+        for l in &w.layers {
+            let qkv = x.linear(&l.qkv_w, Some(&l.qkv_b)); // (b, s, 3h)
+            let qkv = qkv.view([b, s, 3, nh, hd]).permute([2, 0, 3, 1, 4]); // (3, b, nh, s, hd)
+            let (q, k, v) = (qkv.get(0), qkv.get(1), qkv.get(2));
+            let a = Tensor::f_scaled_dot_product_attention(&q, &k, &v, Some(&add_mask), p_attn, false, None, false)?;
+            let a = a.transpose(1, 2).reshape([b, s, h]); // (b, s, h)
+            let a = a.linear(&l.o_w, Some(&l.o_b)).dropout(p_hidden, train);
+            let a = (a + &x).layer_norm([h], Some(&l.ln1_w), Some(&l.ln1_b), self.cfg.layer_norm_eps, true);
+            let i = a.linear(&l.i_w, Some(&l.i_b));
+            let i = match self.act {
+                Act::Gelu => i.gelu("none"),
+                Act::GeluTanh => i.gelu("tanh"),
+                Act::Relu => i.relu(),
+            };
+            let o = i.linear(&l.out_w, Some(&l.out_b)).dropout(p_hidden, train);
+            x = (o + &a).layer_norm([h], Some(&l.ln2_w), Some(&l.ln2_b), self.cfg.layer_norm_eps, true);
+        }
+        Ok(x)
+    }
+}

@@ -1,0 +1,388 @@
+//! Gemma3 text with bidirectional attention (`model_type: gemma3_text`,
+//! `use_bidirectional_attention: true`, as in EmbeddingGemma), following
+//! transformers/models/gemma3/modeling_gemma3.py (`Gemma3TextModel`):
+//!
+//! h = embed(ids) * sqrt(hidden) (the scale rounded to the compute dtype); per layer:
+//! input_layernorm -> q/k/v proj -> q_norm/k_norm (RMSNorm over head_dim) -> RoPE
+//! (rotate-half; `rope_theta` per layer type) -> attention (scale query_pre_attn_scalar^-0.5,
+//! grouped-query) -> o_proj -> post_attention_layernorm -> residual; pre_feedforward_layernorm
+//! -> down(gelu_tanh(gate(x)) * up(x)) -> post_feedforward_layernorm -> residual; final norm.
+//! RMSNorm computes in fp32: x * rsqrt(mean(x^2) + eps) * (1 + w).
+//!
+//! Masks: full-attention layers see every real key; sliding layers see real keys with
+//! |q - k| < w where w = sliding_window / 2 + 1 (transformers' Gemma3TextConfig halves the
+//! configured window when attention is bidirectional and `config.json` keeps the
+//! unhalved value). Without `use_bidirectional_attention` the model is causal, which a
+//! sentence encoder with mean pooling does not use: such a config is rejected.
+//!
+//! Checkpoint names have no `model.` prefix (a prefixed checkpoint is accepted).
+
+use std::path::Path;
+
+use serde::Deserialize;
+use tch::{Kind, Tensor};
+
+use super::params::{Checkpoint, ParamId, ParamTable};
+use crate::error::{Error, Result};
+
+/// The fields of a Gemma3 text `config.json` that the forward pass uses.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Gemma3Config {
+    pub vocab_size: i64,
+    pub hidden_size: i64,
+    pub intermediate_size: i64,
+    pub num_hidden_layers: usize,
+    pub num_attention_heads: i64,
+    pub num_key_value_heads: i64,
+    #[serde(default = "default_head_dim")]
+    pub head_dim: i64,
+    #[serde(default = "default_eps")]
+    pub rms_norm_eps: f64,
+    #[serde(default = "default_act")]
+    pub hidden_activation: String,
+    #[serde(default = "default_qpas")]
+    pub query_pre_attn_scalar: f64,
+    #[serde(default)]
+    pub sliding_window: Option<i64>,
+    #[serde(default)]
+    pub layer_types: Option<Vec<String>>,
+    #[serde(default)]
+    pub sliding_window_pattern: Option<usize>,
+    #[serde(default)]
+    pub use_bidirectional_attention: Option<bool>,
+    #[serde(default)]
+    pub attention_bias: Option<bool>,
+    #[serde(default)]
+    pub attention_dropout: Option<f64>,
+    #[serde(default)]
+    pub attn_logit_softcapping: Option<f64>,
+    #[serde(default)]
+    pub rope_parameters: Option<serde_json::Value>,
+    #[serde(default)]
+    pub rope_theta: Option<f64>,
+    #[serde(default)]
+    pub rope_local_base_freq: Option<f64>,
+    #[serde(default)]
+    pub rope_scaling: Option<serde_json::Value>,
+    #[serde(default = "default_max_pos")]
+    pub max_position_embeddings: i64,
+}
+
+fn default_head_dim() -> i64 {
+    256
+}
+fn default_eps() -> f64 {
+    1e-6
+}
+fn default_act() -> String {
+    "gelu_pytorch_tanh".into()
+}
+fn default_qpas() -> f64 {
+    256.0
+}
+fn default_max_pos() -> i64 {
+    131_072
+}
+
+/// RoPE of one layer type: inverse frequencies (head_dim / 2,) in fp32.
+struct Rope {
+    inv_freq: Tensor,
+}
+
+impl Rope {
+    /// transformers' default rope: 1 / base^(arange(0, dim, 2) / dim), divided by the
+    /// factor of a `linear` scaling.
+    fn new(base: f64, dim: i64, linear_factor: f64) -> Self {
+        let exponent = Tensor::arange_start_step(0, dim, 2, (Kind::Int64, tch::Device::Cpu)).to_kind(Kind::Float) / (dim as f64);
+        let inv_freq = Tensor::from(base as f32).pow(&exponent).reciprocal();
+        let inv_freq = if linear_factor != 1.0 { inv_freq / linear_factor } else { inv_freq };
+        Rope { inv_freq }
+    }
+
+    /// cos, sin of shape (s, dim) in `kind`.
+    fn cos_sin(&self, s: i64, device: tch::Device, kind: Kind) -> (Tensor, Tensor) {
+        let pos = Tensor::arange(s, (Kind::Float, device));
+        let freqs = pos.unsqueeze(1) * self.inv_freq.to_device(device).unsqueeze(0); // (s, dim/2)
+        let emb = Tensor::cat(&[&freqs, &freqs], -1);
+        (emb.cos().to_kind(kind), emb.sin().to_kind(kind))
+    }
+}
+
+struct Layer {
+    sliding: bool,
+    q: ParamId,
+    k: ParamId,
+    v: ParamId,
+    o: ParamId,
+    q_norm: ParamId,
+    k_norm: ParamId,
+    ln_in: ParamId,
+    ln_post_attn: ParamId,
+    ln_pre_ff: ParamId,
+    ln_post_ff: ParamId,
+    gate: ParamId,
+    up: ParamId,
+    down: ParamId,
+}
+
+/// A bidirectional Gemma3 text encoder whose weights live in a [`ParamTable`].
+pub struct Gemma3 {
+    cfg: Gemma3Config,
+    embed: ParamId,
+    norm: ParamId,
+    layers: Vec<Layer>,
+    window: i64,
+    rope_full: Rope,
+    rope_sliding: Rope,
+}
+
+struct LayerW {
+    qkv: Tensor,
+    o: Tensor,
+    q_norm: Tensor,
+    k_norm: Tensor,
+    ln_in: Tensor,
+    ln_post_attn: Tensor,
+    ln_pre_ff: Tensor,
+    ln_post_ff: Tensor,
+    gate_up: Tensor,
+    down: Tensor,
+}
+
+/// Weights prepared once per forward call.
+pub struct Gemma3Weights {
+    embed: Tensor,
+    norm: Tensor,
+    layers: Vec<LayerW>,
+    kind: Kind,
+}
+
+fn rope_theta(dir: &Path, cfg: &Gemma3Config, layer_type: &str, legacy: Option<f64>, default: f64) -> Result<(f64, f64)> {
+    if let Some(rp) = cfg.rope_parameters.as_ref().and_then(|r| r.get(layer_type)) {
+        let theta = rp.get("rope_theta").and_then(|v| v.as_f64()).or(legacy).unwrap_or(default);
+        return Ok((theta, rope_factor(dir, rp)?));
+    }
+    let mut factor = 1.0;
+    if layer_type == "full_attention" {
+        if let Some(rs) = cfg.rope_scaling.as_ref().filter(|v| !v.is_null()) {
+            factor = rope_factor(dir, rs)?;
+        }
+    }
+    Ok((legacy.unwrap_or(default), factor))
+}
+
+fn rope_factor(dir: &Path, rp: &serde_json::Value) -> Result<f64> {
+    let ty = rp.get("rope_type").or_else(|| rp.get("type")).and_then(|v| v.as_str()).unwrap_or("default");
+    match ty {
+        "default" => Ok(1.0),
+        "linear" => Ok(rp.get("factor").and_then(|v| v.as_f64()).unwrap_or(1.0)),
+        other => Err(Error::model(dir, format!("config.json: rope_type '{other}' is not supported (supported: default, linear)"))),
+    }
+}
+
+/// RMSNorm in fp32 as Gemma3RMSNorm: x * rsqrt(mean(x^2) + eps) * (1 + w), cast back.
+fn rms_norm(x: &Tensor, w: &Tensor, eps: f64) -> Tensor {
+    let kind = x.kind();
+    let xf = x.to_kind(Kind::Float);
+    let var = xf.square().mean_dim(-1, true, Kind::Float);
+    let out = xf * (var + eps).rsqrt();
+    let out = out * (w.to_kind(Kind::Float) + 1.0);
+    out.to_kind(kind)
+}
+
+fn rotate_half(x: &Tensor) -> Tensor {
+    let d = x.size()[x.dim() - 1];
+    let x1 = x.narrow(-1, 0, d / 2);
+    let x2 = x.narrow(-1, d / 2, d / 2);
+    Tensor::cat(&[&x2.neg(), &x1], -1)
+}
+
+impl Gemma3 {
+    /// Parses `config.json` and takes the weights from `ckpt` into `params`.
+    pub fn load(dir: &Path, config: &serde_json::Value, ckpt: &mut Checkpoint, params: &mut ParamTable) -> Result<Self> {
+        let cfg: Gemma3Config = serde_json::from_value(config.clone())
+            .map_err(|e| Error::model(dir, format!("config.json is not a valid gemma3_text config: {e}")))?;
+        if cfg.use_bidirectional_attention != Some(true) {
+            return Err(Error::model(
+                dir,
+                "config.json: gemma3_text without use_bidirectional_attention=true is a causal language model; only the bidirectional (EmbeddingGemma) variant is supported",
+            ));
+        }
+        if cfg.attention_bias == Some(true) {
+            return Err(Error::model(dir, "config.json: attention_bias=true is not supported for gemma3_text"));
+        }
+        if cfg.attn_logit_softcapping.is_some() {
+            return Err(Error::model(dir, "config.json: attn_logit_softcapping is not supported for gemma3_text"));
+        }
+        if cfg.hidden_activation != "gelu_pytorch_tanh" {
+            return Err(Error::model(
+                dir,
+                format!("config.json: hidden_activation '{}' is not supported (supported: gelu_pytorch_tanh)", cfg.hidden_activation),
+            ));
+        }
+        if cfg.num_key_value_heads <= 0 || cfg.num_attention_heads % cfg.num_key_value_heads != 0 {
+            return Err(Error::model(dir, "config.json: num_attention_heads must be a multiple of num_key_value_heads"));
+        }
+        let n = cfg.num_hidden_layers;
+        let layer_types: Vec<String> = match &cfg.layer_types {
+            Some(t) => {
+                if t.len() != n {
+                    return Err(Error::model(dir, format!("config.json: layer_types has {} entries for {n} layers", t.len())));
+                }
+                t.clone()
+            }
+            None => {
+                let pattern = cfg.sliding_window_pattern.unwrap_or(6).max(1);
+                (0..n).map(|i| if (i + 1) % pattern != 0 { "sliding_attention".into() } else { "full_attention".into() }).collect()
+            }
+        };
+        for t in &layer_types {
+            if t != "sliding_attention" && t != "full_attention" {
+                return Err(Error::model(dir, format!("config.json: layer type '{t}' is not supported (supported: sliding_attention, full_attention)")));
+            }
+        }
+        let configured = cfg.sliding_window.unwrap_or(4096);
+        let window = configured / 2 + 1;
+        let (full_theta, full_factor) = rope_theta(dir, &cfg, "full_attention", cfg.rope_theta, 1_000_000.0)?;
+        let (slide_theta, slide_factor) = rope_theta(dir, &cfg, "sliding_attention", cfg.rope_local_base_freq, 10_000.0)?;
+        ckpt.detect_prefix("embed_tokens.weight", &["model.", "model.language_model.", "language_model.model."]);
+        let (h, hd, nh, nkv, i) = (cfg.hidden_size, cfg.head_dim, cfg.num_attention_heads, cfg.num_key_value_heads, cfg.intermediate_size);
+        let mut p = |name: &str, shape: &[i64]| ckpt.param(params, "", name, shape);
+        let embed = p("embed_tokens.weight", &[cfg.vocab_size, h])?;
+        let mut layers = Vec::with_capacity(n);
+        for (l, ty) in layer_types.iter().enumerate() {
+            let pre = format!("layers.{l}.");
+            let mut q = |name: &str, shape: &[i64]| p(&format!("{pre}{name}"), shape);
+            layers.push(Layer {
+                sliding: ty == "sliding_attention",
+                q: q("self_attn.q_proj.weight", &[nh * hd, h])?,
+                k: q("self_attn.k_proj.weight", &[nkv * hd, h])?,
+                v: q("self_attn.v_proj.weight", &[nkv * hd, h])?,
+                o: q("self_attn.o_proj.weight", &[h, nh * hd])?,
+                q_norm: q("self_attn.q_norm.weight", &[hd])?,
+                k_norm: q("self_attn.k_norm.weight", &[hd])?,
+                ln_in: q("input_layernorm.weight", &[h])?,
+                ln_post_attn: q("post_attention_layernorm.weight", &[h])?,
+                ln_pre_ff: q("pre_feedforward_layernorm.weight", &[h])?,
+                ln_post_ff: q("post_feedforward_layernorm.weight", &[h])?,
+                gate: q("mlp.gate_proj.weight", &[i, h])?,
+                up: q("mlp.up_proj.weight", &[i, h])?,
+                down: q("mlp.down_proj.weight", &[h, i])?,
+            });
+        }
+        let norm = p("norm.weight", &[h])?;
+        Ok(Gemma3 {
+            rope_full: Rope::new(full_theta, hd, full_factor),
+            rope_sliding: Rope::new(slide_theta, hd, slide_factor),
+            cfg,
+            embed,
+            norm,
+            layers,
+            window,
+        })
+    }
+
+    /// The config.
+    pub fn config(&self) -> &Gemma3Config {
+        &self.cfg
+    }
+
+    /// Width of the token embeddings.
+    pub fn hidden_size(&self) -> i64 {
+        self.cfg.hidden_size
+    }
+
+    /// The effective bidirectional sliding window: keys with |q - k| < this are visible.
+    pub fn window(&self) -> i64 {
+        self.window
+    }
+
+    /// Ids of the embedding tables (gathered in fp32, then cast).
+    pub fn embedding_ids(&self) -> Vec<ParamId> {
+        vec![self.embed]
+    }
+
+    /// Prepares the weights for forward passes in `kind` from the (possibly cast) tensors.
+    pub fn prepare(&self, w: &[Tensor], kind: Kind) -> Gemma3Weights {
+        let layers = self
+            .layers
+            .iter()
+            .map(|l| LayerW {
+                qkv: Tensor::cat(&[&w[l.q], &w[l.k], &w[l.v]], 0),
+                o: w[l.o].shallow_clone(),
+                q_norm: w[l.q_norm].shallow_clone(),
+                k_norm: w[l.k_norm].shallow_clone(),
+                ln_in: w[l.ln_in].shallow_clone(),
+                ln_post_attn: w[l.ln_post_attn].shallow_clone(),
+                ln_pre_ff: w[l.ln_pre_ff].shallow_clone(),
+                ln_post_ff: w[l.ln_post_ff].shallow_clone(),
+                gate_up: Tensor::cat(&[&w[l.gate], &w[l.up]], 0),
+                down: w[l.down].shallow_clone(),
+            })
+            .collect();
+        Gemma3Weights { embed: w[self.embed].shallow_clone(), norm: w[self.norm].shallow_clone(), layers, kind }
+    }
+
+    /// Token embeddings `(b, s, h)` in the prepared kind for `ids (b, s)` and `mask (b, s)`
+    /// (1 = real token, right padding). Attention dropout only when `train`.
+    // `x = x + ..` stays out of place: `+=` would modify a tensor autograd saved.
+    #[allow(clippy::assign_op_pattern)]
+    pub fn forward(&self, w: &Gemma3Weights, ids: &Tensor, mask: &Tensor, train: bool) -> Result<Tensor> {
+        let (b, s) = ids.size2()?;
+        let c = &self.cfg;
+        let (h, hd, nh, nkv, i) = (c.hidden_size, c.head_dim, c.num_attention_heads, c.num_key_value_heads, c.intermediate_size);
+        let kind = w.kind;
+        let device = ids.device();
+        let eps = c.rms_norm_eps;
+        let p_attn = if train { c.attention_dropout.unwrap_or(0.0) } else { 0.0 };
+        // Embedding scale: sqrt(hidden) rounded to the compute dtype, as the reference
+        // multiplies by `embed_scale.to(weight.dtype)`.
+        let scale = Tensor::from((h as f64).sqrt() as f32).to_kind(kind).to_device(device);
+        let mut x = Tensor::f_embedding(&w.embed, ids, -1, false, false)?.to_kind(kind) * scale; // (b, s, h)
+        // Masks: additive (b, 1, 1, s) on padded keys; sliding adds the band |q - k| >= window.
+        let min = if kind == Kind::BFloat16 { -3.3895313892515355e38 } else { f32::MIN as f64 };
+        let maskf = mask.to_kind(Kind::Bool).view([b, 1, 1, s]);
+        let full = Tensor::zeros([b, 1, 1, s], (kind, device)).masked_fill(&maskf.logical_not(), min);
+        let needs_sliding = self.layers.iter().any(|l| l.sliding);
+        let sliding = if needs_sliding {
+            let pos = Tensor::arange(s, (Kind::Int64, device));
+            let dist = (pos.unsqueeze(1) - pos.unsqueeze(0)).abs(); // (s, s)
+            let visible = dist.lt(self.window).view([1, 1, s, s]).logical_and(&maskf); // (b, 1, s, s)
+            Some(Tensor::zeros([b, 1, s, s], (kind, device)).masked_fill(&visible.logical_not(), min))
+        } else {
+            None
+        };
+        let (cos_f, sin_f) = self.rope_full.cos_sin(s, device, kind);
+        let (cos_s, sin_s) = self.rope_sliding.cos_sin(s, device, kind);
+        let scaling = c.query_pre_attn_scalar.powf(-0.5);
+        for (l, lw) in self.layers.iter().zip(&w.layers) {
+            let (cos, sin, m) = if l.sliding { (&cos_s, &sin_s, sliding.as_ref().unwrap()) } else { (&cos_f, &sin_f, &full) };
+            let r = rms_norm(&x, &lw.ln_in, eps);
+            let qkv = r.linear::<Tensor>(&lw.qkv, None); // (b, s, (nh + 2 nkv) hd)
+            let parts = qkv.split_with_sizes([nh * hd, nkv * hd, nkv * hd], -1);
+            let q = parts[0].view([b, s, nh, hd]).transpose(1, 2); // (b, nh, s, hd)
+            let k = parts[1].view([b, s, nkv, hd]).transpose(1, 2); // (b, nkv, s, hd)
+            let v = parts[2].view([b, s, nkv, hd]).transpose(1, 2);
+            let q = rms_norm(&q, &lw.q_norm, eps);
+            let k = rms_norm(&k, &lw.k_norm, eps);
+            let q = &q * cos + rotate_half(&q) * sin;
+            let k = &k * cos + rotate_half(&k) * sin;
+            let (k, v) = if nkv != nh {
+                let rep = nh / nkv;
+                (k.repeat_interleave_self_int(rep, 1, None), v.repeat_interleave_self_int(rep, 1, None))
+            } else {
+                (k, v)
+            };
+            let a = Tensor::f_scaled_dot_product_attention(&q, &k, &v, Some(m), p_attn, false, scaling, false)?;
+            let a = a.transpose(1, 2).reshape([b, s, nh * hd]).linear::<Tensor>(&lw.o, None);
+            x = x + rms_norm(&a, &lw.ln_post_attn, eps);
+            let r = rms_norm(&x, &lw.ln_pre_ff, eps);
+            let gu = r.linear::<Tensor>(&lw.gate_up, None);
+            let gate = gu.narrow(-1, 0, i);
+            let up = gu.narrow(-1, i, i);
+            let f = (gate.gelu("tanh") * up).linear::<Tensor>(&lw.down, None);
+            x = x + rms_norm(&f, &lw.ln_post_ff, eps);
+        }
+        Ok(rms_norm(&x, &w.norm, eps))
+    }
+}

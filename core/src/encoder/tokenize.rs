@@ -1,0 +1,101 @@
+//! Text to token ids, the way sentence-transformers' `Transformer.preprocess` does it:
+//! the folder's `tokenizer.json` through the `tokenizers` crate, special tokens added,
+//! truncation (longest-first, right) at `max_seq_length` counting the special tokens, and
+//! padding to the longest text of each batch. The padding and truncation settings stored in
+//! `tokenizer.json` itself (all-MiniLM's pads to 128 and truncates at 128) are overridden,
+//! as the reference's `tokenizer(texts, padding=True, truncation=..., max_length=...)`
+//! overrides them.
+
+use std::path::Path;
+
+use tokenizers::{Tokenizer, TruncationDirection, TruncationParams, TruncationStrategy};
+
+use crate::error::{Error, Result};
+
+/// A loaded tokenizer with the reference's batch settings.
+pub struct TextTokenizer {
+    inner: Tokenizer,
+    max_len: usize,
+    pad_id: i64,
+    lowercase: bool,
+}
+
+impl TextTokenizer {
+    /// Loads `dir/tokenizer.json`; `max_len` is the truncation length (special tokens
+    /// included), `pad_id` the id written into padded positions, `lowercase` the
+    /// `do_lower_case` flag of `sentence_bert_config.json`.
+    pub fn load(dir: &Path, max_len: usize, pad_id: i64, lowercase: bool) -> Result<Self> {
+        let path = dir.join("tokenizer.json");
+        if !path.is_file() {
+            return Err(Error::model(
+                dir,
+                "tokenizer.json is missing (only fast tokenizers are supported; save the tokenizer with transformers' PreTrainedTokenizerFast)",
+            ));
+        }
+        let mut inner = Tokenizer::from_file(&path)
+            .map_err(|e| Error::model(dir, format!("tokenizer.json cannot be read: {}", crate::error::one_line(&e.to_string()))))?;
+        inner.with_padding(None);
+        inner
+            .with_truncation(Some(TruncationParams {
+                direction: TruncationDirection::Right,
+                max_length: max_len,
+                strategy: TruncationStrategy::LongestFirst,
+                stride: 0,
+            }))
+            .map_err(|e| Error::model(dir, format!("tokenizer truncation: {e}")))?;
+        Ok(TextTokenizer { inner, max_len, pad_id, lowercase })
+    }
+
+    /// The truncation length in tokens (special tokens included).
+    pub fn max_len(&self) -> usize {
+        self.max_len
+    }
+
+    /// Whether texts are lowercased first (`do_lower_case`).
+    pub fn lowercase(&self) -> bool {
+        self.lowercase
+    }
+
+    /// The id written into padded positions.
+    pub fn pad_id(&self) -> i64 {
+        self.pad_id
+    }
+
+    /// Whether an id is one of the tokenizer's special (added, special) tokens.
+    pub fn is_special(&self, id: u32) -> bool {
+        self.inner.get_added_tokens_decoder().get(&id).map(|t| t.special).unwrap_or(false)
+    }
+
+    /// Token ids of each text (special tokens added, truncated), in input order.
+    pub fn encode_ids(&self, texts: &[&str]) -> Result<Vec<Vec<u32>>> {
+        let inputs: Vec<String> = if self.lowercase {
+            texts.iter().map(|t| t.to_lowercase()).collect()
+        } else {
+            texts.iter().map(|t| t.to_string()).collect()
+        };
+        let encs = self
+            .inner
+            .encode_batch_fast(inputs, true)
+            .map_err(|e| Error::Invalid(format!("tokenizer: {}", crate::error::one_line(&e.to_string()))))?;
+        Ok(encs.into_iter().map(|e| e.get_ids().to_vec()).collect())
+    }
+
+    /// The number of prompt tokens that `include_prompt: false` pooling skips: the length
+    /// of the tokenized prompt, less a trailing special token (EOS/SEP), as the reference's
+    /// `Transformer._get_prompt_length` counts it.
+    pub fn prompt_length(&self, prompt: &str) -> Result<usize> {
+        let ids = self.encode_ids(&[prompt])?.pop().unwrap_or_default();
+        let mut n = ids.len();
+        if let Some(&last) = ids.last() {
+            if self.is_special(last) {
+                n -= 1;
+            }
+        }
+        Ok(n)
+    }
+
+    /// The wrapped `tokenizers` tokenizer.
+    pub fn inner(&self) -> &Tokenizer {
+        &self.inner
+    }
+}

@@ -1,0 +1,221 @@
+//! Linear-time candidate lookup for samplers: every pool entry gets a (group, distinct
+//! text) slot once per part, so drawing k negatives costs O(k), never a scan of the group.
+
+use std::collections::{HashMap, HashSet};
+use std::hash::{BuildHasherDefault, Hasher};
+
+use rand::Rng as _;
+
+use crate::sampler::CandidatePool;
+use crate::Rng;
+
+/// A small, fast, non-cryptographic hasher (the Fx hash of rustc) for string keys built
+/// from trusted table cells; not DoS-resistant, which table ingest does not need.
+#[derive(Default, Clone, Copy)]
+pub struct FxHasher {
+    hash: u64,
+}
+
+const SEED: u64 = 0x51_7c_c1_b7_27_22_0a_95;
+
+impl FxHasher {
+    #[inline]
+    fn add(&mut self, word: u64) {
+        self.hash = (self.hash.rotate_left(5) ^ word).wrapping_mul(SEED);
+    }
+}
+
+impl Hasher for FxHasher {
+    #[inline]
+    fn write(&mut self, bytes: &[u8]) {
+        let mut chunks = bytes.chunks_exact(8);
+        for c in &mut chunks {
+            self.add(u64::from_le_bytes(c.try_into().unwrap_or([0; 8])));
+        }
+        let rest = chunks.remainder();
+        if !rest.is_empty() {
+            let mut last = [0u8; 8];
+            last[..rest.len()].copy_from_slice(rest);
+            self.add(u64::from_le_bytes(last));
+        }
+    }
+    #[inline]
+    fn write_u8(&mut self, i: u8) {
+        self.add(i as u64);
+    }
+    #[inline]
+    fn write_u32(&mut self, i: u32) {
+        self.add(i as u64);
+    }
+    #[inline]
+    fn write_u64(&mut self, i: u64) {
+        self.add(i);
+    }
+    #[inline]
+    fn write_usize(&mut self, i: usize) {
+        self.add(i as u64);
+    }
+    #[inline]
+    fn finish(&self) -> u64 {
+        self.hash
+    }
+}
+
+/// `HashMap` with [`FxHasher`].
+pub type FxHashMap<K, V> = HashMap<K, V, BuildHasherDefault<FxHasher>>;
+/// `HashSet` with [`FxHasher`].
+pub type FxHashSet<K> = HashSet<K, BuildHasherDefault<FxHasher>>;
+
+/// The pool's entries grouped by a key (e.g. the category), with each group's **distinct**
+/// anchor texts numbered in first-appearance order.
+///
+/// Built once per part in O(n) with one hash lookup per entry; [`sample_others`]
+/// then draws k distinct texts other than the anchor's own in O(k).
+///
+/// [`sample_others`]: DistinctGroups::sample_others
+#[derive(Debug, Clone, Default)]
+pub struct DistinctGroups {
+    /// Per pool entry: (group id, index of its text among the group's distinct texts).
+    slot: Vec<(u32, u32)>,
+    /// Per group: the pool index of the first entry carrying each distinct text.
+    members: Vec<Vec<u32>>,
+}
+
+impl DistinctGroups {
+    /// Groups `pool` by `key(i)` (e.g. `|i| pool.categories[i]`).
+    pub fn build<'a>(pool: &CandidatePool<'a>, key: impl Fn(usize) -> &'a str) -> Self {
+        let n = pool.len();
+        let mut group_of: FxHashMap<&'a str, u32> = FxHashMap::default();
+        let mut text_of: FxHashMap<(u32, &'a str), u32> = FxHashMap::default();
+        text_of.reserve(n);
+        let mut members: Vec<Vec<u32>> = Vec::new();
+        let mut slot = Vec::with_capacity(n);
+        for i in 0..n {
+            let next = members.len() as u32;
+            let g = *group_of.entry(key(i)).or_insert(next);
+            if g == next {
+                members.push(Vec::new());
+            }
+            let m = &mut members[g as usize];
+            let local = *text_of.entry((g, pool.anchors[i])).or_insert(m.len() as u32);
+            if local as usize == m.len() {
+                m.push(i as u32);
+            }
+            slot.push((g, local));
+        }
+        DistinctGroups { slot, members }
+    }
+
+    /// Number of groups.
+    pub fn n_groups(&self) -> usize {
+        self.members.len()
+    }
+
+    /// Distinct texts in the group of pool entry `i` other than its own text.
+    pub fn others(&self, i: usize) -> usize {
+        self.members[self.slot[i].0 as usize].len() - 1
+    }
+
+    /// Pushes onto `out` up to `k` pool indices from `anchor`'s group whose texts are
+    /// distinct and differ from the anchor's text, uniformly at random (a uniformly random
+    /// subset of size `min(k, others)`, in random order).
+    pub fn sample_others(&self, anchor: usize, k: usize, rng: &mut Rng, out: &mut Vec<usize>) {
+        let (g, own) = self.slot[anchor];
+        let m = &self.members[g as usize];
+        let n = m.len() - 1; // candidates: every distinct text but the anchor's own
+        let take = k.min(n);
+        if take == 0 {
+            return;
+        }
+        let at = |x: usize| m[if x >= own as usize { x + 1 } else { x }] as usize;
+        let start = out.len();
+        if take == 1 {
+            out.push(at(rng.gen_range(0..n)));
+        } else if take * 2 >= n || take > 64 {
+            // Partial Fisher-Yates over an index vector: O(n) but n <= 2k here, or k is
+            // large enough that a set would cost as much.
+            let mut idx: Vec<usize> = (0..n).collect();
+            for j in 0..take {
+                let r = rng.gen_range(j..n);
+                idx.swap(j, r);
+                out.push(at(idx[j]));
+            }
+        } else {
+            // Floyd's algorithm: `take` distinct values of 0..n in O(take^2) with take <= 64.
+            let mut chosen: Vec<usize> = Vec::with_capacity(take);
+            for j in n - take..n {
+                let t = rng.gen_range(0..=j);
+                let v = if chosen.contains(&t) { j } else { t };
+                chosen.push(v);
+            }
+            // Floyd's order is biased (j tends to come last); shuffle the chosen set.
+            for j in (1..take).rev() {
+                let r = rng.gen_range(0..=j);
+                chosen.swap(j, r);
+            }
+            out.extend(chosen.into_iter().map(at));
+        }
+        debug_assert_eq!(out.len() - start, take);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing;
+
+    #[test]
+    fn groups_distinct_texts_in_first_appearance_order() {
+        let t = testing::table(
+            &["d", "c"],
+            &[&["a", "x"], &["b", "x"], &["a", "x"], &["c", "y"], &["b", "x"], &["d", "x"]],
+        );
+        let pool = testing::pool(&t, "d", "c");
+        let g = DistinctGroups::build(&pool, |i| pool.categories[i]);
+        assert_eq!(g.n_groups(), 2);
+        assert_eq!(g.members, vec![vec![0, 1, 5], vec![3]]);
+        assert_eq!(g.slot[2], (0, 0));
+        assert_eq!(g.others(0), 2);
+        assert_eq!(g.others(3), 0);
+    }
+
+    #[test]
+    fn samples_are_distinct_others_and_cover_the_group() {
+        let rows: Vec<Vec<String>> = (0..40).map(|i| vec![format!("t{}", i % 13), "g".to_string()]).collect();
+        let t = crate::Table::from_rows(&["d", "c"], &rows);
+        let pool = testing::pool(&t, "d", "c");
+        let g = DistinctGroups::build(&pool, |i| pool.categories[i]);
+        let mut rng = testing::rng(7);
+        let mut seen = FxHashSet::default();
+        for k in [1usize, 2, 3, 5, 7, 12, 20] {
+            for a in 0..pool.len() {
+                let mut out = Vec::new();
+                g.sample_others(a, k, &mut rng, &mut out);
+                assert_eq!(out.len(), k.min(12));
+                let texts: FxHashSet<&str> = out.iter().map(|&i| pool.anchors[i]).collect();
+                assert_eq!(texts.len(), out.len(), "texts not distinct");
+                assert!(!texts.contains(pool.anchors[a]));
+                seen.extend(texts);
+            }
+        }
+        assert_eq!(seen.len(), 13);
+    }
+
+    #[test]
+    fn single_draw_is_roughly_uniform() {
+        let t = testing::table(&["d", "c"], &[&["a", "g"], &["b", "g"], &["c", "g"], &["d", "g"]]);
+        let pool = testing::pool(&t, "d", "c");
+        let g = DistinctGroups::build(&pool, |i| pool.categories[i]);
+        let mut rng = testing::rng(1);
+        let mut counts = [0usize; 4];
+        for _ in 0..30_000 {
+            let mut out = Vec::new();
+            g.sample_others(0, 1, &mut rng, &mut out);
+            counts[out[0]] += 1;
+        }
+        assert_eq!(counts[0], 0);
+        for c in &counts[1..] {
+            assert!((9_000..11_000).contains(c), "{counts:?}");
+        }
+    }
+}
