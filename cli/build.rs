@@ -1,7 +1,8 @@
 //! Link libtorch (rpath, and libtorch_cuda where present; see shared DESIGN.md) and record
 //! the torch version the binary was built against for `embtune doctor`.
 fn main() {
-    let lib = std::env::var("DEP_TCH_LIBTORCH_LIB").expect("torch-sys must be a direct dependency");
+    // Set only when the `torch` feature pulls in torch-sys; a torch-free build links nothing.
+    let Ok(lib) = std::env::var("DEP_TCH_LIBTORCH_LIB") else { return };
     println!("cargo:rustc-link-arg=-Wl,-rpath,{lib}");
     if std::path::Path::new(&lib).join("libtorch_cuda.so").exists() {
         println!("cargo:rustc-link-arg=-Wl,--no-as-needed");

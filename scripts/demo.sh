@@ -19,9 +19,9 @@ step "embtune doctor"
 step "embtune list"
 "$BIN" list
 
-step "embtune gen: baseline strategy, same-category negatives, 20% of anchors held out"
-"$BIN" gen --strategy baseline --sampler same-category --data data/demo/products.csv \
-  --output-dir "$OUT/data" --eval-ratio 0.2 --seed 42
+step "embtune gen: fusion-multineg strategy, same-category negatives, 20% of anchors held out"
+"$BIN" gen --strategy fusion-multineg --sampler same-category --num-negatives 1 \
+  --data data/demo/products.csv --output-dir "$OUT/data" --eval-ratio 0.2 --seed 42
 SUP=$(ls "$OUT"/data/*supervised.csv | grep -v unsupervised | head -n 1)
 head -n 3 "$SUP"
 
@@ -29,10 +29,10 @@ step "embtune eval: the default model before fine-tuning"
 "$BIN" eval --device cpu --eval-dir "$OUT/data" > "$OUT/before.json"
 cat "$OUT/before.json"
 
-step "embtune train: MNRL, 1 epoch, batch 16, CPU"
+step "embtune train: MNRL, 2 epochs, batch 16, max 128 tokens, CPU"
 "$BIN" train --device cpu --data "$SUP" --loss mnrl --output "$OUT/model" \
-  --epochs 1 --batch-size 16 --lr 5e-5 --warmup-ratio 0.1 --eval-dir "$OUT/data" --log-every 5 \
-  > "$OUT/train.json"
+  --epochs 2 --batch-size 16 --lr 5e-5 --warmup-ratio 0.1 --max-seq-length 128 \
+  --eval-dir "$OUT/data" --log-every 5 > "$OUT/train.json"
 
 step "embtune eval: the fine-tuned model"
 "$BIN" eval --device cpu --model "$OUT/model/final" --eval-dir "$OUT/data" > "$OUT/after.json"

@@ -24,14 +24,19 @@ pub enum Command {
     /// List the registered strategies, samplers and losses.
     List(commands::list::ListArgs),
     /// Report versions, devices and whether the default model verifies.
+    #[cfg(feature = "torch")]
     Doctor(commands::doctor::DoctorArgs),
     /// Fine-tune a sentence encoder with a named loss.
+    #[cfg(feature = "torch")]
     Train(commands::train::TrainArgs),
     /// Evaluate a model folder (retrieval, triplet accuracy, combined margin); prints JSON.
+    #[cfg(feature = "torch")]
     Eval(commands::eval::EvalArgs),
     /// Embed the texts of a file (.txt or .csv) into .npy or .jsonl.
+    #[cfg(feature = "torch")]
     Encode(commands::encode::EncodeArgs),
     /// Cosine scores of one query against documents, highest first.
+    #[cfg(feature = "torch")]
     Score(commands::score::ScoreArgs),
 }
 
@@ -66,10 +71,15 @@ fn dispatch(cmd: Command) -> anyhow::Result<()> {
     match cmd {
         Command::Gen(a) => commands::gen::run(a),
         Command::List(a) => commands::list::run(a),
+        #[cfg(feature = "torch")]
         Command::Doctor(a) => commands::doctor::run(a),
+        #[cfg(feature = "torch")]
         Command::Train(a) => commands::train::run(a),
+        #[cfg(feature = "torch")]
         Command::Eval(a) => commands::eval::run(a),
+        #[cfg(feature = "torch")]
         Command::Encode(a) => commands::encode::run(a),
+        #[cfg(feature = "torch")]
         Command::Score(a) => commands::score::run(a),
     }
 }

@@ -71,6 +71,7 @@ impl Error {
     }
 }
 
+#[cfg(feature = "torch")]
 impl From<tch::TchError> for Error {
     fn from(e: tch::TchError) -> Self {
         let msg = one_line(&e.to_string());

@@ -2,6 +2,7 @@
 //! [`NegativeSampler`], [`ContrastiveLoss`]), table ingest, the error type and the test
 //! harness. A plugin crate depends on this crate alone.
 
+#[cfg(feature = "torch")]
 pub mod encoder;
 pub mod error;
 pub mod eval;
@@ -13,10 +14,13 @@ pub mod sampler;
 pub mod strategy;
 pub mod table;
 pub mod testing;
+#[cfg(feature = "torch")]
 pub mod train;
 
 pub use error::{Error, Result};
-pub use loss::{ContrastiveLoss, LossBatch, LossInputs};
+pub use loss::LossInputs;
+#[cfg(feature = "torch")]
+pub use loss::{ContrastiveLoss, LossBatch};
 pub use sampler::{CandidatePool, NegativeSampler};
 pub use strategy::{ColumnSpec, DefaultColumns, DomainUse, ExampleSink, GenContext, PairStrategy};
 pub use table::Table;

@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 
+#[cfg(feature = "torch")]
 use tch::Tensor;
 
 use crate::error::{Error, Result};
@@ -25,6 +26,7 @@ pub enum LossInputs {
 }
 
 /// The inputs of one loss evaluation.
+#[cfg(feature = "torch")]
 pub struct LossBatch<'a> {
     /// One `(B, D)` tensor per text column, in column order (anchor, positive, negatives…).
     /// For [`LossInputs::SingleTextTwice`], the two dropout passes. For
@@ -53,6 +55,7 @@ pub struct LossBatch<'a> {
 /// autograd can differentiate with respect to every embedding tensor; it must not detach
 /// or move them. Invariants: the loss is invariant under a permutation of the rows of the
 /// batch applied to every column alike; it is finite for finite inputs.
+#[cfg(feature = "torch")]
 pub trait ContrastiveLoss: Send {
     /// The columns this loss needs.
     fn inputs(&self) -> LossInputs;
@@ -80,6 +83,7 @@ pub trait ContrastiveLoss: Send {
 /// Another row's hard negative for the same anchor stays a negative. Sentence-transformers
 /// reaches the same end with its no-duplicates batch sampler, which keeps such texts out of
 /// a batch; masking them is cheaper and keeps the batch size.
+#[cfg(feature = "torch")]
 pub fn duplicate_mask<S: AsRef<str>>(columns: &[&[S]]) -> Result<Tensor> {
     let (b, flags) = duplicate_flags(columns)?;
     let docs = columns.len() - 1;
@@ -179,9 +183,12 @@ mod tests {
                 vec![true, false, false]
             ]
         );
-        let tensor = duplicate_mask(&[&t[..], &t[..]]).unwrap();
-        assert_eq!(tensor.size(), [3, 3]);
-        assert_eq!(tensor.kind(), tch::Kind::Bool);
+        #[cfg(feature = "torch")]
+        {
+            let tensor = duplicate_mask(&[&t[..], &t[..]]).unwrap();
+            assert_eq!(tensor.size(), [3, 3]);
+            assert_eq!(tensor.kind(), tch::Kind::Bool);
+        }
     }
 
     #[test]

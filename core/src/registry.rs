@@ -11,6 +11,7 @@ use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 
 use crate::error::{Error, Result};
+#[cfg(feature = "torch")]
 use crate::loss::ContrastiveLoss;
 use crate::sampler::NegativeSampler;
 use crate::strategy::PairStrategy;
@@ -48,6 +49,7 @@ impl<T: ?Sized + 'static> Registration<T> {
 
 inventory::collect!(Registration<dyn PairStrategy>);
 inventory::collect!(Registration<dyn NegativeSampler>);
+#[cfg(feature = "torch")]
 inventory::collect!(Registration<dyn ContrastiveLoss>);
 
 /// A plugin kind: its human name and its checked, sorted entry list.
@@ -105,6 +107,7 @@ macro_rules! impl_kind {
 }
 impl_kind!(dyn PairStrategy, "strategy");
 impl_kind!(dyn NegativeSampler, "sampler");
+#[cfg(feature = "torch")]
 impl_kind!(dyn ContrastiveLoss, "loss");
 
 /// The registration called `name`, or an error listing the valid names.
@@ -274,6 +277,7 @@ mod tests {
         }
     }
 
+    #[cfg(feature = "torch")]
     fn fake(name: &'static str, origin: &'static str) -> Registration<dyn ContrastiveLoss> {
         fn cfg() -> Value {
             Value::Null
@@ -284,6 +288,7 @@ mod tests {
         Registration { name, summary: "s", long_doc: "l", origin, default_config: cfg, build }
     }
 
+    #[cfg(feature = "torch")]
     #[test]
     fn duplicates_name_both_origins_and_bad_names_are_refused() {
         let a: &'static _ = Box::leak(Box::new(fake("mnrl", "crate_a::mnrl")));

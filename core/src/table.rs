@@ -168,6 +168,12 @@ fn decode(bytes: Vec<u8>, label: &str, path: &Path) -> Result<String> {
     if encoding == encoding_rs::UTF_8 {
         let mut bytes = bytes;
         bytes.drain(..bom);
+        // SIMD validation first (several times faster than std's on non-ASCII text); std's
+        // check runs only to locate the error.
+        if simdutf8::basic::from_utf8(&bytes).is_ok() {
+            // SAFETY: validated as UTF-8 just above.
+            return Ok(unsafe { String::from_utf8_unchecked(bytes) });
+        }
         return String::from_utf8(bytes).map_err(|e| {
             let at = e.utf8_error().valid_up_to();
             let line = 1 + e.as_bytes()[..at].iter().filter(|&&b| b == b'\n').count() as u64;
@@ -242,7 +248,7 @@ fn parse_csv(text: &str, path: &Path) -> Result<Table> {
                 i += 1;
                 let s0 = scratch.len();
                 loop {
-                    let Some(off) = b[i..].iter().position(|&c| c == b'"' || c == b'\n') else {
+                    let Some(off) = memchr::memchr2(b'"', b'\n', &b[i..]) else {
                         return Err(data_err(
                             open_line,
                             "unclosed quote: a field opened with \" never ends; close it or double the quotes inside (\"\")".into(),
@@ -281,9 +287,7 @@ fn parse_csv(text: &str, path: &Path) -> Result<Table> {
                 fields.push((s0, scratch.len(), true));
             } else {
                 let start = i;
-                while i < n && !matches!(b[i], b',' | b'\n' | b'\r') {
-                    i += 1;
-                }
+                i = memchr::memchr3(b',', b'\n', b'\r', &b[i..]).map_or(n, |off| i + off);
                 fields.push((start, i, false));
             }
             // Separator or record end.

@@ -115,6 +115,7 @@ pub fn run_strategy(
 }
 
 /// A `(b, d)` tensor of seeded standard-normal values (CPU, f64 for gradient checks).
+#[cfg(feature = "torch")]
 pub fn random_embeddings(b: i64, d: i64, seed: i64) -> tch::Tensor {
     tch::manual_seed(seed);
     tch::Tensor::randn([b, d], (tch::Kind::Double, tch::Device::Cpu))

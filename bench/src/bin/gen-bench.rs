@@ -6,12 +6,18 @@
 //! Run: `cargo run --release -p embtune-bench --bin gen-bench`
 //! Options: `--rows N` (default 75000), `--big-rows N` (default 1000000; 0 skips),
 //! `--no-reference`, `--out DIR` (default bench-out/gen), `--python PATH` (default
-//! .venv-ref/bin/python, or $EMBTUNE_REF_PYTHON).
+//! .venv-ref/bin/python, or $EMBTUNE_REF_PYTHON), `--embtune PATH` (the torch-free binary
+//! to time; default target/lite/release/embtune, built first with
+//! `CARGO_TARGET_DIR=target/lite cargo build --release -p embtune --no-default-features`
+//! when missing), `--full` (time the full, libtorch-linked build instead, in process).
 //!
-//! Each measurement runs this binary again as a child (`--child gen ...`), which calls
-//! `embtune::run_from` exactly like the `embtune` binary, so wall time includes process
-//! start and loading libtorch, and peak RSS is the child's `ru_maxrss` from `wait4`. The
-//! child also records the time spent inside `embtune gen` alone.
+//! `gen` is timed with the torch-free ("lite") binary: the process floor of a binary that
+//! links libtorch (about 1 s and 130-480 MB before any work) would dwarf the work. The full
+//! binary's floor is still measured (this binary, which links libtorch, as a child doing
+//! `list`) and printed for comparison. Wall time includes process start; peak RSS is the
+//! child's `ru_maxrss` from `wait4`. With `--full`, each measurement runs this binary again
+//! as a child (`--child gen ...`, which calls `embtune::run_from` exactly like the `embtune`
+//! binary) and the child also records the time spent inside `embtune gen` alone.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -53,6 +59,30 @@ struct Opts {
     reference: bool,
     out: PathBuf,
     python: PathBuf,
+    embtune: Option<PathBuf>,
+    full: bool,
+}
+
+const LITE: &str = "target/lite/release/embtune";
+
+/// The torch-free binary: `--embtune PATH`, or target/lite/release/embtune (built when missing).
+fn lite_binary(o: &Opts) -> Result<PathBuf, String> {
+    if let Some(p) = &o.embtune {
+        return if p.exists() { Ok(p.clone()) } else { Err(format!("--embtune {}: no such file", p.display())) };
+    }
+    let p = PathBuf::from(LITE);
+    if !p.exists() {
+        println!("building the torch-free binary ({LITE}) ...");
+        let st = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
+            .env("CARGO_TARGET_DIR", "target/lite")
+            .args(["build", "--release", "-p", "embtune", "--no-default-features"])
+            .status()
+            .map_err(|e| format!("cargo: {e}"))?;
+        if !st.success() || !p.exists() {
+            return Err("building the torch-free binary failed".into());
+        }
+    }
+    Ok(p)
 }
 
 fn parse(args: &[String]) -> Result<Opts, String> {
@@ -62,6 +92,8 @@ fn parse(args: &[String]) -> Result<Opts, String> {
         reference: true,
         out: PathBuf::from("bench-out/gen"),
         python: std::env::var_os("EMBTUNE_REF_PYTHON").map(PathBuf::from).unwrap_or_else(|| PathBuf::from(".venv-ref/bin/python")),
+        embtune: None,
+        full: false,
     };
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -72,6 +104,8 @@ fn parse(args: &[String]) -> Result<Opts, String> {
             "--no-reference" => o.reference = false,
             "--out" => o.out = PathBuf::from(val()?),
             "--python" => o.python = PathBuf::from(val()?),
+            "--embtune" => o.embtune = Some(PathBuf::from(val()?)),
+            "--full" => o.full = true,
             other => return Err(format!("unknown option {other}; see the header of bench/src/bin/gen-bench.rs")),
         }
     }
@@ -169,10 +203,14 @@ struct Row {
     out_rows: u64,
 }
 
-fn run_ours(exe: &Path, data: &Path, out: &Path, strategy: &str, timing: &Path) -> Result<(Measured, f64, u64), String> {
+/// Runs `gen`; `timing`: Some when `exe` is this binary (child mode, records in-gen time).
+fn run_ours(exe: &Path, data: &Path, out: &Path, strategy: &str, timing: Option<&Path>) -> Result<(Measured, Option<f64>, u64), String> {
     let _ = std::fs::remove_dir_all(out);
     let mut cmd = Command::new(exe);
-    cmd.arg("--child").arg(timing).args(["gen", "--quiet", "--strategy", strategy, "--data"]).arg(data);
+    if let Some(t) = timing {
+        cmd.arg("--child").arg(t);
+    }
+    cmd.args(["gen", "--quiet", "--strategy", strategy, "--data"]).arg(data);
     cmd.args(["--desc-col", "설명", "--category-col", "분류", "--positive-cols", "중분류", "표제어", "영문"]);
     if strategy == "domainwise" {
         cmd.args(["--domain-col", "도메인"]);
@@ -182,7 +220,7 @@ fn run_ours(exe: &Path, data: &Path, out: &Path, strategy: &str, timing: &Path) 
     if m.code != 0 {
         return Err(format!("embtune gen --strategy {strategy} failed with code {}", m.code));
     }
-    let inproc: f64 = std::fs::read_to_string(timing).ok().and_then(|s| s.parse().ok()).unwrap_or(f64::NAN);
+    let inproc: Option<f64> = timing.map(|t| std::fs::read_to_string(t).ok().and_then(|s| s.parse().ok()).unwrap_or(f64::NAN));
     let manifest: serde_json::Value = std::fs::read_to_string(out.join("manifest.json"))
         .ok()
         .and_then(|s| serde_json::from_str(&s).ok())
@@ -232,9 +270,26 @@ fn bench(args: &[String]) -> Result<(), String> {
     floor_cmd.arg("--child").arg(&timing).arg("list").stdout(Stdio::null());
     let floor = run_measured(&mut floor_cmd).map_err(|e| e.to_string())?;
     println!(
-        "process floor (embtune list: exec + libtorch load): {:.3} s wall, {:.3} s CPU, {:.1} MiB peak RSS",
+        "full binary's process floor (embtune list: exec + libtorch load): {:.3} s wall, {:.3} s CPU, {:.1} MiB peak RSS",
         floor.wall_s, floor.cpu_s, floor.peak_rss_mib
     );
+    let full_floor = floor;
+    let (gen_exe, child_timing, floor) = if o.full {
+        (exe.clone(), Some(timing.as_path()), floor)
+    } else {
+        let lite = lite_binary(&o)?;
+        let mut c = Command::new(&lite);
+        c.arg("list").stdout(Stdio::null());
+        let lf = run_measured(&mut c).map_err(|e| e.to_string())?;
+        println!(
+            "torch-free binary ({}) process floor (embtune list): {:.3} s wall, {:.3} s CPU, {:.1} MiB peak RSS; gen is timed with it",
+            lite.display(),
+            lf.wall_s,
+            lf.cpu_s,
+            lf.peak_rss_mib
+        );
+        (lite, None, lf)
+    };
 
     let mut sizes = vec![o.rows];
     if o.big_rows > 0 {
@@ -253,18 +308,18 @@ fn bench(args: &[String]) -> Result<(), String> {
         );
         for (strategy, script) in STRATEGIES {
             let out = o.out.join(format!("ours_{strategy}_{n}"));
-            let (m, inproc, sup) = run_ours(&exe, &data, &out, strategy, &timing)?;
+            let (m, inproc, sup) = run_ours(&gen_exe, &data, &out, strategy, child_timing)?;
+            let in_gen = inproc.map(|t| format!(" ({t:.3} s in gen)")).unwrap_or_default();
             println!(
-                "  embtune {strategy:16} {:6.3} s wall ({:.3} s in gen), {:.3} s CPU ({:.3} above floor), {:6.1} MiB peak RSS (+{:.1} above floor), {:>9.0} rows/s (in gen), {sup} supervised rows",
+                "  embtune {strategy:16} {:6.3} s wall{in_gen}, {:.3} s CPU ({:.3} above floor), {:6.1} MiB peak RSS (+{:.1} above floor), {:>9.0} rows/s, {sup} supervised rows",
                 m.wall_s,
-                inproc,
                 m.cpu_s,
                 m.cpu_s - floor.cpu_s,
                 m.peak_rss_mib,
                 m.peak_rss_mib - floor.peak_rss_mib,
-                n as f64 / inproc
+                n as f64 / inproc.unwrap_or(m.wall_s)
             );
-            results.push(Row { what: format!("embtune {strategy}"), rows: n, m, inproc_s: Some(inproc), out_rows: sup });
+            results.push(Row { what: format!("embtune {strategy}"), rows: n, m, inproc_s: inproc, out_rows: sup });
             let _ = std::fs::remove_dir_all(&out);
             if n == o.rows && o.reference {
                 if !o.python.exists() {
@@ -303,7 +358,9 @@ fn bench(args: &[String]) -> Result<(), String> {
         })
         .collect();
     let summary = serde_json::json!({
+        "binary": if o.full { "full (libtorch)".to_string() } else { gen_exe.display().to_string() },
         "floor": { "wall_s": floor.wall_s, "cpu_s": floor.cpu_s, "peak_rss_mib": floor.peak_rss_mib },
+        "full_floor": { "wall_s": full_floor.wall_s, "cpu_s": full_floor.cpu_s, "peak_rss_mib": full_floor.peak_rss_mib },
         "load_average": std::fs::read_to_string("/proc/loadavg").unwrap_or_default().trim(),
         "results": json,
     });

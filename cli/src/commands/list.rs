@@ -3,12 +3,14 @@
 
 use clap::{Args, ValueEnum};
 use embtune_core::registry::{PluginKind, Registration};
-use embtune_core::{ContrastiveLoss, NegativeSampler, PairStrategy};
+#[cfg(feature = "torch")]
+use embtune_core::ContrastiveLoss;
+use embtune_core::{NegativeSampler, PairStrategy};
 
 /// Arguments of `embtune list`.
 #[derive(Args, Debug)]
 pub struct ListArgs {
-    /// Which registry; all three when left out.
+    /// Which registry; all of them when left out.
     pub which: Option<Which>,
     /// Print each plugin's long description and default config too.
     #[arg(long, short)]
@@ -20,6 +22,8 @@ pub struct ListArgs {
 pub enum Which {
     Strategies,
     Samplers,
+    /// Only in builds with the `torch` feature (the default).
+    #[cfg(feature = "torch")]
     Losses,
 }
 
@@ -35,6 +39,7 @@ pub fn run(args: ListArgs) -> anyhow::Result<()> {
     if all || args.which == Some(Which::Samplers) {
         section::<dyn NegativeSampler>(&mut out, "samplers", long)?;
     }
+    #[cfg(feature = "torch")]
     if all || args.which == Some(Which::Losses) {
         section::<dyn ContrastiveLoss>(&mut out, "losses", long)?;
     }

@@ -1,12 +1,23 @@
 //! One module per subcommand.
+#[cfg(feature = "torch")]
 pub mod doctor;
+#[cfg(feature = "torch")]
 pub mod encode;
 pub mod gen;
+#[cfg(feature = "torch")]
 pub mod eval;
 pub mod list;
+#[cfg(feature = "torch")]
 pub mod score;
+#[cfg(feature = "torch")]
 pub mod train;
 
+#[cfg(feature = "torch")]
+pub use torch_args::*;
+
+/// Arguments and helpers shared by the libtorch commands (train, eval, encode, score).
+#[cfg(feature = "torch")]
+mod torch_args {
 use std::path::Path;
 
 use clap::Args;
@@ -92,4 +103,5 @@ pub fn model_prompt(model: &Path, name: &str) -> anyhow::Result<String> {
             if known.is_empty() { "(none)".to_string() } else { known.join(", ") }
         )
     })
+}
 }

@@ -197,9 +197,8 @@ impl EvalSuite {
     }
 
     fn embed(&self, enc: &SentenceEncoder, prompt: &str, texts: &[String]) -> Result<Tensor> {
-        let with: Vec<String> = texts.iter().map(|t| format!("{prompt}{t}")).collect();
-        let refs: Vec<&str> = with.iter().map(String::as_str).collect();
-        let e = enc.encode(&refs, self.batch_size.max(1))?.to_kind(Kind::Double);
+        let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+        let e = enc.encode_with_prompt(&refs, Some(prompt), self.batch_size.max(1))?.to_kind(Kind::Double);
         // cos_sim = normalize(x) @ normalize(y)^T
         let norm = e.norm_scalaropt_dim(2.0, [1i64].as_slice(), true).clamp_min(1e-12);
         Ok(e / norm)

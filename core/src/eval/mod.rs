@@ -3,6 +3,7 @@
 //! [`metrics`] holds the pure functions (score matrices in, numbers out); evaluators that
 //! embed texts with a model build on them.
 
+#[cfg(feature = "torch")]
 pub mod evaluators;
 pub mod metrics;
 

@@ -429,9 +429,15 @@ pub fn step_seed(seed: u64, step: usize, micro: usize) -> i64 {
     (seed.wrapping_mul(1_000_003).wrapping_add(step as u64 * 64 + micro as u64) & 0x7fff_ffff_ffff) as i64
 }
 
-/// Texts of column `c` for `rows`, with the column's prompt.
-fn column_texts(data: &Dataset, c: usize, rows: &[usize], prompt: &str) -> Vec<String> {
-    rows.iter().map(|&r| format!("{prompt}{}", data.texts[c][r])).collect()
+/// Texts of column `c` for `rows`.
+fn column_texts<'d>(data: &'d Dataset, c: usize, rows: &[usize]) -> Vec<&'d str> {
+    rows.iter().map(|&r| data.texts[c][r].as_str()).collect()
+}
+
+/// Tokenizes `texts` with `prompt` prepended as the reference does (and its tokens
+/// excluded from pooling where the model says `include_prompt: false`).
+fn tokenize(enc: &SentenceEncoder, texts: &[&str], prompt: &str) -> Result<crate::encoder::TokenBatch> {
+    enc.tokenize_with_prompt(texts, Some(prompt))
 }
 
 /// One `(B, D)` embedding per loss input column (two dropout passes for SimCSE).
@@ -447,17 +453,14 @@ fn embed_columns(
     let mut out = Vec::new();
     match inputs {
         LossInputs::SingleTextTwice => {
-            let texts = column_texts(data, 0, rows, qp);
-            let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
-            let batch = enc.tokenize(&refs)?;
+            let batch = tokenize(enc, &column_texts(data, 0, rows), qp)?;
             out.push(enc.forward(&batch, train)?);
             out.push(enc.forward(&batch, train)?);
         }
         _ => {
             for c in 0..data.columns.len() {
-                let texts = column_texts(data, c, rows, if c == 0 { qp } else { dp });
-                let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
-                out.push(enc.forward(&enc.tokenize(&refs)?, train)?);
+                let batch = tokenize(enc, &column_texts(data, c, rows), if c == 0 { qp } else { dp })?;
+                out.push(enc.forward(&batch, train)?);
             }
         }
     }
@@ -506,22 +509,21 @@ fn cached_step(
         LossInputs::SingleTextTwice => 2,
         _ => data.columns.len(),
     };
-    let col_texts = |c: usize| -> Vec<String> {
+    let col_texts = |c: usize| -> (Vec<&str>, &str) {
         match inputs {
-            LossInputs::SingleTextTwice => column_texts(data, 0, rows, qp),
-            _ => column_texts(data, c, rows, if c == 0 { qp } else { dp }),
+            LossInputs::SingleTextTwice => (column_texts(data, 0, rows), qp),
+            _ => (column_texts(data, c, rows), if c == 0 { qp } else { dp }),
         }
     };
     let seed_of = |c: usize, chunk: usize| step_seed(cfg.seed, step, micro) ^ (((c as i64) << 20) + chunk as i64 + 1);
     // Pass 1: embeddings without a graph.
     let mut detached = Vec::with_capacity(n_cols);
     for c in 0..n_cols {
-        let texts = col_texts(c);
+        let (texts, prompt) = col_texts(c);
         let mut parts = Vec::new();
         for (chunk, piece) in texts.chunks(mini).enumerate() {
             tch::manual_seed(seed_of(c, chunk));
-            let refs: Vec<&str> = piece.iter().map(String::as_str).collect();
-            let e = tch::no_grad(|| -> Result<Tensor> { enc.forward(&enc.tokenize(&refs)?, true) })?;
+            let e = tch::no_grad(|| -> Result<Tensor> { enc.forward(&tokenize(enc, piece, prompt)?, true) })?;
             parts.push(e.to_kind(Kind::Float));
         }
         detached.push(Tensor::cat(&parts, 0).detach().set_requires_grad(true));
@@ -533,11 +535,10 @@ fn cached_step(
     // Pass 2: re-embed with a graph, chain the cached gradients in.
     for (c, emb) in detached.iter().enumerate() {
         let grad = emb.grad();
-        let texts = col_texts(c);
+        let (texts, prompt) = col_texts(c);
         for (chunk, piece) in texts.chunks(mini).enumerate() {
             tch::manual_seed(seed_of(c, chunk));
-            let refs: Vec<&str> = piece.iter().map(String::as_str).collect();
-            let e = enc.forward(&enc.tokenize(&refs)?, true)?;
+            let e = enc.forward(&tokenize(enc, piece, prompt)?, true)?;
             let g = grad.narrow(0, (chunk * mini) as i64, piece.len() as i64);
             (e.to_kind(Kind::Float) * g).sum(Kind::Float).f_backward()?;
         }
