@@ -65,6 +65,27 @@ struct Opts {
 
 const LITE: &str = "target/lite/release/embtune";
 
+/// Linux carries a process's peak RSS across `fork` and `exec`, so a child of this binary
+/// (which links libtorch) reports at least this binary's own peak in `ru_maxrss`. The
+/// torch-free binary is therefore run under `/usr/bin/time -f %M` (a small process whose
+/// fork of the measured program starts with fresh accounting) and its peak RSS taken from
+/// there; wall and CPU still come from `wait4`. Without /usr/bin/time the RSS stays inflated.
+fn measure_fresh(cmd: &Command, rss_file: &Path) -> Result<Measured, String> {
+    let time = Path::new("/usr/bin/time");
+    if !time.exists() {
+        let mut c = Command::new(cmd.get_program());
+        c.args(cmd.get_args()).stdout(Stdio::null());
+        return run_measured(&mut c).map_err(|e| e.to_string());
+    }
+    let mut c = Command::new(time);
+    c.arg("-f").arg("%M").arg("-o").arg(rss_file).arg(cmd.get_program()).args(cmd.get_args()).stdout(Stdio::null());
+    let mut m = run_measured(&mut c).map_err(|e| e.to_string())?;
+    if let Some(kib) = std::fs::read_to_string(rss_file).ok().and_then(|s| s.lines().last().and_then(|l| l.trim().parse::<f64>().ok())) {
+        m.peak_rss_mib = kib / 1024.0;
+    }
+    Ok(m)
+}
+
 /// The torch-free binary: `--embtune PATH`, or target/lite/release/embtune (built when missing).
 fn lite_binary(o: &Opts) -> Result<PathBuf, String> {
     if let Some(p) = &o.embtune {
@@ -216,7 +237,10 @@ fn run_ours(exe: &Path, data: &Path, out: &Path, strategy: &str, timing: Option<
         cmd.args(["--domain-col", "도메인"]);
     }
     cmd.arg("--output-dir").arg(out).stdout(Stdio::null());
-    let m = run_measured(&mut cmd).map_err(|e| e.to_string())?;
+    let m = match timing {
+        Some(_) => run_measured(&mut cmd).map_err(|e| e.to_string())?,
+        None => measure_fresh(&cmd, &out.with_extension("rss"))?,
+    };
     if m.code != 0 {
         return Err(format!("embtune gen --strategy {strategy} failed with code {}", m.code));
     }
@@ -279,8 +303,8 @@ fn bench(args: &[String]) -> Result<(), String> {
     } else {
         let lite = lite_binary(&o)?;
         let mut c = Command::new(&lite);
-        c.arg("list").stdout(Stdio::null());
-        let lf = run_measured(&mut c).map_err(|e| e.to_string())?;
+        c.arg("list");
+        let lf = measure_fresh(&c, &o.out.join("floor.rss"))?;
         println!(
             "torch-free binary ({}) process floor (embtune list): {:.3} s wall, {:.3} s CPU, {:.1} MiB peak RSS; gen is timed with it",
             lite.display(),
