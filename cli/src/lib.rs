@@ -21,7 +21,7 @@ pub struct Cli {
 pub enum Command {
     /// Turn a CSV table into contrastive training data (strategies + samplers).
     Gen(commands::gen::GenArgs),
-    /// List the registered strategies, samplers and losses.
+    /// List the registered plugins: strategies, samplers and (in builds with libtorch) losses.
     List(commands::list::ListArgs),
     /// Report versions, devices and whether the default model verifies.
     #[cfg(feature = "torch")]
