@@ -56,11 +56,17 @@ def run_json(cmd: list[str], env: dict, log: Path) -> dict:
     if p.returncode != 0:
         raise SystemExit(f"command failed (rc {p.returncode}): {' '.join(cmd)}\n--- stderr tail ({log}) ---\n"
                          + log.read_text()[-3000:])
-    start = p.stdout.find("{")
-    if start < 0:
-        raise SystemExit(f"no JSON on stdout of: {' '.join(cmd)}\n{p.stdout[-2000:]}")
-    print(f"  ({time.perf_counter() - t0:.1f} s)", file=sys.stderr, flush=True)
-    return json.loads(p.stdout[start:])
+    # The JSON report is the last object on stdout; libraries may print dict-like logs first.
+    out = p.stdout
+    for start in sorted((i for i, c in enumerate(out) if c == "{" and (i == 0 or out[i - 1] == "\n")), reverse=True):
+        try:
+            obj, end = json.JSONDecoder().raw_decode(out, start)
+        except json.JSONDecodeError:
+            continue
+        if not out[end:].strip():
+            print(f"  ({time.perf_counter() - t0:.1f} s)", file=sys.stderr, flush=True)
+            return obj
+    raise SystemExit(f"no JSON report at the end of stdout of: {' '.join(cmd)}\n{out[-2000:]}")
 
 
 def find_split(gen_dir: Path, part: str | None) -> tuple[Path, str, str | None]:
