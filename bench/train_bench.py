@@ -188,10 +188,15 @@ def run_json(cmd: list[str], env: dict, log: Path, device: str) -> tuple[dict, f
     if p.returncode != 0:
         tail = log.read_text()[-3000:]
         raise SystemExit(f"command failed (rc {p.returncode}): {' '.join(cmd)}\n--- stderr tail ({log}) ---\n{tail}")
-    start = out.find("{")
-    if start < 0:
-        raise SystemExit(f"no JSON on stdout of: {' '.join(cmd)}\n{out[-2000:]}")
-    return json.loads(out[start:]), (poller.peak if poller else None)
+    # The JSON report is the last object on stdout; libraries may print dict-like logs first.
+    for start in sorted((i for i, c in enumerate(out) if c == "{" and (i == 0 or out[i - 1] == "\n")), reverse=True):
+        try:
+            obj, end = json.JSONDecoder().raw_decode(out, start)
+        except json.JSONDecodeError:
+            continue
+        if not out[end:].strip():
+            return obj, (poller.peak if poller else None)
+    raise SystemExit(f"no JSON report at the end of stdout of: {' '.join(cmd)}\n{out[-2000:]}")
 
 
 def embtune_cmd(a, data: Path, out: Path, steps: int) -> list[str]:
