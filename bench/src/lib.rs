@@ -34,8 +34,17 @@ pub fn run_measured(cmd: &mut Command) -> std::io::Result<Measured> {
         return Err(std::io::Error::last_os_error());
     }
     std::mem::forget(child); // already reaped
-    let code = if libc::WIFEXITED(status) { libc::WEXITSTATUS(status) } else { -1 };
+    let code = if libc::WIFEXITED(status) {
+        libc::WEXITSTATUS(status)
+    } else {
+        -1
+    };
     let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 * 1e-6;
     let cpu_s = secs(usage.ru_utime) + secs(usage.ru_stime);
-    Ok(Measured { wall_s, peak_rss_mib: usage.ru_maxrss as f64 / 1024.0, cpu_s, code })
+    Ok(Measured {
+        wall_s,
+        peak_rss_mib: usage.ru_maxrss as f64 / 1024.0,
+        cpu_s,
+        code,
+    })
 }

@@ -55,7 +55,11 @@ where
         Ok(c) => c,
         Err(e) => {
             let _ = e.print();
-            return if e.use_stderr() { ExitCode::from(2) } else { ExitCode::SUCCESS };
+            return if e.use_stderr() {
+                ExitCode::from(2)
+            } else {
+                ExitCode::SUCCESS
+            };
         }
     };
     match dispatch(cli.command) {
@@ -86,6 +90,9 @@ fn dispatch(cmd: Command) -> anyhow::Result<()> {
 
 /// The error and its context chain on one line.
 pub fn error_line(e: &anyhow::Error) -> String {
-    let parts: Vec<String> = e.chain().map(|c| embtune_core::error::one_line(&c.to_string())).collect();
+    let parts: Vec<String> = e
+        .chain()
+        .map(|c| embtune_core::error::one_line(&c.to_string()))
+        .collect();
     parts.join(": ")
 }

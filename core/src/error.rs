@@ -11,15 +11,30 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 pub enum Error {
     /// A name asked of a registry that no plugin registered.
     #[error("unknown {kind} '{name}'; valid names: {valid}")]
-    UnknownPlugin { kind: &'static str, name: String, valid: String },
+    UnknownPlugin {
+        kind: &'static str,
+        name: String,
+        valid: String,
+    },
 
     /// Two plugins registered the same name in one registry.
-    #[error("duplicate {kind} name '{name}': registered by {first} and by {second}; rename one of them")]
-    DuplicatePlugin { kind: &'static str, name: String, first: String, second: String },
+    #[error(
+        "duplicate {kind} name '{name}': registered by {first} and by {second}; rename one of them"
+    )]
+    DuplicatePlugin {
+        kind: &'static str,
+        name: String,
+        first: String,
+        second: String,
+    },
 
     /// A plugin option that the plugin's config does not know or cannot parse.
     #[error("{kind} '{plugin}': {message}")]
-    PluginConfig { kind: &'static str, plugin: String, message: String },
+    PluginConfig {
+        kind: &'static str,
+        plugin: String,
+        message: String,
+    },
 
     /// A file that could not be opened, read or written.
     #[error("{path}: {message}")]
@@ -27,11 +42,19 @@ pub enum Error {
 
     /// Input data that is malformed; `line` is 1-based where known.
     #[error("{path}{}: {message}", line.map(|l| format!(", line {l}")).unwrap_or_default())]
-    Data { path: PathBuf, line: Option<u64>, message: String },
+    Data {
+        path: PathBuf,
+        line: Option<u64>,
+        message: String,
+    },
 
     /// Columns asked for that the table does not have.
     #[error("{path}: missing column(s) {missing}; available columns: {available}")]
-    MissingColumns { path: PathBuf, missing: String, available: String },
+    MissingColumns {
+        path: PathBuf,
+        missing: String,
+        available: String,
+    },
 
     /// Invalid arguments or combinations of options.
     #[error("{0}")]
@@ -57,17 +80,27 @@ pub enum Error {
 impl Error {
     /// An I/O error on `path`, keeping the OS message short and on one line.
     pub fn io(path: impl Into<PathBuf>, err: impl std::fmt::Display) -> Self {
-        Error::Io { path: path.into(), message: one_line(&err.to_string()) }
+        Error::Io {
+            path: path.into(),
+            message: one_line(&err.to_string()),
+        }
     }
 
     /// A data error at an optional 1-based line.
     pub fn data(path: impl Into<PathBuf>, line: Option<u64>, message: impl Into<String>) -> Self {
-        Error::Data { path: path.into(), line, message: message.into() }
+        Error::Data {
+            path: path.into(),
+            line,
+            message: message.into(),
+        }
     }
 
     /// A model-folder error.
     pub fn model(path: impl Into<PathBuf>, message: impl Into<String>) -> Self {
-        Error::Model { path: path.into(), message: message.into() }
+        Error::Model {
+            path: path.into(),
+            message: message.into(),
+        }
     }
 }
 
@@ -87,5 +120,9 @@ impl From<tch::TchError> for Error {
 
 /// First line of a possibly multi-line message (libtorch appends C++ backtraces).
 pub fn one_line(s: &str) -> String {
-    s.lines().map(str::trim).find(|l| !l.is_empty()).unwrap_or("").to_string()
+    s.lines()
+        .map(str::trim)
+        .find(|l| !l.is_empty())
+        .unwrap_or("")
+        .to_string()
 }

@@ -36,7 +36,10 @@ pub struct Registration<T: ?Sized + 'static> {
 
 impl<T: ?Sized + 'static> std::fmt::Debug for Registration<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Registration").field("name", &self.name).field("origin", &self.origin).finish()
+        f.debug_struct("Registration")
+            .field("name", &self.name)
+            .field("origin", &self.origin)
+            .finish()
     }
 }
 
@@ -113,11 +116,19 @@ impl_kind!(dyn ContrastiveLoss, "loss");
 /// The registration called `name`, or an error listing the valid names.
 pub fn lookup<T: PluginKind + ?Sized>(name: &str) -> Result<&'static Registration<T>> {
     let entries = T::entries()?;
-    entries.iter().copied().find(|r| r.name == name).ok_or_else(|| Error::UnknownPlugin {
-        kind: T::KIND,
-        name: name.to_string(),
-        valid: entries.iter().map(|r| r.name).collect::<Vec<_>>().join(", "),
-    })
+    entries
+        .iter()
+        .copied()
+        .find(|r| r.name == name)
+        .ok_or_else(|| Error::UnknownPlugin {
+            kind: T::KIND,
+            name: name.to_string(),
+            valid: entries
+                .iter()
+                .map(|r| r.name)
+                .collect::<Vec<_>>()
+                .join(", "),
+        })
 }
 
 /// Looks `name` up and builds it with `options` over its defaults.
@@ -128,7 +139,11 @@ pub fn build<T: PluginKind + ?Sized>(name: &str, options: &Map<String, Value>) -
 /// `[a-z0-9]+(-[a-z0-9]+)*`
 pub fn is_kebab_case(name: &str) -> bool {
     !name.is_empty()
-        && name.split('-').all(|w| !w.is_empty() && w.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit()))
+        && name.split('-').all(|w| {
+            !w.is_empty()
+                && w.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+        })
 }
 
 /// Deserializes a plugin config from `value` (a JSON object of overrides). Used by the
@@ -157,7 +172,11 @@ pub fn parse_config<C: DeserializeOwned + serde::Serialize + Default>(
     for (k, v) in overrides {
         let key = k.replace('-', "_");
         if !merged.contains_key(&key) {
-            let known = if known.is_empty() { "(this plugin has no options)".to_string() } else { known.join(", ") };
+            let known = if known.is_empty() {
+                "(this plugin has no options)".to_string()
+            } else {
+                known.join(", ")
+            };
             return Err(Error::PluginConfig {
                 kind,
                 plugin: plugin.to_string(),
@@ -179,9 +198,12 @@ pub fn parse_options<'a>(pairs: impl IntoIterator<Item = &'a str>) -> Result<Map
     let mut map = Map::new();
     for p in pairs {
         let (k, v) = p.split_once('=').ok_or_else(|| {
-            Error::Invalid(format!("option '{p}' is not of the form key=value (e.g. scale=20)"))
+            Error::Invalid(format!(
+                "option '{p}' is not of the form key=value (e.g. scale=20)"
+            ))
         })?;
-        let value = serde_json::from_str::<Value>(v.trim()).unwrap_or_else(|_| Value::String(v.trim().to_string()));
+        let value = serde_json::from_str::<Value>(v.trim())
+            .unwrap_or_else(|_| Value::String(v.trim().to_string()));
         map.insert(k.trim().to_string(), value);
     }
     Ok(map)
@@ -257,12 +279,21 @@ mod tests {
 
     #[test]
     fn options_keep_json_types() {
-        let m = parse_options(["scale=20", "symmetric=true", "name=hello world", "dims=[1,2]"]).unwrap();
+        let m = parse_options([
+            "scale=20",
+            "symmetric=true",
+            "name=hello world",
+            "dims=[1,2]",
+        ])
+        .unwrap();
         assert_eq!(m["scale"], Value::from(20));
         assert_eq!(m["symmetric"], Value::Bool(true));
         assert_eq!(m["name"], Value::String("hello world".into()));
         assert_eq!(m["dims"], serde_json::json!([1, 2]));
-        assert!(parse_options(["noequals"]).unwrap_err().to_string().contains("key=value"));
+        assert!(parse_options(["noequals"])
+            .unwrap_err()
+            .to_string()
+            .contains("key=value"));
     }
 
     #[derive(serde::Serialize, serde::Deserialize, Debug, PartialEq)]
@@ -273,7 +304,10 @@ mod tests {
     }
     impl Default for Cfg {
         fn default() -> Self {
-            Cfg { scale: 20.0, symmetric: false }
+            Cfg {
+                scale: 20.0,
+                symmetric: false,
+            }
         }
     }
 
@@ -285,7 +319,14 @@ mod tests {
         fn build(_: &Value) -> Result<Box<dyn ContrastiveLoss>> {
             Err(Error::Invalid("not buildable".into()))
         }
-        Registration { name, summary: "s", long_doc: "l", origin, default_config: cfg, build }
+        Registration {
+            name,
+            summary: "s",
+            long_doc: "l",
+            origin,
+            default_config: cfg,
+            build,
+        }
     }
 
     #[cfg(feature = "torch")]
@@ -295,20 +336,43 @@ mod tests {
         let b: &'static _ = Box::leak(Box::new(fake("mnrl", "crate_b::mine")));
         let c: &'static _ = Box::leak(Box::new(fake("triplet", "crate_a::triplet")));
         let e = collect_checked("loss", [c, b, a].into_iter()).unwrap_err();
-        assert!(e.contains("duplicate loss name 'mnrl'") && e.contains("crate_a::mnrl") && e.contains("crate_b::mine"), "{e}");
+        assert!(
+            e.contains("duplicate loss name 'mnrl'")
+                && e.contains("crate_a::mnrl")
+                && e.contains("crate_b::mine"),
+            "{e}"
+        );
         let ok = collect_checked("loss", [c, a].into_iter()).unwrap();
-        assert_eq!(ok.iter().map(|r| r.name).collect::<Vec<_>>(), ["mnrl", "triplet"]);
+        assert_eq!(
+            ok.iter().map(|r| r.name).collect::<Vec<_>>(),
+            ["mnrl", "triplet"]
+        );
         let bad: &'static _ = Box::leak(Box::new(fake("My_Loss", "x")));
-        assert!(collect_checked("loss", [bad].into_iter()).unwrap_err().contains("not kebab-case"));
+        assert!(collect_checked("loss", [bad].into_iter())
+            .unwrap_err()
+            .contains("not kebab-case"));
     }
 
     #[test]
     fn config_overrides_and_unknown_keys() {
         let c: Cfg = parse_config("loss", "x", &serde_json::json!({"scale": 30})).unwrap();
-        assert_eq!(c, Cfg { scale: 30.0, symmetric: false });
-        let e = parse_config::<Cfg>("loss", "x", &serde_json::json!({"scael": 30})).unwrap_err().to_string();
-        assert!(e.contains("unknown option 'scael'") && e.contains("scale") && e.contains("symmetric"), "{e}");
-        let e = parse_config::<Cfg>("loss", "x", &serde_json::json!({"scale": "big"})).unwrap_err().to_string();
+        assert_eq!(
+            c,
+            Cfg {
+                scale: 30.0,
+                symmetric: false
+            }
+        );
+        let e = parse_config::<Cfg>("loss", "x", &serde_json::json!({"scael": 30}))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("unknown option 'scael'") && e.contains("scale") && e.contains("symmetric"),
+            "{e}"
+        );
+        let e = parse_config::<Cfg>("loss", "x", &serde_json::json!({"scale": "big"}))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("bad option value"), "{e}");
     }
 }

@@ -85,21 +85,40 @@ impl<'a> GenContext<'a> {
         sampler: &'a dyn NegativeSampler,
         rng: &'a mut Rng,
     ) -> Self {
-        let mut names: Vec<&'a str> =
-            std::iter::once(spec.desc.as_str()).chain(spec.positives.iter().map(String::as_str)).collect();
+        let mut names: Vec<&'a str> = std::iter::once(spec.desc.as_str())
+            .chain(spec.positives.iter().map(String::as_str))
+            .collect();
         names.sort_unstable();
         names.dedup();
-        let text_columns = names.into_iter().map(|n| (n, table.column(n).unwrap_or(usize::MAX))).collect();
-        GenContext { table, rows, pool, spec, sampler, rng, repeats: 0, text_columns }
+        let text_columns = names
+            .into_iter()
+            .map(|n| (n, table.column(n).unwrap_or(usize::MAX)))
+            .collect();
+        GenContext {
+            table,
+            rows,
+            pool,
+            spec,
+            sampler,
+            rng,
+            repeats: 0,
+            text_columns,
+        }
     }
 
     /// Exactly `k` negative texts for pool entry `anchor`, or an empty vector when the
     /// sampler found no candidate. When the sampler returns fewer than `k` distinct
     /// negatives, the missing columns repeat returned ones (drawn uniformly) and the
     /// repeats are counted in [`GenContext::repeats`].
-    pub fn negatives(&mut self, anchor: usize, k: usize, scratch: &mut Vec<usize>) -> Result<Vec<&'a str>> {
+    pub fn negatives(
+        &mut self,
+        anchor: usize,
+        k: usize,
+        scratch: &mut Vec<usize>,
+    ) -> Result<Vec<&'a str>> {
         scratch.clear();
-        self.sampler.sample(self.pool, anchor, k, self.rng, scratch)?;
+        self.sampler
+            .sample(self.pool, anchor, k, self.rng, scratch)?;
         scratch.truncate(k);
         if scratch.is_empty() {
             return Ok(Vec::new());
@@ -125,7 +144,11 @@ impl<'a> GenContext<'a> {
     pub fn unsupervised_text_into(&self, row: usize, out: &mut String) {
         out.clear();
         for &(name, col) in &self.text_columns {
-            let v = if col == usize::MAX { "" } else { self.table.cell(row, col) };
+            let v = if col == usize::MAX {
+                ""
+            } else {
+                self.table.cell(row, col)
+            };
             if !out.is_empty() {
                 out.push(' ');
             }

@@ -13,14 +13,22 @@ pub struct Table {
 impl Table {
     /// An empty table with these column names.
     pub fn new(headers: Vec<String>) -> Self {
-        Table { headers, buf: String::new(), spans: Vec::new() }
+        Table {
+            headers,
+            buf: String::new(),
+            spans: Vec::new(),
+        }
     }
 
     /// Builds a table from rows of cells (trimmed here); rows must have the header's width.
     pub fn from_rows<S: AsRef<str>>(headers: &[&str], rows: &[Vec<S>]) -> Self {
         let mut t = Table::new(headers.iter().map(|h| h.to_string()).collect());
         for r in rows {
-            assert_eq!(r.len(), headers.len(), "row width differs from header width");
+            assert_eq!(
+                r.len(),
+                headers.len(),
+                "row width differs from header width"
+            );
             t.push_row(r.iter().map(|c| c.as_ref()));
         }
         t
@@ -104,7 +112,11 @@ impl Table {
 
     /// Checks that every column in `names` exists; otherwise one error listing all the
     /// missing ones together with the available ones. `path` names the source.
-    pub fn require_columns<'n>(&self, names: impl IntoIterator<Item = &'n str>, path: &Path) -> Result<()> {
+    pub fn require_columns<'n>(
+        &self,
+        names: impl IntoIterator<Item = &'n str>,
+        path: &Path,
+    ) -> Result<()> {
         let mut missing: Vec<&str> = Vec::new();
         for n in names {
             if self.column(n).is_none() && !missing.contains(&n) {
@@ -116,8 +128,17 @@ impl Table {
         }
         Err(Error::MissingColumns {
             path: path.to_path_buf(),
-            missing: missing.iter().map(|m| format!("'{m}'")).collect::<Vec<_>>().join(", "),
-            available: self.headers.iter().map(|h| format!("'{h}'")).collect::<Vec<_>>().join(", "),
+            missing: missing
+                .iter()
+                .map(|m| format!("'{m}'"))
+                .collect::<Vec<_>>()
+                .join(", "),
+            available: self
+                .headers
+                .iter()
+                .map(|h| format!("'{h}'"))
+                .collect::<Vec<_>>()
+                .join(", "),
         })
     }
 
@@ -145,13 +166,16 @@ pub fn encoding_for(label: &str) -> Option<&'static encoding_rs::Encoding> {
         "cp936" | "ms936" => "gbk",
         "utf-8-sig" | "utf8-sig" => "utf-8",
         other => match other.strip_prefix("cp") {
-            Some(n) if n.len() == 4 && n.starts_with("125") => return encoding_rs::Encoding::for_label(format!("windows-{n}").as_bytes()),
+            Some(n) if n.len() == 4 && n.starts_with("125") => {
+                return encoding_rs::Encoding::for_label(format!("windows-{n}").as_bytes())
+            }
             Some("874") => "windows-874",
             Some("866") => "ibm866",
             _ => other,
         },
     };
-    encoding_rs::Encoding::for_label(alias.as_bytes()).or_else(|| encoding_rs::Encoding::for_label(label.trim().as_bytes()))
+    encoding_rs::Encoding::for_label(alias.as_bytes())
+        .or_else(|| encoding_rs::Encoding::for_label(label.trim().as_bytes()))
 }
 
 /// Decodes `bytes` with the encoding labelled `label`, without replacement characters.
@@ -189,7 +213,9 @@ fn decode(bytes: Vec<u8>, label: &str, path: &Path) -> Result<String> {
     }
     let src = &bytes[bom..];
     let mut decoder = encoding.new_decoder_without_bom_handling();
-    let cap = decoder.max_utf8_buffer_length_without_replacement(src.len()).unwrap_or(src.len() * 3 + 16);
+    let cap = decoder
+        .max_utf8_buffer_length_without_replacement(src.len())
+        .unwrap_or(src.len() * 3 + 16);
     let mut out = String::with_capacity(cap);
     let (result, read) = decoder.decode_to_string_without_replacement(src, &mut out, true);
     match result {
@@ -206,9 +232,11 @@ fn decode(bytes: Vec<u8>, label: &str, path: &Path) -> Result<String> {
                 ),
             ))
         }
-        encoding_rs::DecoderResult::OutputFull => {
-            Err(Error::data(path, None, "internal: decode buffer too small".to_string()))
-        }
+        encoding_rs::DecoderResult::OutputFull => Err(Error::data(
+            path,
+            None,
+            "internal: decode buffer too small".to_string(),
+        )),
     }
 }
 
@@ -339,14 +367,24 @@ fn parse_csv(text: &str, path: &Path) -> Result<Table> {
             ));
         }
         for f in &fields {
-            table.push_cell(cell(f)).map_err(|m| data_err(record_line, m))?;
+            table
+                .push_cell(cell(f))
+                .map_err(|m| data_err(record_line, m))?;
         }
     }
     if !header_seen {
-        return Err(Error::data(path, None, "empty file: expected a header row and data rows"));
+        return Err(Error::data(
+            path,
+            None,
+            "empty file: expected a header row and data rows",
+        ));
     }
     if table.spans.is_empty() {
-        return Err(Error::data(path, Some(1), "the file has a header row but no data rows"));
+        return Err(Error::data(
+            path,
+            Some(1),
+            "the file has a header row but no data rows",
+        ));
     }
     Ok(table)
 }
@@ -418,12 +456,27 @@ mod ingest_tests {
         assert!(!bad);
         let t = Table::from_csv_bytes(cp.to_vec(), "cp949", Path::new("t.csv")).unwrap();
         assert_eq!((t.headers()[0].as_str(), t.cell(0, 0)), ("설명", "사과"));
-        let e = Table::from_csv_bytes(cp.to_vec(), "utf-8", Path::new("t.csv")).unwrap_err().to_string();
-        assert!(e.contains("line 1") && e.contains("--encoding cp949"), "{e}");
-        for (label, name) in [("cp949", "EUC-KR"), ("MS949", "EUC-KR"), ("euc_kr", "EUC-KR"), ("cp1252", "windows-1252"), ("cp932", "Shift_JIS"), ("utf-8-sig", "UTF-8"), ("shift_jis", "Shift_JIS")] {
+        let e = Table::from_csv_bytes(cp.to_vec(), "utf-8", Path::new("t.csv"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("line 1") && e.contains("--encoding cp949"),
+            "{e}"
+        );
+        for (label, name) in [
+            ("cp949", "EUC-KR"),
+            ("MS949", "EUC-KR"),
+            ("euc_kr", "EUC-KR"),
+            ("cp1252", "windows-1252"),
+            ("cp932", "Shift_JIS"),
+            ("utf-8-sig", "UTF-8"),
+            ("shift_jis", "Shift_JIS"),
+        ] {
             assert_eq!(encoding_for(label).map(|e| e.name()), Some(name), "{label}");
         }
-        let e = Table::from_csv_bytes(b"a\n1\n".to_vec(), "klingon", Path::new("t.csv")).unwrap_err().to_string();
+        let e = Table::from_csv_bytes(b"a\n1\n".to_vec(), "klingon", Path::new("t.csv"))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("unknown --encoding"), "{e}");
     }
 
@@ -440,8 +493,14 @@ mod ingest_tests {
     fn missing_columns_listed_together() {
         let t = parse("a,b\n1,2\n").unwrap();
         t.require_columns(["a", "b"], Path::new("t.csv")).unwrap();
-        let e = t.require_columns(["x", "a", "y"], Path::new("t.csv")).unwrap_err().to_string();
-        assert!(e.contains("'x', 'y'") && e.contains("available columns: 'a', 'b'"), "{e}");
+        let e = t
+            .require_columns(["x", "a", "y"], Path::new("t.csv"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("'x', 'y'") && e.contains("available columns: 'a', 'b'"),
+            "{e}"
+        );
     }
 
     #[test]

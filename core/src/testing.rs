@@ -34,7 +34,11 @@ pub fn pool<'t>(table: &'t Table, desc: &str, category: &str) -> CandidatePool<'
     pool
 }
 
-fn pool_with_rows<'t>(table: &'t Table, desc: &str, category: &str) -> (CandidatePool<'t>, Vec<usize>) {
+fn pool_with_rows<'t>(
+    table: &'t Table,
+    desc: &str,
+    category: &str,
+) -> (CandidatePool<'t>, Vec<usize>) {
     let d = table.column(desc).expect("desc column exists");
     let c = table.column(category).expect("category column exists");
     let mut pool = CandidatePool::default();
@@ -91,7 +95,8 @@ impl ExampleSink for Collected {
         Ok(())
     }
     fn supervised(&mut self, fields: &[&str]) -> Result<()> {
-        self.supervised.push(fields.iter().map(|s| s.to_string()).collect());
+        self.supervised
+            .push(fields.iter().map(|s| s.to_string()).collect());
         Ok(())
     }
 }

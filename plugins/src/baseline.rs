@@ -17,8 +17,12 @@ pub struct BaselineConfig {}
 pub struct Baseline;
 
 /// The basic script's column defaults.
-pub const DEFAULTS: DefaultColumns =
-    DefaultColumns { desc: "설명", category: "분류", positives: &["대분류", "중분류"], num_negatives: 1 };
+pub const DEFAULTS: DefaultColumns = DefaultColumns {
+    desc: "설명",
+    category: "분류",
+    positives: &["대분류", "중분류"],
+    num_negatives: 1,
+};
 
 /// `anchor, positive, hard_negative` for k = 1 (the original), `hard_negative_1..k` else.
 pub fn header(spec: &ColumnSpec) -> Vec<String> {
@@ -116,11 +120,19 @@ mod tests {
         // "z" is alone in its category (no candidate: no supervised rows).
         let t = testing::table(
             &["d", "c", "p"],
-            &[&["apple", "fruit", "red"], &["pear", "fruit", "pear"], &[" ", "fruit", "x"], &["z", "other", "q"]],
+            &[
+                &["apple", "fruit", "red"],
+                &["pear", "fruit", "pear"],
+                &[" ", "fruit", "x"],
+                &["z", "other", "q"],
+            ],
         );
         let mut s: Box<dyn NegativeSampler> = testing::build("same-category", &[]).unwrap();
         let out = testing::run_strategy(&Baseline, &mut *s, &t, &spec(&["p"]), 42).unwrap();
-        assert_eq!(out.unsupervised, vec!["[d] apple [p] red", "[d] pear [p] pear", "[d] z [p] q"]);
+        assert_eq!(
+            out.unsupervised,
+            vec!["[d] apple [p] red", "[d] pear [p] pear", "[d] z [p] q"]
+        );
         assert_eq!(
             out.supervised,
             vec![
@@ -134,15 +146,24 @@ mod tests {
 
     #[test]
     fn header_names() {
-        assert_eq!(header(&spec(&[])), vec!["anchor", "positive", "hard_negative"]);
+        assert_eq!(
+            header(&spec(&[])),
+            vec!["anchor", "positive", "hard_negative"]
+        );
         let mut s = spec(&[]);
         s.num_negatives = 2;
-        assert_eq!(header(&s), vec!["anchor", "positive", "hard_negative_1", "hard_negative_2"]);
+        assert_eq!(
+            header(&s),
+            vec!["anchor", "positive", "hard_negative_1", "hard_negative_2"]
+        );
     }
 
     #[test]
     fn defaults_are_the_originals() {
         let d = Baseline.default_columns();
-        assert_eq!((d.desc, d.category, d.positives), ("설명", "분류", &["대분류", "중분류"][..]));
+        assert_eq!(
+            (d.desc, d.category, d.positives),
+            ("설명", "분류", &["대분류", "중분류"][..])
+        );
     }
 }

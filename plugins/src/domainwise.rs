@@ -3,7 +3,8 @@
 //! `<domain>_unsupervised.csv` / `<domain>_supervised.csv`.
 
 use embtune_core::{
-    register_strategy, ColumnSpec, DefaultColumns, DomainUse, ExampleSink, GenContext, PairStrategy, Result,
+    register_strategy, ColumnSpec, DefaultColumns, DomainUse, ExampleSink, GenContext,
+    PairStrategy, Result,
 };
 use serde::{Deserialize, Serialize};
 
@@ -20,7 +21,12 @@ pub struct Domainwise;
 
 impl PairStrategy for Domainwise {
     fn default_columns(&self) -> DefaultColumns {
-        DefaultColumns { desc: "설명", category: "분류", positives: &["표제어", "영문"], num_negatives: 1 }
+        DefaultColumns {
+            desc: "설명",
+            category: "분류",
+            positives: &["표제어", "영문"],
+            num_negatives: 1,
+        }
     }
 
     fn domain_use(&self) -> DomainUse {
@@ -57,7 +63,10 @@ mod tests {
         assert_eq!(Domainwise.domain_use(), DomainUse::Required);
         let d = Domainwise.default_columns();
         assert_eq!(d.positives, &["표제어", "영문"]);
-        let t = testing::table(&["d", "c", "p"], &[&["a", "g", "pa"], &["b", "g", "pb"], &["c", "g", ""]]);
+        let t = testing::table(
+            &["d", "c", "p"],
+            &[&["a", "g", "pa"], &["b", "g", "pb"], &["c", "g", ""]],
+        );
         let spec = ColumnSpec {
             desc: "d".into(),
             category: "c".into(),

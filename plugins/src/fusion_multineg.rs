@@ -18,7 +18,12 @@ pub struct FusionMultineg;
 
 /// The fused positive of table row `row`: `<col>: <value>` for each non-empty positive
 /// column in command-line order, joined by `, `; empty when all are empty.
-pub fn fused_positive(ctx: &GenContext<'_>, cols: &[(&str, Option<usize>)], row: usize, out: &mut String) {
+pub fn fused_positive(
+    ctx: &GenContext<'_>,
+    cols: &[(&str, Option<usize>)],
+    row: usize,
+    out: &mut String,
+) {
     out.clear();
     for &(name, col) in cols {
         let Some(c) = col else { continue };
@@ -37,7 +42,12 @@ pub fn fused_positive(ctx: &GenContext<'_>, cols: &[(&str, Option<usize>)], row:
 
 impl PairStrategy for FusionMultineg {
     fn default_columns(&self) -> DefaultColumns {
-        DefaultColumns { desc: "설명", category: "대분류", positives: &["대분류", "중분류", "표제어", "영문"], num_negatives: 5 }
+        DefaultColumns {
+            desc: "설명",
+            category: "대분류",
+            positives: &["대분류", "중분류", "표제어", "영문"],
+            num_negatives: 5,
+        }
     }
 
     fn supervised_header(&self, spec: &ColumnSpec) -> Vec<String> {
@@ -48,8 +58,11 @@ impl PairStrategy for FusionMultineg {
 
     fn generate(&self, ctx: &mut GenContext<'_>, sink: &mut dyn ExampleSink) -> Result<()> {
         let spec = ctx.spec;
-        let cols: Vec<(&str, Option<usize>)> =
-            spec.positives.iter().map(|c| (c.as_str(), ctx.table.column(c))).collect();
+        let cols: Vec<(&str, Option<usize>)> = spec
+            .positives
+            .iter()
+            .map(|c| (c.as_str(), ctx.table.column(c)))
+            .collect();
         let k = spec.num_negatives;
         let mut text = String::new();
         let mut positive = String::new();
@@ -117,8 +130,15 @@ mod tests {
         let mut s: Box<dyn NegativeSampler> = testing::build("same-category", &[]).unwrap();
         let out = testing::run_strategy(&FusionMultineg, &mut *s, &t, &spec, 1).unwrap();
         assert_eq!(out.unsupervised.len(), 5);
-        let rows: Vec<(&str, &str)> = out.supervised.iter().map(|r| (r[0].as_str(), r[1].as_str())).collect();
-        assert_eq!(rows, vec![("a", "p2: y, p1: x"), ("b", "p2: w"), ("a", "p1: x2")]);
+        let rows: Vec<(&str, &str)> = out
+            .supervised
+            .iter()
+            .map(|r| (r[0].as_str(), r[1].as_str()))
+            .collect();
+        assert_eq!(
+            rows,
+            vec![("a", "p2: y, p1: x"), ("b", "p2: w"), ("a", "p1: x2")]
+        );
         for r in &out.supervised {
             assert_eq!(r.len(), 5);
             let negs: HashSet<&str> = r[2..].iter().map(String::as_str).collect();
@@ -134,7 +154,16 @@ mod tests {
     fn header_and_defaults() {
         let d = FusionMultineg.default_columns();
         assert_eq!((d.category, d.num_negatives), ("대분류", 5));
-        let spec = ColumnSpec { desc: "d".into(), category: "c".into(), positives: vec![], domain: None, num_negatives: 2 };
-        assert_eq!(FusionMultineg.supervised_header(&spec), vec!["anchor", "positive", "negative_1", "negative_2"]);
+        let spec = ColumnSpec {
+            desc: "d".into(),
+            category: "c".into(),
+            positives: vec![],
+            domain: None,
+            num_negatives: 2,
+        };
+        assert_eq!(
+            FusionMultineg.supervised_header(&spec),
+            vec!["anchor", "positive", "negative_1", "negative_2"]
+        );
     }
 }

@@ -22,7 +22,14 @@ impl NegativeSampler for RandomSampler {
         Ok(())
     }
 
-    fn sample(&self, _pool: &CandidatePool<'_>, anchor: usize, k: usize, rng: &mut Rng, out: &mut Vec<usize>) -> Result<()> {
+    fn sample(
+        &self,
+        _pool: &CandidatePool<'_>,
+        anchor: usize,
+        k: usize,
+        rng: &mut Rng,
+        out: &mut Vec<usize>,
+    ) -> Result<()> {
         self.all.sample_others(anchor, k, rng, out);
         Ok(())
     }
@@ -48,14 +55,24 @@ mod tests {
     fn draws_from_other_categories_too_and_never_the_anchor() {
         let t = testing::table(
             &["d", "c"],
-            &[&["a", "x"], &["b", "y"], &["c", "z"], &["a", "w"], &["", "x"]],
+            &[
+                &["a", "x"],
+                &["b", "y"],
+                &["c", "z"],
+                &["a", "w"],
+                &["", "x"],
+            ],
         );
         let pool = testing::pool(&t, "d", "c");
         let mut s = RandomSampler::default();
         let got = testing::run_sampler(&mut s, &pool, 5, 3).unwrap();
         for (i, negs) in got.iter().enumerate() {
             let texts: HashSet<&str> = negs.iter().map(|&n| pool.anchors[n]).collect();
-            assert_eq!(negs.len(), 2, "three distinct texts, minus the anchor's own");
+            assert_eq!(
+                negs.len(),
+                2,
+                "three distinct texts, minus the anchor's own"
+            );
             assert_eq!(texts.len(), 2);
             assert!(!texts.contains(pool.anchors[i]));
         }

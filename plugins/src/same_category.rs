@@ -22,7 +22,14 @@ impl NegativeSampler for SameCategory {
         Ok(())
     }
 
-    fn sample(&self, _pool: &CandidatePool<'_>, anchor: usize, k: usize, rng: &mut Rng, out: &mut Vec<usize>) -> Result<()> {
+    fn sample(
+        &self,
+        _pool: &CandidatePool<'_>,
+        anchor: usize,
+        k: usize,
+        rng: &mut Rng,
+        out: &mut Vec<usize>,
+    ) -> Result<()> {
         self.groups.sample_others(anchor, k, rng, out);
         Ok(())
     }
@@ -68,14 +75,20 @@ mod tests {
             // The naive candidate set, as the original computes it.
             let mut by_cat: HashMap<&str, HashSet<&str>> = HashMap::new();
             for i in 0..pool.len() {
-                by_cat.entry(pool.categories[i]).or_default().insert(pool.anchors[i]);
+                by_cat
+                    .entry(pool.categories[i])
+                    .or_default()
+                    .insert(pool.anchors[i]);
             }
             for k in [1usize, 3, 5] {
                 let mut s = SameCategory::default();
                 let got = testing::run_sampler(&mut s, &pool, k, seed).unwrap();
                 for (a, negs) in got.iter().enumerate() {
-                    let allowed: HashSet<&str> =
-                        by_cat[pool.categories[a]].iter().copied().filter(|t| *t != pool.anchors[a]).collect();
+                    let allowed: HashSet<&str> = by_cat[pool.categories[a]]
+                        .iter()
+                        .copied()
+                        .filter(|t| *t != pool.anchors[a])
+                        .collect();
                     assert_eq!(negs.len(), k.min(allowed.len()), "seed {seed} anchor {a}");
                     let texts: HashSet<&str> = negs.iter().map(|&i| pool.anchors[i]).collect();
                     assert_eq!(texts.len(), negs.len(), "duplicate negative text");

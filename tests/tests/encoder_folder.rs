@@ -11,7 +11,9 @@ use embtune_core::encoder::{safetensors, SentenceEncoder};
 use tch::{Device, Kind, Tensor};
 
 fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures").join("encoder")
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures")
+        .join("encoder")
 }
 
 fn gemma_dir() -> PathBuf {
@@ -28,7 +30,13 @@ fn minilm_dir() -> PathBuf {
     dir
 }
 
-const TEXTS: &[&str] = &["a short text", "", "한국어 문장입니다.", "!!!", "the quick brown fox jumps over the lazy dog again and again and again"];
+const TEXTS: &[&str] = &[
+    "a short text",
+    "",
+    "한국어 문장입니다.",
+    "!!!",
+    "the quick brown fox jumps over the lazy dog again and again and again",
+];
 
 fn read_json(p: &Path) -> serde_json::Value {
     serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap()
@@ -48,14 +56,32 @@ fn copy_dir(from: &Path, to: &Path) {
 
 fn check_layout(out: &Path, dense: &[&str]) {
     let modules = read_json(&out.join("modules.json"));
-    let types: Vec<&str> = modules.as_array().unwrap().iter().map(|m| m["type"].as_str().unwrap()).collect();
+    let types: Vec<&str> = modules
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["type"].as_str().unwrap())
+        .collect();
     for t in &types {
-        assert!(t.starts_with("sentence_transformers.models."), "legacy type strings only: {t}");
+        assert!(
+            t.starts_with("sentence_transformers.models."),
+            "legacy type strings only: {t}"
+        );
     }
     assert_eq!(modules[0]["path"], "");
-    assert_eq!(modules[0]["type"], "sentence_transformers.models.Transformer");
+    assert_eq!(
+        modules[0]["type"],
+        "sentence_transformers.models.Transformer"
+    );
     assert_eq!(modules[1]["type"], "sentence_transformers.models.Pooling");
-    for f in ["config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json", "sentence_bert_config.json", "config_sentence_transformers.json"] {
+    for f in [
+        "config.json",
+        "model.safetensors",
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "sentence_bert_config.json",
+        "config_sentence_transformers.json",
+    ] {
         assert!(out.join(f).is_file(), "{f} missing from the saved folder");
     }
     let meta = safetensors::read_metadata(&out.join("model.safetensors")).unwrap();
@@ -83,12 +109,21 @@ fn minilm_round_trip_is_exact() {
     let out = tmp.path().join("saved");
     enc.save(&out).unwrap();
     check_layout(&out, &[]);
-    assert_eq!(read_json(&out.join("config.json")), read_json(&minilm_dir().join("config.json")));
-    assert_eq!(read_json(&out.join("sentence_bert_config.json"))["max_seq_length"], 256);
+    assert_eq!(
+        read_json(&out.join("config.json")),
+        read_json(&minilm_dir().join("config.json"))
+    );
+    assert_eq!(
+        read_json(&out.join("sentence_bert_config.json"))["max_seq_length"],
+        256
+    );
     let pooling = read_json(&out.join("1_Pooling/config.json"));
     assert_eq!(pooling["pooling_mode_mean_tokens"], true);
     let again = SentenceEncoder::load(&out, Device::Cpu).unwrap();
-    assert!(again.encode(TEXTS, 8).unwrap().equal(&before), "reloaded embeddings differ");
+    assert!(
+        again.encode(TEXTS, 8).unwrap().equal(&before),
+        "reloaded embeddings differ"
+    );
     // Saving over an existing folder replaces it.
     enc.save(&out).unwrap();
     check_layout(&out, &[]);
@@ -98,7 +133,9 @@ fn minilm_round_trip_is_exact() {
 fn gemma3_round_trip_is_exact() {
     let enc = SentenceEncoder::load(&gemma_dir(), Device::Cpu).unwrap();
     let before = enc.encode(TEXTS, 8).unwrap();
-    let q = enc.encode_with_prompt(TEXTS, Some(enc.prompt("query").unwrap()), 8).unwrap();
+    let q = enc
+        .encode_with_prompt(TEXTS, Some(enc.prompt("query").unwrap()), 8)
+        .unwrap();
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("saved");
     enc.save(&out).unwrap();
@@ -108,24 +145,39 @@ fn gemma3_round_trip_is_exact() {
     assert_eq!(again.prompts(), enc.prompts());
     assert_eq!(again.max_seq_length(), 48);
     assert!(again.encode(TEXTS, 8).unwrap().equal(&before));
-    assert!(again.encode_with_prompt(TEXTS, Some(again.prompt("query").unwrap()), 8).unwrap().equal(&q));
+    assert!(again
+        .encode_with_prompt(TEXTS, Some(again.prompt("query").unwrap()), 8)
+        .unwrap()
+        .equal(&q));
 }
 
 #[test]
 fn var_store_holds_every_parameter_under_checkpoint_names() {
     let enc = SentenceEncoder::load(&gemma_dir(), Device::Cpu).unwrap();
     let vars = enc.var_store().variables();
-    for name in ["embed_tokens.weight", "layers.0.self_attn.q_proj.weight", "layers.5.mlp.down_proj.weight", "norm.weight", "2_Dense.linear.weight", "3_Dense.linear.weight"] {
+    for name in [
+        "embed_tokens.weight",
+        "layers.0.self_attn.q_proj.weight",
+        "layers.5.mlp.down_proj.weight",
+        "norm.weight",
+        "2_Dense.linear.weight",
+        "3_Dense.linear.weight",
+    ] {
         assert!(vars.contains_key(name), "missing {name}");
     }
     assert_eq!(vars.len(), enc.named_parameters().len());
-    assert!(vars.values().all(|t| t.requires_grad() && t.kind() == Kind::Float));
+    assert!(vars
+        .values()
+        .all(|t| t.requires_grad() && t.kind() == Kind::Float));
 
     let bert = SentenceEncoder::load(&minilm_dir(), Device::Cpu).unwrap();
     let vars = bert.var_store().variables();
     assert!(vars.contains_key("embeddings.word_embeddings.weight"));
     assert!(vars.contains_key("encoder.layer.5.output.LayerNorm.bias"));
-    assert!(!vars.contains_key("embeddings.position_ids"), "position_ids is a buffer, not a parameter");
+    assert!(
+        !vars.contains_key("embeddings.position_ids"),
+        "position_ids is a buffer, not a parameter"
+    );
 }
 
 #[test]
@@ -139,7 +191,10 @@ fn dropout_only_in_training_and_gradients_reach_every_parameter() {
     tch::manual_seed(1);
     let t1 = enc.forward(&batch, true).unwrap();
     let t2 = enc.forward(&batch, true).unwrap();
-    assert!(!t1.allclose(&t2, 1e-6, 1e-6, false), "dropout is active in training");
+    assert!(
+        !t1.allclose(&t2, 1e-6, 1e-6, false),
+        "dropout is active in training"
+    );
     let loss = (t1 * &t2).sum(Kind::Float);
     loss.backward();
     let mut missing = Vec::new();
@@ -211,9 +266,16 @@ fn bad_model_folders_are_one_clear_error() {
         std::fs::write(&p, &b[..b.len() / 2]).unwrap();
     });
     let e = load_err(&d);
-    assert!(e.contains("model.safetensors is not a valid safetensors file"), "{e}");
+    assert!(
+        e.contains("model.safetensors is not a valid safetensors file"),
+        "{e}"
+    );
 
-    let (_t, d) = broken(|d| rewrite_safetensors(&d.join("model.safetensors"), |t| t.retain(|(n, _)| n != "layers.3.mlp.up_proj.weight")));
+    let (_t, d) = broken(|d| {
+        rewrite_safetensors(&d.join("model.safetensors"), |t| {
+            t.retain(|(n, _)| n != "layers.3.mlp.up_proj.weight")
+        })
+    });
     let e = load_err(&d);
     assert!(e.contains("no tensor 'layers.3.mlp.up_proj.weight'"), "{e}");
 
@@ -227,7 +289,10 @@ fn bad_model_folders_are_one_clear_error() {
         })
     });
     let e = load_err(&d);
-    assert!(e.contains("'norm.weight' has shape [31]") && e.contains("[32]"), "{e}");
+    assert!(
+        e.contains("'norm.weight' has shape [31]") && e.contains("[32]"),
+        "{e}"
+    );
 
     let (_t, d) = broken(|d| {
         rewrite_safetensors(&d.join("2_Dense/model.safetensors"), |t| {
@@ -239,11 +304,16 @@ fn bad_model_folders_are_one_clear_error() {
 
     let (_t, d) = broken(|d| {
         let p = d.join("config.json");
-        let s = std::fs::read_to_string(&p).unwrap().replace("\"gemma3_text\"", "\"llama\"");
+        let s = std::fs::read_to_string(&p)
+            .unwrap()
+            .replace("\"gemma3_text\"", "\"llama\"");
         std::fs::write(&p, s).unwrap();
     });
     let e = load_err(&d);
-    assert!(e.contains("model_type 'llama' is not supported") && e.contains("bert, gemma3_text"), "{e}");
+    assert!(
+        e.contains("model_type 'llama' is not supported") && e.contains("bert, gemma3_text"),
+        "{e}"
+    );
 
     let (_t, d) = broken(|d| {
         let p = d.join("config.json");
@@ -263,15 +333,23 @@ fn bad_model_folders_are_one_clear_error() {
 
     let (_t, d) = broken(|d| {
         let p = d.join("modules.json");
-        let s = std::fs::read_to_string(&p).unwrap().replace("normalize.Normalize", "lstm.LSTM");
+        let s = std::fs::read_to_string(&p)
+            .unwrap()
+            .replace("normalize.Normalize", "lstm.LSTM");
         std::fs::write(&p, s).unwrap();
     });
     let e = load_err(&d);
-    assert!(e.contains("module type") && e.contains("LSTM") && e.contains("supported"), "{e}");
+    assert!(
+        e.contains("module type") && e.contains("LSTM") && e.contains("supported"),
+        "{e}"
+    );
 
     let (_t, d) = broken(|d| std::fs::remove_file(d.join("1_Pooling/config.json")).unwrap());
     let e = load_err(&d);
-    assert!(e.contains("1_Pooling") && e.contains("config.json is missing"), "{e}");
+    assert!(
+        e.contains("1_Pooling") && e.contains("config.json is missing"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -279,7 +357,14 @@ fn plain_hugging_face_folder_reads_as_transformer_plus_mean_pooling() {
     let tmp = tempfile::tempdir().unwrap();
     let d = tmp.path().join("plain");
     std::fs::create_dir_all(&d).unwrap();
-    for f in ["config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt"] {
+    for f in [
+        "config.json",
+        "model.safetensors",
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "special_tokens_map.json",
+        "vocab.txt",
+    ] {
         std::fs::copy(minilm_dir().join(f), d.join(f)).unwrap();
     }
     let enc = SentenceEncoder::load(&d, Device::Cpu).unwrap();
@@ -304,9 +389,16 @@ fn plain_hugging_face_folder_reads_as_transformer_plus_mean_pooling() {
 #[test]
 #[ignore = "writes folders for the Python reference check; needs EMBTUNE_ROUNDTRIP_DIR"]
 fn save_folders_for_reference_check() {
-    let root = PathBuf::from(std::env::var("EMBTUNE_ROUNDTRIP_DIR").expect("set EMBTUNE_ROUNDTRIP_DIR"));
-    SentenceEncoder::load(&minilm_dir(), Device::Cpu).unwrap().save(&root.join("minilm")).unwrap();
-    SentenceEncoder::load(&gemma_dir(), Device::Cpu).unwrap().save(&root.join("gemma3-tiny")).unwrap();
+    let root =
+        PathBuf::from(std::env::var("EMBTUNE_ROUNDTRIP_DIR").expect("set EMBTUNE_ROUNDTRIP_DIR"));
+    SentenceEncoder::load(&minilm_dir(), Device::Cpu)
+        .unwrap()
+        .save(&root.join("minilm"))
+        .unwrap();
+    SentenceEncoder::load(&gemma_dir(), Device::Cpu)
+        .unwrap()
+        .save(&root.join("gemma3-tiny"))
+        .unwrap();
 }
 
 /// The bf16 code path (CUDA in real use) runs and stays close to fp32; here on CPU,
@@ -316,13 +408,17 @@ fn bf16_path_runs_and_is_close_to_fp32() {
     use embtune_core::encoder::Precision;
     for dir in [minilm_dir(), gemma_dir()] {
         let mut enc = SentenceEncoder::load(&dir, Device::Cpu).unwrap();
-        assert!(enc.set_precision(Precision::Bf16).is_err(), "bf16 needs CUDA");
+        assert!(
+            enc.set_precision(Precision::Bf16).is_err(),
+            "bf16 needs CUDA"
+        );
         let a = enc.encode(TEXTS, 8).unwrap();
         enc.force_precision(Precision::Bf16);
         let b = enc.encode(TEXTS, 8).unwrap();
         assert_eq!(b.kind(), Kind::Float);
         let cos = (&a * &b).sum_dim_intlist(1, false, Kind::Float)
-            / (a.norm_scalaropt_dim(2.0, [1i64].as_slice(), false) * b.norm_scalaropt_dim(2.0, [1i64].as_slice(), false));
+            / (a.norm_scalaropt_dim(2.0, [1i64].as_slice(), false)
+                * b.norm_scalaropt_dim(2.0, [1i64].as_slice(), false));
         let min = cos.min().double_value(&[]);
         eprintln!("{}: bf16 vs fp32 min cosine {min:.5}", dir.display());
         assert!(min > 0.98, "bf16 drifts too far: {min}");

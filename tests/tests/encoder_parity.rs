@@ -12,7 +12,9 @@ const MIN_COS: f64 = 0.99999;
 const MAX_ABS: f64 = 1e-4;
 
 fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures").join("encoder")
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures")
+        .join("encoder")
 }
 
 fn texts() -> Vec<String> {
@@ -34,7 +36,12 @@ fn minilm_dir() -> PathBuf {
 /// (min cosine, max abs diff) between our rows and the reference's.
 fn compare(ours: &tch::Tensor, reference: &Path) -> (f64, f64) {
     let (want, rows, cols) = npy::read_f32(reference).unwrap();
-    assert_eq!(ours.size(), vec![rows as i64, cols as i64], "shape vs {}", reference.display());
+    assert_eq!(
+        ours.size(),
+        vec![rows as i64, cols as i64],
+        "shape vs {}",
+        reference.display()
+    );
     let got = Vec::<f32>::try_from(ours.contiguous().view([-1])).unwrap();
     let mut min_cos = f64::INFINITY;
     let mut max_abs = 0f64;
@@ -56,8 +63,14 @@ fn compare(ours: &tch::Tensor, reference: &Path) -> (f64, f64) {
 fn assert_parity(name: &str, ours: &tch::Tensor, reference: &Path) {
     let (min_cos, max_abs) = compare(ours, reference);
     eprintln!("{name}: min cosine {min_cos:.8}, max abs diff {max_abs:.3e}");
-    assert!(min_cos >= MIN_COS, "{name}: min cosine {min_cos} < {MIN_COS}");
-    assert!(max_abs <= MAX_ABS, "{name}: max abs diff {max_abs} > {MAX_ABS}");
+    assert!(
+        min_cos >= MIN_COS,
+        "{name}: min cosine {min_cos} < {MIN_COS}"
+    );
+    assert!(
+        max_abs <= MAX_ABS,
+        "{name}: max abs diff {max_abs} > {MAX_ABS}"
+    );
 }
 
 #[test]
@@ -89,7 +102,11 @@ fn gemma3_query_prompt_excluded_from_pooling_matches_reference() {
     let t = texts();
     let refs: Vec<&str> = t.iter().map(String::as_str).collect();
     let e = enc.encode_with_prompt(&refs, Some(&prompt), 32).unwrap();
-    assert_parity("gemma3-tiny query prompt", &e, &fixtures().join("gemma3-tiny-query.npy"));
+    assert_parity(
+        "gemma3-tiny query prompt",
+        &e,
+        &fixtures().join("gemma3-tiny-query.npy"),
+    );
 }
 
 #[test]

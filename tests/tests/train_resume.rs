@@ -20,8 +20,9 @@ fn lock() -> std::sync::MutexGuard<'static, ()> {
 
 fn model() -> PathBuf {
     let dir = embtune_core::models::default_model_dir();
-    embtune_core::models::verify_default_model(&dir)
-        .unwrap_or_else(|e| panic!("{e} (these tests need the default model: run scripts/fetch-model.sh)"));
+    embtune_core::models::verify_default_model(&dir).unwrap_or_else(|e| {
+        panic!("{e} (these tests need the default model: run scripts/fetch-model.sh)")
+    });
     dir
 }
 
@@ -75,18 +76,49 @@ fn resumed_run_matches_uninterrupted_run() {
     let d = data(tmp.path());
 
     let full = tmp.path().join("full");
-    train(&config(d.clone(), full.clone()), None, None, Arc::new(AtomicBool::new(false)), &mut ()).unwrap();
+    train(
+        &config(d.clone(), full.clone()),
+        None,
+        None,
+        Arc::new(AtomicBool::new(false)),
+        &mut (),
+    )
+    .unwrap();
 
     let part = tmp.path().join("part");
     let flag = Arc::new(AtomicBool::new(false));
-    let err = train(&config(d.clone(), part.clone()), None, None, flag.clone(), &mut StopAt { at: 3, flag: flag.clone() })
-        .unwrap_err();
-    let Error::Interrupted { step, checkpoint } = err else { panic!("expected an interruption, got {err}") };
+    let err = train(
+        &config(d.clone(), part.clone()),
+        None,
+        None,
+        flag.clone(),
+        &mut StopAt {
+            at: 3,
+            flag: flag.clone(),
+        },
+    )
+    .unwrap_err();
+    let Error::Interrupted { step, checkpoint } = err else {
+        panic!("expected an interruption, got {err}")
+    };
     assert_eq!(step, 3);
-    assert!(checkpoint.join("optimizer.safetensors").is_file() && checkpoint.join("trainer_state.json").is_file());
-    assert!(!part.join("final").exists(), "an interrupted run has no final/ folder");
+    assert!(
+        checkpoint.join("optimizer.safetensors").is_file()
+            && checkpoint.join("trainer_state.json").is_file()
+    );
+    assert!(
+        !part.join("final").exists(),
+        "an interrupted run has no final/ folder"
+    );
 
-    train(&config(d, part.clone()), Some(&checkpoint), None, Arc::new(AtomicBool::new(false)), &mut ()).unwrap();
+    train(
+        &config(d, part.clone()),
+        Some(&checkpoint),
+        None,
+        Arc::new(AtomicBool::new(false)),
+        &mut (),
+    )
+    .unwrap();
 
     let (a, b) = (weights(&full.join("final")), weights(&part.join("final")));
     assert_eq!(a.len(), b.len());
@@ -99,8 +131,13 @@ fn resumed_run_matches_uninterrupted_run() {
         moved |= f64::try_from((ta - t0).abs().max()).unwrap() > 0.0;
     }
     assert!(moved, "training changed no weight");
-    let logs = embtune_core::train::checkpoint::MetricsLog::read(&part.join("metrics.jsonl")).unwrap();
-    assert_eq!(logs.iter().map(|l| l.step).collect::<Vec<_>>(), [1, 2, 3, 4, 5, 6], "resumed log continues");
+    let logs =
+        embtune_core::train::checkpoint::MetricsLog::read(&part.join("metrics.jsonl")).unwrap();
+    assert_eq!(
+        logs.iter().map(|l| l.step).collect::<Vec<_>>(),
+        [1, 2, 3, 4, 5, 6],
+        "resumed log continues"
+    );
 }
 
 /// A loss that turns NaN from its third call on: the trainer must stop, and never save
@@ -155,32 +192,53 @@ fn bad_inputs_fail_with_one_clear_line() {
     let tmp = tempfile::tempdir().unwrap();
     let d = data(tmp.path());
     let out = tmp.path().join("out");
-    let run = |cfg: TrainConfig| train(&cfg, None, None, Arc::new(AtomicBool::new(false)), &mut ()).unwrap_err().to_string();
+    let run = |cfg: TrainConfig| {
+        train(&cfg, None, None, Arc::new(AtomicBool::new(false)), &mut ())
+            .unwrap_err()
+            .to_string()
+    };
 
     let mut cfg = config(d.clone(), out.clone());
     cfg.batch_size = 64;
     let e = run(cfg);
-    assert!(e.contains("--batch-size 64 is larger than the data (16 rows"), "{e}");
+    assert!(
+        e.contains("--batch-size 64 is larger than the data (16 rows"),
+        "{e}"
+    );
 
     let mut cfg = config(d.clone(), out.clone());
     cfg.loss = "simcse".into();
-    cfg.loss_options.insert("mode".into(), "unsupervised".into());
+    cfg.loss_options
+        .insert("mode".into(), "unsupervised".into());
     let e = run(cfg);
-    assert!(e.contains("needs exactly one text column") && e.contains("anchor, positive, hard_negative"), "{e}");
+    assert!(
+        e.contains("needs exactly one text column")
+            && e.contains("anchor, positive, hard_negative"),
+        "{e}"
+    );
 
     let mut cfg = config(d.clone(), out.clone());
     cfg.loss_options.insert("scael".into(), 20.into());
     let e = run(cfg);
-    assert!(e.contains("unknown option 'scael'") && e.contains("scale"), "{e}");
+    assert!(
+        e.contains("unknown option 'scael'") && e.contains("scale"),
+        "{e}"
+    );
 
     let empty = tmp.path().join("empty.csv");
     std::fs::write(&empty, "anchor,positive\n").unwrap();
     let e = run(config(empty, out.clone()));
     assert!(e.contains("no data rows"), "{e}");
 
-    let e = train(&config(d, out), Some(&tmp.path().join("nope")), None, Arc::new(AtomicBool::new(false)), &mut ())
-        .unwrap_err()
-        .to_string();
+    let e = train(
+        &config(d, out),
+        Some(&tmp.path().join("nope")),
+        None,
+        Arc::new(AtomicBool::new(false)),
+        &mut (),
+    )
+    .unwrap_err()
+    .to_string();
     assert!(e.contains("nope"), "{e}");
     assert!(!e.contains('\n'), "one line: {e}");
 }
@@ -199,7 +257,8 @@ fn model_without_dropout(dir: &Path) -> PathBuf {
     };
     copy(&src, &dst);
     copy(&src.join("1_Pooling"), &dst.join("1_Pooling"));
-    let mut cfg: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dst.join("config.json")).unwrap()).unwrap();
+    let mut cfg: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dst.join("config.json")).unwrap()).unwrap();
     cfg["hidden_dropout_prob"] = 0.0.into();
     cfg["attention_probs_dropout_prob"] = 0.0.into();
     std::fs::write(dst.join("config.json"), cfg.to_string()).unwrap();
@@ -224,7 +283,10 @@ fn cached_mnrl_trains_like_mnrl() {
             cfg.loss_options.insert(k.to_string(), v.clone());
         }
         train(&cfg, None, None, Arc::new(AtomicBool::new(false)), &mut ()).unwrap();
-        let logs = embtune_core::train::checkpoint::MetricsLog::read(&tmp.path().join(out).join("metrics.jsonl")).unwrap();
+        let logs = embtune_core::train::checkpoint::MetricsLog::read(
+            &tmp.path().join(out).join("metrics.jsonl"),
+        )
+        .unwrap();
         (logs, weights(&tmp.path().join(out).join("final")))
     };
     let (plain_logs, plain_w) = run("mnrl", &[], "plain");
@@ -232,8 +294,18 @@ fn cached_mnrl_trains_like_mnrl() {
     assert_eq!(plain_logs.len(), 3);
     for (p, c) in plain_logs.iter().zip(&cached_logs) {
         let (lp, lc) = (p.loss.unwrap(), c.loss.unwrap());
-        assert!((lp - lc).abs() <= 1e-4 * lp.abs().max(1e-3), "step {}: loss {lp} vs {lc}", p.step);
-        assert!((p.grad_norm - c.grad_norm).abs() <= 1e-3 * p.grad_norm, "step {}: grad norm {} vs {}", p.step, p.grad_norm, c.grad_norm);
+        assert!(
+            (lp - lc).abs() <= 1e-4 * lp.abs().max(1e-3),
+            "step {}: loss {lp} vs {lc}",
+            p.step
+        );
+        assert!(
+            (p.grad_norm - c.grad_norm).abs() <= 1e-3 * p.grad_norm,
+            "step {}: grad norm {} vs {}",
+            p.step,
+            p.grad_norm,
+            c.grad_norm
+        );
     }
     for ((n, a), (_, b)) in plain_w.iter().zip(&cached_w) {
         let diff = f64::try_from((a - b).abs().max()).unwrap();

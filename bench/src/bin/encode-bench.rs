@@ -37,15 +37,23 @@ fn parse(args: &[String]) -> Result<Opts, String> {
         precision: "fp32".into(),
         repeats: 3,
         reference: true,
-        python: std::env::var_os("EMBTUNE_REF_PYTHON").map(PathBuf::from).unwrap_or_else(|| root.join(".venv-ref/bin/python")),
+        python: std::env::var_os("EMBTUNE_REF_PYTHON")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| root.join(".venv-ref/bin/python")),
     };
     let mut it = args.iter();
     while let Some(a) = it.next() {
-        let mut val = || it.next().cloned().ok_or_else(|| format!("{a} needs a value"));
+        let mut val = || {
+            it.next()
+                .cloned()
+                .ok_or_else(|| format!("{a} needs a value"))
+        };
         match a.as_str() {
             "--model" => o.model = PathBuf::from(val()?),
             "--texts" => o.texts = val()?.parse().map_err(|e| format!("--texts: {e}"))?,
-            "--batch-size" => o.batch_size = val()?.parse().map_err(|e| format!("--batch-size: {e}"))?,
+            "--batch-size" => {
+                o.batch_size = val()?.parse().map_err(|e| format!("--batch-size: {e}"))?
+            }
             "--device" => o.device = val()?,
             "--precision" => o.precision = val()?,
             "--repeats" => o.repeats = val()?.parse().map_err(|e| format!("--repeats: {e}"))?,
@@ -78,7 +86,10 @@ fn make_texts(n: usize) -> Vec<String> {
             } else {
                 rng.gen_range(80..=300)
             };
-            (0..len).map(|_| words[rng.gen_range(0..words.len())]).collect::<Vec<_>>().join(" ")
+            (0..len)
+                .map(|_| words[rng.gen_range(0..words.len())])
+                .collect::<Vec<_>>()
+                .join(" ")
         })
         .collect()
 }
@@ -86,13 +97,18 @@ fn make_texts(n: usize) -> Vec<String> {
 fn bench(o: &Opts) -> Result<(), String> {
     let texts = make_texts(o.texts);
     let device = embtune::commands::resolve_device(&o.device).map_err(|e| e.to_string())?;
-    let precision: Precision = o.precision.parse().map_err(|e: embtune_core::Error| e.to_string())?;
+    let precision: Precision = o
+        .precision
+        .parse()
+        .map_err(|e: embtune_core::Error| e.to_string())?;
     let mut enc = SentenceEncoder::load(&o.model, device).map_err(|e| e.to_string())?;
     enc.set_precision(precision).map_err(|e| e.to_string())?;
     let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
     // Warm-up: the first batches (allocator, kernels).
     let warm = (o.batch_size * 2).min(refs.len());
-    let _ = enc.encode(&refs[..warm], o.batch_size).map_err(|e| e.to_string())?;
+    let _ = enc
+        .encode(&refs[..warm], o.batch_size)
+        .map_err(|e| e.to_string())?;
     let mut best = f64::INFINITY;
     let mut best_cpu = f64::INFINITY;
     for _ in 0..o.repeats.max(1) {
@@ -117,22 +133,53 @@ fn bench(o: &Opts) -> Result<(), String> {
         return Ok(());
     }
     let file = std::env::temp_dir().join(format!("encode-bench-{}.txt", std::process::id()));
-    std::fs::write(&file, texts.join("\n") + "\n").map_err(|e| format!("{}: {e}", file.display()))?;
+    std::fs::write(&file, texts.join("\n") + "\n")
+        .map_err(|e| format!("{}: {e}", file.display()))?;
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("reference/st_encode.py");
     let out = Command::new(&o.python)
         .arg(&script)
-        .args(["--model", &o.model.to_string_lossy(), "--texts", &file.to_string_lossy()])
-        .args(["--batch-size", &o.batch_size.to_string(), "--device", &o.device, "--precision", &o.precision])
+        .args([
+            "--model",
+            &o.model.to_string_lossy(),
+            "--texts",
+            &file.to_string_lossy(),
+        ])
+        .args([
+            "--batch-size",
+            &o.batch_size.to_string(),
+            "--device",
+            &o.device,
+            "--precision",
+            &o.precision,
+        ])
         .args(["--repeats", &o.repeats.to_string()])
         .output()
-        .map_err(|e| format!("cannot run {} ({e}); create it with scripts/ref-env.sh or pass --no-reference", o.python.display()))?;
+        .map_err(|e| {
+            format!(
+                "cannot run {} ({e}); create it with scripts/ref-env.sh or pass --no-reference",
+                o.python.display()
+            )
+        })?;
     let _ = std::fs::remove_file(&file);
     if !out.status.success() {
-        return Err(format!("reference failed: {}", String::from_utf8_lossy(&out.stderr).lines().last().unwrap_or("")));
+        return Err(format!(
+            "reference failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+                .lines()
+                .last()
+                .unwrap_or("")
+        ));
     }
-    let line = String::from_utf8_lossy(&out.stdout).lines().last().unwrap_or("").to_string();
-    let v: serde_json::Value = serde_json::from_str(&line).map_err(|e| format!("reference output {line:?}: {e}"))?;
-    let theirs = v["texts_per_s"].as_f64().ok_or("reference output has no texts_per_s")?;
+    let line = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .last()
+        .unwrap_or("")
+        .to_string();
+    let v: serde_json::Value =
+        serde_json::from_str(&line).map_err(|e| format!("reference output {line:?}: {e}"))?;
+    let theirs = v["texts_per_s"]
+        .as_f64()
+        .ok_or("reference output has no texts_per_s")?;
     let their_cpu = v["cpu_seconds"].as_f64().unwrap_or(f64::NAN);
     println!(
         "sentence-transformers {:>9.1} texts/s  ({:.3} s wall, {their_cpu:.3} s CPU, best of {}, threads {})",
@@ -141,7 +188,11 @@ fn bench(o: &Opts) -> Result<(), String> {
         o.repeats,
         v["threads"]
     );
-    println!("ratio (embtune / reference): {:.2}x texts/s (wall), {:.2}x CPU seconds per text", ours / theirs, their_cpu / best_cpu);
+    println!(
+        "ratio (embtune / reference): {:.2}x texts/s (wall), {:.2}x CPU seconds per text",
+        ours / theirs,
+        their_cpu / best_cpu
+    );
     Ok(())
 }
 

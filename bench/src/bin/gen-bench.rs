@@ -27,7 +27,11 @@ use std::time::Instant;
 use embtune_bench::{run_measured, Measured};
 use rand::Rng;
 
-const STRATEGIES: [(&str, &str); 3] = [("baseline", "basic"), ("domainwise", "domainwise"), ("fusion-multineg", "fusion")];
+const STRATEGIES: [(&str, &str); 3] = [
+    ("baseline", "basic"),
+    ("domainwise", "domainwise"),
+    ("fusion-multineg", "fusion"),
+];
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().collect();
@@ -48,7 +52,8 @@ fn child(args: &[String]) -> ExitCode {
     embtune_plugins::link();
     let timing = PathBuf::from(&args[0]);
     let start = Instant::now();
-    let code = embtune::run_from(std::iter::once("embtune".to_string()).chain(args[1..].iter().cloned()));
+    let code =
+        embtune::run_from(std::iter::once("embtune".to_string()).chain(args[1..].iter().cloned()));
     let _ = std::fs::write(timing, format!("{}", start.elapsed().as_secs_f64()));
     code
 }
@@ -78,9 +83,18 @@ fn measure_fresh(cmd: &Command, rss_file: &Path) -> Result<Measured, String> {
         return run_measured(&mut c).map_err(|e| e.to_string());
     }
     let mut c = Command::new(time);
-    c.arg("-f").arg("%M").arg("-o").arg(rss_file).arg(cmd.get_program()).args(cmd.get_args()).stdout(Stdio::null());
+    c.arg("-f")
+        .arg("%M")
+        .arg("-o")
+        .arg(rss_file)
+        .arg(cmd.get_program())
+        .args(cmd.get_args())
+        .stdout(Stdio::null());
     let mut m = run_measured(&mut c).map_err(|e| e.to_string())?;
-    if let Some(kib) = std::fs::read_to_string(rss_file).ok().and_then(|s| s.lines().last().and_then(|l| l.trim().parse::<f64>().ok())) {
+    if let Some(kib) = std::fs::read_to_string(rss_file)
+        .ok()
+        .and_then(|s| s.lines().last().and_then(|l| l.trim().parse::<f64>().ok()))
+    {
         m.peak_rss_mib = kib / 1024.0;
     }
     Ok(m)
@@ -89,14 +103,24 @@ fn measure_fresh(cmd: &Command, rss_file: &Path) -> Result<Measured, String> {
 /// The torch-free binary: `--embtune PATH`, or target/lite/release/embtune (built when missing).
 fn lite_binary(o: &Opts) -> Result<PathBuf, String> {
     if let Some(p) = &o.embtune {
-        return if p.exists() { Ok(p.clone()) } else { Err(format!("--embtune {}: no such file", p.display())) };
+        return if p.exists() {
+            Ok(p.clone())
+        } else {
+            Err(format!("--embtune {}: no such file", p.display()))
+        };
     }
     let p = PathBuf::from(LITE);
     if !p.exists() {
         println!("building the torch-free binary ({LITE}) ...");
         let st = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
             .env("CARGO_TARGET_DIR", "target/lite")
-            .args(["build", "--release", "-p", "embtune", "--no-default-features"])
+            .args([
+                "build",
+                "--release",
+                "-p",
+                "embtune",
+                "--no-default-features",
+            ])
             .status()
             .map_err(|e| format!("cargo: {e}"))?;
         if !st.success() || !p.exists() {
@@ -112,13 +136,19 @@ fn parse(args: &[String]) -> Result<Opts, String> {
         big_rows: 1_000_000,
         reference: true,
         out: PathBuf::from("bench-out/gen"),
-        python: std::env::var_os("EMBTUNE_REF_PYTHON").map(PathBuf::from).unwrap_or_else(|| PathBuf::from(".venv-ref/bin/python")),
+        python: std::env::var_os("EMBTUNE_REF_PYTHON")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from(".venv-ref/bin/python")),
         embtune: None,
         full: false,
     };
     let mut it = args.iter();
     while let Some(a) = it.next() {
-        let mut val = || it.next().cloned().ok_or_else(|| format!("{a} needs a value"));
+        let mut val = || {
+            it.next()
+                .cloned()
+                .ok_or_else(|| format!("{a} needs a value"))
+        };
         match a.as_str() {
             "--rows" => o.rows = val()?.parse().map_err(|e| format!("--rows: {e}"))?,
             "--big-rows" => o.big_rows = val()?.parse().map_err(|e| format!("--big-rows: {e}"))?,
@@ -127,7 +157,11 @@ fn parse(args: &[String]) -> Result<Opts, String> {
             "--python" => o.python = PathBuf::from(val()?),
             "--embtune" => o.embtune = Some(PathBuf::from(val()?)),
             "--full" => o.full = true,
-            other => return Err(format!("unknown option {other}; see the header of bench/src/bin/gen-bench.rs")),
+            other => {
+                return Err(format!(
+                    "unknown option {other}; see the header of bench/src/bin/gen-bench.rs"
+                ))
+            }
         }
     }
     Ok(o)
@@ -137,7 +171,13 @@ fn parse(args: &[String]) -> Result<Opts, String> {
 /// largest about `largest`.
 fn category_sizes(rows: usize, categories: usize, largest: usize) -> Vec<usize> {
     let sizes_for = |a: f64| -> Vec<usize> {
-        (0..categories).map(|i| ((largest as f64) / ((1 + i) as f64).powf(a)).round().max(1.0) as usize).collect()
+        (0..categories)
+            .map(|i| {
+                ((largest as f64) / ((1 + i) as f64).powf(a))
+                    .round()
+                    .max(1.0) as usize
+            })
+            .collect()
     };
     let (mut lo, mut hi) = (0.0f64, 4.0f64);
     for _ in 0..60 {
@@ -161,8 +201,9 @@ fn category_sizes(rows: usize, categories: usize, largest: usize) -> Vec<usize> 
 }
 
 const SYL: &[&str] = &[
-    "가", "계", "고", "금", "기", "납", "대", "도", "리", "만", "보", "부", "상", "서", "세", "수", "신", "약", "연", "예",
-    "용", "율", "이", "입", "자", "저", "적", "정", "제", "지", "출", "카", "통", "투", "한", "해", "험", "환", "회", "혜",
+    "가", "계", "고", "금", "기", "납", "대", "도", "리", "만", "보", "부", "상", "서", "세", "수",
+    "신", "약", "연", "예", "용", "율", "이", "입", "자", "저", "적", "정", "제", "지", "출", "카",
+    "통", "투", "한", "해", "험", "환", "회", "혜",
 ];
 
 fn word(rng: &mut embtune_core::Rng, n: usize) -> String {
@@ -176,7 +217,11 @@ fn synthesize(path: &Path, rows: usize) -> std::io::Result<(usize, usize)> {
     let largest = ((3_000.0 * scale).round() as usize).max(1);
     let sizes = category_sizes(rows, categories, largest);
     let mut rng = embtune_core::seeded_rng(2024);
-    let mut cat_of: Vec<u32> = sizes.iter().enumerate().flat_map(|(c, &n)| std::iter::repeat(c as u32).take(n)).collect();
+    let mut cat_of: Vec<u32> = sizes
+        .iter()
+        .enumerate()
+        .flat_map(|(c, &n)| std::iter::repeat(c as u32).take(n))
+        .collect();
     for i in (1..cat_of.len()).rev() {
         let j = rng.gen_range(0..=i);
         cat_of.swap(i, j);
@@ -225,14 +270,30 @@ struct Row {
 }
 
 /// Runs `gen`; `timing`: Some when `exe` is this binary (child mode, records in-gen time).
-fn run_ours(exe: &Path, data: &Path, out: &Path, strategy: &str, timing: Option<&Path>) -> Result<(Measured, Option<f64>, u64), String> {
+fn run_ours(
+    exe: &Path,
+    data: &Path,
+    out: &Path,
+    strategy: &str,
+    timing: Option<&Path>,
+) -> Result<(Measured, Option<f64>, u64), String> {
     let _ = std::fs::remove_dir_all(out);
     let mut cmd = Command::new(exe);
     if let Some(t) = timing {
         cmd.arg("--child").arg(t);
     }
-    cmd.args(["gen", "--quiet", "--strategy", strategy, "--data"]).arg(data);
-    cmd.args(["--desc-col", "설명", "--category-col", "분류", "--positive-cols", "중분류", "표제어", "영문"]);
+    cmd.args(["gen", "--quiet", "--strategy", strategy, "--data"])
+        .arg(data);
+    cmd.args([
+        "--desc-col",
+        "설명",
+        "--category-col",
+        "분류",
+        "--positive-cols",
+        "중분류",
+        "표제어",
+        "영문",
+    ]);
     if strategy == "domainwise" {
         cmd.args(["--domain-col", "도메인"]);
     }
@@ -242,16 +303,29 @@ fn run_ours(exe: &Path, data: &Path, out: &Path, strategy: &str, timing: Option<
         None => measure_fresh(&cmd, &out.with_extension("rss"))?,
     };
     if m.code != 0 {
-        return Err(format!("embtune gen --strategy {strategy} failed with code {}", m.code));
+        return Err(format!(
+            "embtune gen --strategy {strategy} failed with code {}",
+            m.code
+        ));
     }
-    let inproc: Option<f64> = timing.map(|t| std::fs::read_to_string(t).ok().and_then(|s| s.parse().ok()).unwrap_or(f64::NAN));
+    let inproc: Option<f64> = timing.map(|t| {
+        std::fs::read_to_string(t)
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(f64::NAN)
+    });
     let manifest: serde_json::Value = std::fs::read_to_string(out.join("manifest.json"))
         .ok()
         .and_then(|s| serde_json::from_str(&s).ok())
         .ok_or("no manifest.json")?;
     let sup: u64 = manifest["files"]
         .as_array()
-        .map(|f| f.iter().filter(|e| e["kind"] == "supervised").filter_map(|e| e["rows"].as_u64()).sum())
+        .map(|f| {
+            f.iter()
+                .filter(|e| e["kind"] == "supervised")
+                .filter_map(|e| e["rows"].as_u64())
+                .sum()
+        })
         .unwrap_or(0);
     Ok((m, inproc, sup))
 }
@@ -260,14 +334,29 @@ fn run_reference(python: &Path, data: &Path, out: &Path, script: &str) -> Result
     let _ = std::fs::remove_dir_all(out);
     std::fs::create_dir_all(out).map_err(|e| e.to_string())?;
     let mut cmd = Command::new(python);
-    cmd.arg("bench/reference/original_gen.py").args(["--script", script, "--data_path"]).arg(data);
-    cmd.args(["--desc_col", "설명", "--category_col", "분류", "--positive_cols", "중분류", "표제어", "영문"]);
+    cmd.arg("bench/reference/original_gen.py")
+        .args(["--script", script, "--data_path"])
+        .arg(data);
+    cmd.args([
+        "--desc_col",
+        "설명",
+        "--category_col",
+        "분류",
+        "--positive_cols",
+        "중분류",
+        "표제어",
+        "영문",
+    ]);
     match script {
         "basic" => {
-            cmd.arg("--output_unsupervised").arg(out.join("u.csv")).arg("--output_supervised").arg(out.join("s.csv"));
+            cmd.arg("--output_unsupervised")
+                .arg(out.join("u.csv"))
+                .arg("--output_supervised")
+                .arg(out.join("s.csv"));
         }
         "domainwise" => {
-            cmd.args(["--domain_col", "도메인", "--output_dir"]).arg(out);
+            cmd.args(["--domain_col", "도메인", "--output_dir"])
+                .arg(out);
         }
         _ => {
             cmd.arg("--output_dir").arg(out);
@@ -276,7 +365,10 @@ fn run_reference(python: &Path, data: &Path, out: &Path, script: &str) -> Result
     cmd.stdout(Stdio::null());
     let m = run_measured(&mut cmd).map_err(|e| format!("{}: {e}", python.display()))?;
     if m.code != 0 {
-        return Err(format!("reference --script {script} failed with code {}", m.code));
+        return Err(format!(
+            "reference --script {script} failed with code {}",
+            m.code
+        ));
     }
     Ok(m)
 }
@@ -289,9 +381,18 @@ fn bench(args: &[String]) -> Result<(), String> {
     let mut results: Vec<Row> = Vec::new();
 
     // Process floor: the same binary doing `embtune list` (exec + libtorch load).
-    println!("load average: {} (figures are inflated when other work shares the CPUs)", std::fs::read_to_string("/proc/loadavg").unwrap_or_default().trim());
+    println!(
+        "load average: {} (figures are inflated when other work shares the CPUs)",
+        std::fs::read_to_string("/proc/loadavg")
+            .unwrap_or_default()
+            .trim()
+    );
     let mut floor_cmd = Command::new(&exe);
-    floor_cmd.arg("--child").arg(&timing).arg("list").stdout(Stdio::null());
+    floor_cmd
+        .arg("--child")
+        .arg(&timing)
+        .arg("list")
+        .stdout(Stdio::null());
     let floor = run_measured(&mut floor_cmd).map_err(|e| e.to_string())?;
     println!(
         "full binary's process floor (embtune list: exec + libtorch load): {:.3} s wall, {:.3} s CPU, {:.1} MiB peak RSS",
@@ -333,7 +434,9 @@ fn bench(args: &[String]) -> Result<(), String> {
         for (strategy, script) in STRATEGIES {
             let out = o.out.join(format!("ours_{strategy}_{n}"));
             let (m, inproc, sup) = run_ours(&gen_exe, &data, &out, strategy, child_timing)?;
-            let in_gen = inproc.map(|t| format!(" ({t:.3} s in gen)")).unwrap_or_default();
+            let in_gen = inproc
+                .map(|t| format!(" ({t:.3} s in gen)"))
+                .unwrap_or_default();
             println!(
                 "  embtune {strategy:16} {:6.3} s wall{in_gen}, {:.3} s CPU ({:.3} above floor), {:6.1} MiB peak RSS (+{:.1} above floor), {:>9.0} rows/s, {sup} supervised rows",
                 m.wall_s,
@@ -343,11 +446,20 @@ fn bench(args: &[String]) -> Result<(), String> {
                 m.peak_rss_mib - floor.peak_rss_mib,
                 n as f64 / inproc.unwrap_or(m.wall_s)
             );
-            results.push(Row { what: format!("embtune {strategy}"), rows: n, m, inproc_s: inproc, out_rows: sup });
+            results.push(Row {
+                what: format!("embtune {strategy}"),
+                rows: n,
+                m,
+                inproc_s: inproc,
+                out_rows: sup,
+            });
             let _ = std::fs::remove_dir_all(&out);
             if n == o.rows && o.reference {
                 if !o.python.exists() {
-                    println!("  (reference skipped: {} not found; run scripts/ref-env.sh)", o.python.display());
+                    println!(
+                        "  (reference skipped: {} not found; run scripts/ref-env.sh)",
+                        o.python.display()
+                    );
                     continue;
                 }
                 let rout = o.out.join(format!("ref_{script}_{n}"));
@@ -363,7 +475,13 @@ fn bench(args: &[String]) -> Result<(), String> {
                             rm.cpu_s / m.cpu_s
                         );
                         reference.push((strategy.to_string(), rm));
-                        results.push(Row { what: format!("reference {script}"), rows: n, m: rm, inproc_s: None, out_rows: 0 });
+                        results.push(Row {
+                            what: format!("reference {script}"),
+                            rows: n,
+                            m: rm,
+                            inproc_s: None,
+                            out_rows: 0,
+                        });
                     }
                     Err(e) => println!("  (reference {script} failed: {e})"),
                 }
@@ -389,7 +507,11 @@ fn bench(args: &[String]) -> Result<(), String> {
         "results": json,
     });
     let path = o.out.join("results.json");
-    std::fs::write(&path, serde_json::to_string_pretty(&summary).unwrap_or_default()).map_err(|e| e.to_string())?;
+    std::fs::write(
+        &path,
+        serde_json::to_string_pretty(&summary).unwrap_or_default(),
+    )
+    .map_err(|e| e.to_string())?;
     println!("\nfigures written to {}", path.display());
     Ok(())
 }

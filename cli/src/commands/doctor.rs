@@ -31,7 +31,14 @@ pub fn run(args: DoctorArgs) -> anyhow::Result<()> {
     let cuda = tch::Cuda::is_available();
     println!("cuda available  {cuda}");
     println!("cuda devices    {}", tch::Cuda::device_count());
-    println!("cudnn           {}", if tch::Cuda::cudnn_is_available() { "available" } else { "not available" });
+    println!(
+        "cudnn           {}",
+        if tch::Cuda::cudnn_is_available() {
+            "available"
+        } else {
+            "not available"
+        }
+    );
     println!("threads         {}", tch::get_num_threads());
     let dir = models::default_model_dir();
     match models::verify_default_model(&dir) {
@@ -60,5 +67,7 @@ fn loaded_torch_dir() -> Option<std::path::PathBuf> {
 
 fn torch_version_at(torch_dir: &std::path::Path) -> Option<String> {
     let s = std::fs::read_to_string(torch_dir.join("version.py")).ok()?;
-    s.lines().find(|l| l.starts_with("__version__")).and_then(|l| l.split(['\'', '"']).nth(1).map(str::to_string))
+    s.lines()
+        .find(|l| l.starts_with("__version__"))
+        .and_then(|l| l.split(['\'', '"']).nth(1).map(str::to_string))
 }

@@ -64,7 +64,11 @@ pub fn model_dir(model: &Option<PathBuf>) -> anyhow::Result<PathBuf> {
 }
 
 /// Loads the model on the device and precision the flags ask for.
-pub fn load_model(model: &Option<PathBuf>, device: &str, precision: &str) -> anyhow::Result<SentenceEncoder> {
+pub fn load_model(
+    model: &Option<PathBuf>,
+    device: &str,
+    precision: &str,
+) -> anyhow::Result<SentenceEncoder> {
     let dir = model_dir(model)?;
     let device = resolve_device(device)?;
     let precision = resolve_precision(precision, device)?;
@@ -76,13 +80,21 @@ pub fn load_model(model: &Option<PathBuf>, device: &str, precision: &str) -> any
 /// Reads the texts of a `.txt` (one per line) or `.csv` (`column`) file; the file must be
 /// UTF-8 (the first bad byte's line is reported).
 pub fn read_texts(path: &Path, column: Option<&str>) -> anyhow::Result<Vec<String>> {
-    let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
+    let ext = path
+        .extension()
+        .and_then(|e| e.to_str())
+        .unwrap_or("")
+        .to_ascii_lowercase();
     if ext == "csv" {
-        let col = column.ok_or_else(|| anyhow::anyhow!("{}: a .csv input needs --column NAME", path.display()))?;
+        let col = column.ok_or_else(|| {
+            anyhow::anyhow!("{}: a .csv input needs --column NAME", path.display())
+        })?;
         let table = embtune_core::Table::read_csv(path, "utf-8")?;
         table.require_columns([col], path)?;
         let c = table.column(col).expect("checked above");
-        return Ok((0..table.n_rows()).map(|r| table.cell(r, c).to_string()).collect());
+        return Ok((0..table.n_rows())
+            .map(|r| table.cell(r, c).to_string())
+            .collect());
     }
     if column.is_some() {
         anyhow::bail!("{}: --column applies to .csv inputs only", path.display());
@@ -93,11 +105,19 @@ pub fn read_texts(path: &Path, column: Option<&str>) -> anyhow::Result<Vec<Strin
         Err(e) => {
             let at = e.utf8_error().valid_up_to();
             let line = e.as_bytes()[..at].iter().filter(|&&b| b == b'\n').count() as u64 + 1;
-            return Err(Error::data(path, Some(line), "not valid UTF-8; convert the file to UTF-8 (e.g. iconv -f cp949 -t utf-8)").into());
+            return Err(Error::data(
+                path,
+                Some(line),
+                "not valid UTF-8; convert the file to UTF-8 (e.g. iconv -f cp949 -t utf-8)",
+            )
+            .into());
         }
     };
     let text = text.strip_prefix('\u{feff}').unwrap_or(&text);
-    let mut lines: Vec<String> = text.split('\n').map(|l| l.strip_suffix('\r').unwrap_or(l).to_string()).collect();
+    let mut lines: Vec<String> = text
+        .split('\n')
+        .map(|l| l.strip_suffix('\r').unwrap_or(l).to_string())
+        .collect();
     if text.ends_with('\n') {
         lines.pop();
     }
@@ -108,8 +128,15 @@ pub fn read_texts(path: &Path, column: Option<&str>) -> anyhow::Result<Vec<Strin
 pub fn write_embeddings(path: &Path, texts: &[String], emb: &tch::Tensor) -> anyhow::Result<()> {
     let (n, d) = emb.size2()?;
     let data = Vec::<f32>::try_from(emb.contiguous().view([-1]))?;
-    let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let ext = path
+        .extension()
+        .and_then(|e| e.to_str())
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let tmp = path.with_file_name(format!(".{name}.tmp-{}", std::process::id()));
     let result = (|| -> anyhow::Result<()> {
         match ext.as_str() {
@@ -124,7 +151,10 @@ pub fn write_embeddings(path: &Path, texts: &[String], emb: &tch::Tensor) -> any
                 }
                 w.flush().map_err(|e| Error::io(&tmp, e))?;
             }
-            _ => anyhow::bail!("{}: unknown output format; use a .npy or .jsonl file name", path.display()),
+            _ => anyhow::bail!(
+                "{}: unknown output format; use a .npy or .jsonl file name",
+                path.display()
+            ),
         }
         std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))?;
         Ok(())
@@ -137,9 +167,17 @@ pub fn write_embeddings(path: &Path, texts: &[String], emb: &tch::Tensor) -> any
 
 /// Runs `embtune encode`.
 pub fn run(args: EncodeArgs) -> anyhow::Result<()> {
-    let ext = args.output.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
+    let ext = args
+        .output
+        .extension()
+        .and_then(|e| e.to_str())
+        .unwrap_or("")
+        .to_ascii_lowercase();
     if ext != "npy" && ext != "jsonl" {
-        anyhow::bail!("{}: unknown output format; use a .npy or .jsonl file name", args.output.display());
+        anyhow::bail!(
+            "{}: unknown output format; use a .npy or .jsonl file name",
+            args.output.display()
+        );
     }
     let texts = read_texts(&args.input, args.column.as_deref())?;
     let enc = load_model(&args.model, &args.device, &args.precision)?;
@@ -152,8 +190,10 @@ pub fn run(args: EncodeArgs) -> anyhow::Result<()> {
     let bar = if !args.quiet && std::io::stderr().is_terminal() {
         let b = indicatif::ProgressBar::new(texts.len() as u64);
         b.set_style(
-            indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} texts [{elapsed_precise}<{eta_precise}, {per_sec}]")
-                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+            indicatif::ProgressStyle::with_template(
+                "{bar:40} {pos}/{len} texts [{elapsed_precise}<{eta_precise}, {per_sec}]",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
         );
         Some(b)
     } else {
@@ -170,6 +210,11 @@ pub fn run(args: EncodeArgs) -> anyhow::Result<()> {
         b.finish_and_clear();
     }
     write_embeddings(&args.output, &texts, &emb)?;
-    eprintln!("embtune: wrote {} embeddings of dimension {} to {}", texts.len(), enc.dimension(), args.output.display());
+    eprintln!(
+        "embtune: wrote {} embeddings of dimension {} to {}",
+        texts.len(),
+        enc.dimension(),
+        args.output.display()
+    );
     Ok(())
 }

@@ -35,7 +35,12 @@ pub struct EvalSources {
 }
 
 /// Builds the evaluators the flags ask for (None when none is asked for).
-pub fn build_suite(src: &EvalSources, qp: &str, dp: &str, batch_size: usize) -> anyhow::Result<Option<EvalSuite>> {
+pub fn build_suite(
+    src: &EvalSources,
+    qp: &str,
+    dp: &str,
+    batch_size: usize,
+) -> anyhow::Result<Option<EvalSuite>> {
     let mut suite = EvalSuite {
         query_prompt: qp.to_string(),
         document_prompt: dp.to_string(),
@@ -64,7 +69,11 @@ pub fn build_suite(src: &EvalSources, qp: &str, dp: &str, batch_size: usize) -> 
                     weights.len()
                 );
             }
-            suite.margin = Some(MarginProbe { query: q.clone(), documents: src.margin_docs.clone(), weights });
+            suite.margin = Some(MarginProbe {
+                query: q.clone(),
+                documents: src.margin_docs.clone(),
+                weights,
+            });
         }
         (Some(_), true) => anyhow::bail!("--margin-query needs --margin-docs DOC1 DOC2 [DOC3...]"),
         (None, false) => anyhow::bail!("--margin-docs needs --margin-query"),
@@ -93,7 +102,10 @@ pub struct EvalArgs {
 
 /// Evaluates and prints the metrics as JSON.
 pub fn run(args: EvalArgs) -> anyhow::Result<()> {
-    let model = args.model.clone().unwrap_or_else(embtune_core::models::default_model_dir);
+    let model = args
+        .model
+        .clone()
+        .unwrap_or_else(embtune_core::models::default_model_dir);
     let (qp, dp) = args.prompts.resolve(&model)?;
     let Some(suite) = build_suite(&args.eval, &qp, &dp, args.batch_size)? else {
         anyhow::bail!("nothing to evaluate: give --eval-dir DIR, --triplets FILE or --margin-query Q --margin-docs D1 D2 ...");
@@ -104,7 +116,11 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
 }
 
 /// Loads `model` on `device` and runs `suite`.
-pub fn evaluate(model: &Path, device: &str, suite: &EvalSuite) -> anyhow::Result<embtune_core::eval::evaluators::Metrics> {
+pub fn evaluate(
+    model: &Path,
+    device: &str,
+    suite: &EvalSuite,
+) -> anyhow::Result<embtune_core::eval::evaluators::Metrics> {
     let enc = SentenceEncoder::load(model, resolve_device(device)?)?;
     Ok(suite.run(&enc)?)
 }

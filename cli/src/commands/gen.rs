@@ -26,7 +26,12 @@ pub struct GenArgs {
     #[arg(long = "sampler-opt", value_name = "KEY=VALUE")]
     pub sampler_opt: Vec<String>,
     /// Input CSV file with a header row.
-    #[arg(long, visible_alias = "data-path", alias = "data_path", value_name = "FILE")]
+    #[arg(
+        long,
+        visible_alias = "data-path",
+        alias = "data_path",
+        value_name = "FILE"
+    )]
     pub data: PathBuf,
     /// Text encoding of the input: utf-8 (BOM or not), cp949, euc-kr, or any WHATWG label.
     #[arg(long, default_value = "utf-8")]
@@ -51,17 +56,32 @@ pub struct GenArgs {
     #[arg(long = "output-dir", alias = "output_dir", value_name = "DIR", conflicts_with_all = ["output_unsupervised", "output_supervised"])]
     pub output_dir: Option<PathBuf>,
     /// Unsupervised output file (baseline style; give --output-supervised too).
-    #[arg(long = "output-unsupervised", alias = "output_unsupervised", value_name = "FILE", requires = "output_supervised")]
+    #[arg(
+        long = "output-unsupervised",
+        alias = "output_unsupervised",
+        value_name = "FILE",
+        requires = "output_supervised"
+    )]
     pub output_unsupervised: Option<PathBuf>,
     /// Supervised output file (baseline style; give --output-unsupervised too).
-    #[arg(long = "output-supervised", alias = "output_supervised", value_name = "FILE", requires = "output_unsupervised")]
+    #[arg(
+        long = "output-supervised",
+        alias = "output_supervised",
+        value_name = "FILE",
+        requires = "output_unsupervised"
+    )]
     pub output_supervised: Option<PathBuf>,
     /// Seed of every random choice: the same input and flags give byte-identical files.
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
     /// Hold out this fraction of each part's anchors as a retrieval eval split
     /// (eval_queries.csv, eval_corpus.csv, eval_qrels.csv).
-    #[arg(long = "eval-ratio", alias = "eval_ratio", default_value_t = 0.0, value_name = "R")]
+    #[arg(
+        long = "eval-ratio",
+        alias = "eval_ratio",
+        default_value_t = 0.0,
+        value_name = "R"
+    )]
     pub eval_ratio: f64,
     /// Training file format.
     #[arg(long, value_enum, default_value_t = FormatArg::Csv)]
@@ -83,9 +103,16 @@ pub enum FormatArg {
 impl GenArgs {
     /// The request for core, with a canonical command line for the manifest.
     pub fn request(&self) -> anyhow::Result<GenRequest> {
-        let output = match (&self.output_dir, &self.output_unsupervised, &self.output_supervised) {
+        let output = match (
+            &self.output_dir,
+            &self.output_unsupervised,
+            &self.output_supervised,
+        ) {
             (Some(d), _, _) => Output::Dir(d.clone()),
-            (None, Some(u), Some(s)) => Output::Files { unsupervised: u.clone(), supervised: s.clone() },
+            (None, Some(u), Some(s)) => Output::Files {
+                unsupervised: u.clone(),
+                supervised: s.clone(),
+            },
             _ => Output::Preview,
         };
         let mut req = GenRequest::new(&self.data);
@@ -154,13 +181,23 @@ impl GenArgs {
         if self.eval_ratio > 0.0 {
             push("--eval-ratio", self.eval_ratio.to_string());
         }
-        push("--format", if self.format == FormatArg::Csv { "csv".into() } else { "jsonl".into() });
+        push(
+            "--format",
+            if self.format == FormatArg::Csv {
+                "csv".into()
+            } else {
+                "jsonl".into()
+            },
+        );
         a.join(" ")
     }
 }
 
 fn shell_quote(s: &str) -> String {
-    if !s.is_empty() && s.chars().all(|c| c.is_alphanumeric() || "-_./=:,+@".contains(c)) {
+    if !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_alphanumeric() || "-_./=:,+@".contains(c))
+    {
         s.to_string()
     } else {
         format!("'{}'", s.replace('\'', "'\\''"))
@@ -181,14 +218,17 @@ pub fn run(args: GenArgs) -> anyhow::Result<()> {
         let b = bar.get_or_insert_with(|| {
             let b = indicatif::ProgressBar::new(p.total_rows);
             b.set_style(
-                indicatif::ProgressStyle::with_template("gen {bar:40} {pos}/{len} rows {per_sec} {eta}")
-                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+                indicatif::ProgressStyle::with_template(
+                    "gen {bar:40} {pos}/{len} rows {per_sec} {eta}",
+                )
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
             );
             b
         });
         b.set_position(p.done_rows);
     };
-    let report = gen::generate(&req, &mut progress).with_context(|| format!("embtune gen --strategy {}", req.strategy))?;
+    let report = gen::generate(&req, &mut progress)
+        .with_context(|| format!("embtune gen --strategy {}", req.strategy))?;
     if let Some(b) = bar {
         b.finish_and_clear();
     }
@@ -209,7 +249,10 @@ fn print_preview(report: &GenReport) {
         for t in &p.sample_unsupervised {
             println!("  {t}");
         }
-        println!("supervised samples ({}):", report.supervised_header.join(", "));
+        println!(
+            "supervised samples ({}):",
+            report.supervised_header.join(", ")
+        );
         for r in &p.sample_supervised {
             println!("  {}", r.join(" | "));
         }
@@ -245,7 +288,11 @@ pub fn summary(req: &GenRequest, r: &GenReport, secs: f64) -> String {
         ));
     }
     match &r.manifest {
-        Some(m) => s.push_str(&format!("; {} files + {} in {secs:.2} s", r.files.len(), m.display())),
+        Some(m) => s.push_str(&format!(
+            "; {} files + {} in {secs:.2} s",
+            r.files.len(),
+            m.display()
+        )),
         None => s.push_str(&format!(" in {secs:.2} s (preview only)")),
     }
     s

@@ -47,7 +47,11 @@ pub fn run(args: ListArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn section<T: PluginKind + ?Sized>(out: &mut String, title: &str, long: bool) -> anyhow::Result<()> {
+fn section<T: PluginKind + ?Sized>(
+    out: &mut String,
+    title: &str,
+    long: bool,
+) -> anyhow::Result<()> {
     let entries: &[&Registration<T>] = T::entries()?;
     out.push_str(&format!("{title}:\n"));
     if entries.is_empty() {

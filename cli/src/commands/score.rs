@@ -32,11 +32,21 @@ pub struct ScoreArgs {
 }
 
 /// (document index, cosine) pairs, highest score first (ties by index).
-pub fn score_documents(enc: &SentenceEncoder, query: &str, docs: &[&str], query_prompt: &str, doc_prompt: &str) -> Result<Vec<(usize, f32)>> {
+pub fn score_documents(
+    enc: &SentenceEncoder,
+    query: &str,
+    docs: &[&str],
+    query_prompt: &str,
+    doc_prompt: &str,
+) -> Result<Vec<(usize, f32)>> {
     let q = enc.encode_with_prompt(&[query], Some(query_prompt), 1)?;
     let d = enc.encode_with_prompt(docs, Some(doc_prompt), 64)?;
-    let qn = &q / q.norm_scalaropt_dim(2.0, [-1i64].as_slice(), true).clamp_min(1e-12);
-    let dn = &d / d.norm_scalaropt_dim(2.0, [-1i64].as_slice(), true).clamp_min(1e-12);
+    let qn = &q
+        / q.norm_scalaropt_dim(2.0, [-1i64].as_slice(), true)
+            .clamp_min(1e-12);
+    let dn = &d
+        / d.norm_scalaropt_dim(2.0, [-1i64].as_slice(), true)
+            .clamp_min(1e-12);
     let s = Vec::<f32>::try_from(dn.matmul(&qn.tr()).view([-1]))?;
     let mut out: Vec<(usize, f32)> = s.into_iter().enumerate().collect();
     out.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));

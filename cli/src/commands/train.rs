@@ -95,11 +95,19 @@ pub struct TrainArgs {
 
 /// Runs training and prints a summary.
 pub fn run(args: TrainArgs) -> anyhow::Result<()> {
-    let model = args.model.clone().unwrap_or_else(embtune_core::models::default_model_dir);
+    let model = args
+        .model
+        .clone()
+        .unwrap_or_else(embtune_core::models::default_model_dir);
     let device = resolve_device(&args.device)?;
     let precision = resolve_precision(&args.precision, device)?;
     let (query_prompt, document_prompt) = args.prompts.resolve(&model)?;
-    let mut cfg = TrainConfig::new(model.clone(), args.data.clone(), &args.loss, args.output.clone());
+    let mut cfg = TrainConfig::new(
+        model.clone(),
+        args.data.clone(),
+        &args.loss,
+        args.output.clone(),
+    );
     cfg.loss_options = parse_options(args.loss_opt.iter().map(String::as_str))?;
     cfg.epochs = args.epochs;
     cfg.batch_size = args.batch_size;
@@ -120,7 +128,12 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
     cfg.save_total_limit = args.save_total_limit;
     cfg.log_every = args.log_every;
     cfg.max_seq_length = args.max_seq_length;
-    let suite = build_suite(&args.eval, &query_prompt, &document_prompt, args.batch_size.max(32))?;
+    let suite = build_suite(
+        &args.eval,
+        &query_prompt,
+        &document_prompt,
+        args.batch_size.max(32),
+    )?;
 
     let stop = Arc::new(AtomicBool::new(false));
     {
@@ -131,7 +144,9 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
                 eprintln!("embtune: second interrupt, exiting without a checkpoint");
                 std::process::exit(130);
             }
-            eprintln!("embtune: interrupt received; finishing this step and writing a checkpoint...");
+            eprintln!(
+                "embtune: interrupt received; finishing this step and writing a checkpoint..."
+            );
         });
     }
     let mut bar = Progress::new();
@@ -211,8 +226,10 @@ impl TrainObserver for Progress {
         if std::io::stderr().is_terminal() {
             let b = ProgressBar::new(total as u64);
             b.set_style(
-                ProgressStyle::with_template("{bar:30} {pos}/{len} steps [{elapsed_precise}<{eta_precise}] {msg}")
-                    .expect("valid template"),
+                ProgressStyle::with_template(
+                    "{bar:30} {pos}/{len} steps [{elapsed_precise}<{eta_precise}] {msg}",
+                )
+                .expect("valid template"),
             );
             b.set_position(start as u64);
             self.bar = Some(b);
@@ -226,10 +243,15 @@ impl TrainObserver for Progress {
     fn log(&mut self, log: &StepLog) {
         let mut parts = Vec::new();
         if let Some(l) = log.loss {
-            parts.push(format!("loss {l:.4} | lr {:.2e} | {:.1} ex/s", log.lr, log.examples_per_s));
+            parts.push(format!(
+                "loss {l:.4} | lr {:.2e} | {:.1} ex/s",
+                log.lr, log.examples_per_s
+            ));
         }
         if let Some(e) = &log.eval {
-            let key = ["cosine_ndcg@10", "cosine_accuracy", "combined_margin"].into_iter().find(|k| e.contains_key(*k));
+            let key = ["cosine_ndcg@10", "cosine_accuracy", "combined_margin"]
+                .into_iter()
+                .find(|k| e.contains_key(*k));
             if let Some(k) = key {
                 parts.push(format!("{k} {:.4}", e[k]));
             }

@@ -122,9 +122,15 @@ pub struct BertWeights {
 
 impl Bert {
     /// Parses `config.json` and takes the weights from `ckpt` into `params`.
-    pub fn load(dir: &Path, config: &serde_json::Value, ckpt: &mut Checkpoint, params: &mut ParamTable) -> Result<Self> {
-        let cfg: BertConfig = serde_json::from_value(config.clone())
-            .map_err(|e| Error::model(dir, format!("config.json is not a valid BERT config: {e}")))?;
+    pub fn load(
+        dir: &Path,
+        config: &serde_json::Value,
+        ckpt: &mut Checkpoint,
+        params: &mut ParamTable,
+    ) -> Result<Self> {
+        let cfg: BertConfig = serde_json::from_value(config.clone()).map_err(|e| {
+            Error::model(dir, format!("config.json is not a valid BERT config: {e}"))
+        })?;
         let act = match cfg.hidden_act.as_str() {
             "gelu" => Act::Gelu,
             "gelu_new" | "gelu_pytorch_tanh" => Act::GeluTanh,
@@ -137,21 +143,36 @@ impl Bert {
             }
         }
         if cfg.hidden_size % cfg.num_attention_heads != 0 {
-            return Err(Error::model(dir, "config.json: hidden_size is not a multiple of num_attention_heads"));
+            return Err(Error::model(
+                dir,
+                "config.json: hidden_size is not a multiple of num_attention_heads",
+            ));
         }
         ckpt.detect_prefix("embeddings.word_embeddings.weight", &["bert.", "model."]);
         let h = cfg.hidden_size;
         let i = cfg.intermediate_size;
         let mut p = |name: &str, shape: &[i64]| ckpt.param(params, "", name, shape);
         let word = p("embeddings.word_embeddings.weight", &[cfg.vocab_size, h])?;
-        let pos = p("embeddings.position_embeddings.weight", &[cfg.max_position_embeddings, h])?;
-        let tok_type = p("embeddings.token_type_embeddings.weight", &[cfg.type_vocab_size, h])?;
-        let ln_emb = Norm { w: p("embeddings.LayerNorm.weight", &[h])?, b: p("embeddings.LayerNorm.bias", &[h])? };
+        let pos = p(
+            "embeddings.position_embeddings.weight",
+            &[cfg.max_position_embeddings, h],
+        )?;
+        let tok_type = p(
+            "embeddings.token_type_embeddings.weight",
+            &[cfg.type_vocab_size, h],
+        )?;
+        let ln_emb = Norm {
+            w: p("embeddings.LayerNorm.weight", &[h])?,
+            b: p("embeddings.LayerNorm.bias", &[h])?,
+        };
         let mut layers = Vec::with_capacity(cfg.num_hidden_layers);
         for l in 0..cfg.num_hidden_layers {
             let pre = format!("encoder.layer.{l}.");
             let mut lin = |name: &str, out: i64, inp: i64| -> Result<Linear> {
-                Ok(Linear { w: p(&format!("{pre}{name}.weight"), &[out, inp])?, b: p(&format!("{pre}{name}.bias"), &[out])? })
+                Ok(Linear {
+                    w: p(&format!("{pre}{name}.weight"), &[out, inp])?,
+                    b: p(&format!("{pre}{name}.bias"), &[out])?,
+                })
             };
             let q = lin("attention.self.query", h, h)?;
             let k = lin("attention.self.key", h, h)?;
@@ -163,11 +184,30 @@ impl Bert {
                 w: p(&format!("{pre}attention.output.LayerNorm.weight"), &[h])?,
                 b: p(&format!("{pre}attention.output.LayerNorm.bias"), &[h])?,
             };
-            let ln_out =
-                Norm { w: p(&format!("{pre}output.LayerNorm.weight"), &[h])?, b: p(&format!("{pre}output.LayerNorm.bias"), &[h])? };
-            layers.push(Layer { q, k, v, o, ln_attn, inter, out, ln_out });
+            let ln_out = Norm {
+                w: p(&format!("{pre}output.LayerNorm.weight"), &[h])?,
+                b: p(&format!("{pre}output.LayerNorm.bias"), &[h])?,
+            };
+            layers.push(Layer {
+                q,
+                k,
+                v,
+                o,
+                ln_attn,
+                inter,
+                out,
+                ln_out,
+            });
         }
-        Ok(Bert { cfg, word, pos, tok_type, ln_emb, layers, act })
+        Ok(Bert {
+            cfg,
+            word,
+            pos,
+            tok_type,
+            ln_emb,
+            layers,
+            act,
+        })
     }
 
     /// The config.
@@ -223,7 +263,13 @@ impl Bert {
 
     /// Token embeddings `(b, s, h)` in the prepared kind for `ids (b, s)` and `mask (b, s)`
     /// (1 = real token, right padding). Dropout only when `train`.
-    pub fn forward(&self, w: &BertWeights, ids: &Tensor, mask: &Tensor, train: bool) -> Result<Tensor> {
+    pub fn forward(
+        &self,
+        w: &BertWeights,
+        ids: &Tensor,
+        mask: &Tensor,
+        train: bool,
+    ) -> Result<Tensor> {
         let (b, s) = ids.size2()?;
         let h = self.cfg.hidden_size;
         let nh = self.cfg.num_attention_heads;
@@ -237,25 +283,58 @@ impl Bert {
         let kind = w.kind;
         let device = ids.device();
         let p_hidden = self.cfg.hidden_dropout_prob;
-        let p_attn = if train { self.cfg.attention_probs_dropout_prob } else { 0.0 };
+        let p_attn = if train {
+            self.cfg.attention_probs_dropout_prob
+        } else {
+            0.0
+        };
         // Embeddings: gathered from the fp32 tables, then cast.
         let positions = Tensor::arange(s, (Kind::Int64, device));
         let type0 = w.tok_type.get(0);
         let emb = Tensor::f_embedding(&w.word, ids, -1, false, false)?;
         let emb = emb + type0 + w.pos.index_select(0, &positions); // (b, s, h)
         let emb = emb.to_kind(kind);
-        let mut x = emb.layer_norm([h], Some(&w.ln_w), Some(&w.ln_b), self.cfg.layer_norm_eps, true).dropout(p_hidden, train);
+        let mut x = emb
+            .layer_norm(
+                [h],
+                Some(&w.ln_w),
+                Some(&w.ln_b),
+                self.cfg.layer_norm_eps,
+                true,
+            )
+            .dropout(p_hidden, train);
         // Additive key mask (b, 1, 1, s): 0 on real keys, the dtype's minimum on padding.
-        let min = if kind == Kind::BFloat16 { -3.3895313892515355e38 } else { f32::MIN as f64 };
-        let add_mask = (mask.to_kind(kind).ones_like() - mask.to_kind(kind)).multiply_scalar(min).view([b, 1, 1, s]);
+        let min = if kind == Kind::BFloat16 {
+            -3.3895313892515355e38
+        } else {
+            f32::MIN as f64
+        };
+        let add_mask = (mask.to_kind(kind).ones_like() - mask.to_kind(kind))
+            .multiply_scalar(min)
+            .view([b, 1, 1, s]);
         for l in &w.layers {
             let qkv = x.linear(&l.qkv_w, Some(&l.qkv_b)); // (b, s, 3h)
             let qkv = qkv.view([b, s, 3, nh, hd]).permute([2, 0, 3, 1, 4]); // (3, b, nh, s, hd)
             let (q, k, v) = (qkv.get(0), qkv.get(1), qkv.get(2));
-            let a = Tensor::f_scaled_dot_product_attention(&q, &k, &v, Some(&add_mask), p_attn, false, None, false)?;
+            let a = Tensor::f_scaled_dot_product_attention(
+                &q,
+                &k,
+                &v,
+                Some(&add_mask),
+                p_attn,
+                false,
+                None,
+                false,
+            )?;
             let a = a.transpose(1, 2).reshape([b, s, h]); // (b, s, h)
             let a = a.linear(&l.o_w, Some(&l.o_b)).dropout(p_hidden, train);
-            let a = (a + &x).layer_norm([h], Some(&l.ln1_w), Some(&l.ln1_b), self.cfg.layer_norm_eps, true);
+            let a = (a + &x).layer_norm(
+                [h],
+                Some(&l.ln1_w),
+                Some(&l.ln1_b),
+                self.cfg.layer_norm_eps,
+                true,
+            );
             let i = a.linear(&l.i_w, Some(&l.i_b));
             let i = match self.act {
                 Act::Gelu => i.gelu("none"),
@@ -263,7 +342,13 @@ impl Bert {
                 Act::Relu => i.relu(),
             };
             let o = i.linear(&l.out_w, Some(&l.out_b)).dropout(p_hidden, train);
-            x = (o + &a).layer_norm([h], Some(&l.ln2_w), Some(&l.ln2_b), self.cfg.layer_norm_eps, true);
+            x = (o + &a).layer_norm(
+                [h],
+                Some(&l.ln2_w),
+                Some(&l.ln2_b),
+                self.cfg.layer_norm_eps,
+                true,
+            );
         }
         Ok(x)
     }

@@ -23,7 +23,9 @@ pub enum Activation {
 impl Activation {
     /// Parses the reference's `activation_function` (a torch class path; default Tanh).
     pub fn parse(dir: &Path, s: Option<&str>) -> Result<Self> {
-        let Some(s) = s else { return Ok(Activation::Tanh) };
+        let Some(s) = s else {
+            return Ok(Activation::Tanh);
+        };
         Ok(match s.rsplit('.').next().unwrap_or(s) {
             "Identity" => Activation::Identity,
             "Tanh" => Activation::Tanh,
@@ -67,12 +69,23 @@ impl Dense {
     /// Loads `dir` (a `k_Dense` folder) whose name in the model is `folder`.
     pub fn load(dir: &Path, folder: &str, params: &mut ParamTable) -> Result<Self> {
         let config = super::folder::read_json(&dir.join("config.json"))?;
-        let get = |k: &str| config.get(k).and_then(|v| v.as_i64()).ok_or_else(|| Error::model(dir, format!("config.json: '{k}' is missing")));
+        let get = |k: &str| {
+            config
+                .get(k)
+                .and_then(|v| v.as_i64())
+                .ok_or_else(|| Error::model(dir, format!("config.json: '{k}' is missing")))
+        };
         let in_features = get("in_features")?;
         let out_features = get("out_features")?;
         let has_bias = config.get("bias").and_then(|v| v.as_bool()).unwrap_or(true);
-        let use_residual = config.get("use_residual").and_then(|v| v.as_bool()).unwrap_or(false);
-        let activation = Activation::parse(dir, config.get("activation_function").and_then(|v| v.as_str()))?;
+        let use_residual = config
+            .get("use_residual")
+            .and_then(|v| v.as_bool())
+            .unwrap_or(false);
+        let activation = Activation::parse(
+            dir,
+            config.get("activation_function").and_then(|v| v.as_str()),
+        )?;
         let file = dir.join("model.safetensors");
         if !file.is_file() && dir.join("pytorch_model.bin").is_file() {
             return Err(Error::model(dir, "only model.safetensors is supported, found pytorch_model.bin; re-save the model with safe_serialization=True"));
@@ -80,18 +93,39 @@ impl Dense {
         let mut ckpt = Checkpoint::new(dir, "model.safetensors", super::safetensors::read(&file)?);
         let pre = format!("{folder}.");
         let weight = ckpt.param(params, &pre, "linear.weight", &[out_features, in_features])?;
-        let bias = if has_bias { Some(ckpt.param(params, &pre, "linear.bias", &[out_features])?) } else { None };
-        let residual = if use_residual && in_features != out_features {
-            Some(ckpt.param(params, &pre, "residual.weight", &[out_features, in_features])?)
+        let bias = if has_bias {
+            Some(ckpt.param(params, &pre, "linear.bias", &[out_features])?)
         } else {
             None
         };
-        Ok(Dense { folder: folder.to_string(), in_features, out_features, activation, config, weight, bias, residual, use_residual })
+        let residual = if use_residual && in_features != out_features {
+            Some(ckpt.param(
+                params,
+                &pre,
+                "residual.weight",
+                &[out_features, in_features],
+            )?)
+        } else {
+            None
+        };
+        Ok(Dense {
+            folder: folder.to_string(),
+            in_features,
+            out_features,
+            activation,
+            config,
+            weight,
+            bias,
+            residual,
+            use_residual,
+        })
     }
 
     /// `(b, in) -> (b, out)` with the (possibly cast) tensors `w`.
     pub fn forward(&self, w: &[Tensor], x: &Tensor) -> Tensor {
-        let y = self.activation.apply(x.linear(&w[self.weight], self.bias.map(|b| &w[b])));
+        let y = self
+            .activation
+            .apply(x.linear(&w[self.weight], self.bias.map(|b| &w[b])));
         if !self.use_residual {
             return y;
         }

@@ -14,15 +14,25 @@ use crate::error::{Error, Result};
 /// Reads and parses a JSON file; a missing or malformed file is an error naming it.
 pub fn read_json(path: &Path) -> Result<serde_json::Value> {
     let dir = path.parent().unwrap_or(path);
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let text = std::fs::read_to_string(path).map_err(|e| {
         if e.kind() == std::io::ErrorKind::NotFound {
             Error::model(dir, format!("{name} is missing"))
         } else {
-            Error::model(dir, format!("{name} cannot be read ({})", crate::error::one_line(&e.to_string())))
+            Error::model(
+                dir,
+                format!(
+                    "{name} cannot be read ({})",
+                    crate::error::one_line(&e.to_string())
+                ),
+            )
         }
     })?;
-    serde_json::from_str(&text).map_err(|e| Error::model(dir, format!("{name} is not valid JSON ({e})")))
+    serde_json::from_str(&text)
+        .map_err(|e| Error::model(dir, format!("{name} is not valid JSON ({e})")))
 }
 
 /// Reads a JSON file when it exists.
@@ -36,7 +46,8 @@ pub fn read_json_opt(path: &Path) -> Result<Option<serde_json::Value>> {
 
 /// Writes pretty JSON with a trailing newline.
 pub fn write_json(path: &Path, v: &serde_json::Value) -> Result<()> {
-    let mut s = serde_json::to_string_pretty(v).map_err(|e| Error::Invalid(format!("json: {e}")))?;
+    let mut s =
+        serde_json::to_string_pretty(v).map_err(|e| Error::Invalid(format!("json: {e}")))?;
     s.push('\n');
     std::fs::write(path, s).map_err(|e| Error::io(path, e))
 }
@@ -94,9 +105,11 @@ struct RawEntry {
 /// `sentence_transformers.models.X` and newer module paths alike).
 pub fn read_modules(dir: &Path) -> Result<Option<Vec<ModuleEntry>>> {
     let path = dir.join("modules.json");
-    let Some(v) = read_json_opt(&path)? else { return Ok(None) };
-    let mut raw: Vec<RawEntry> =
-        serde_json::from_value(v).map_err(|e| Error::model(dir, format!("modules.json is not a list of modules ({e})")))?;
+    let Some(v) = read_json_opt(&path)? else {
+        return Ok(None);
+    };
+    let mut raw: Vec<RawEntry> = serde_json::from_value(v)
+        .map_err(|e| Error::model(dir, format!("modules.json is not a list of modules ({e})")))?;
     raw.sort_by_key(|r| r.idx.unwrap_or(0));
     let mut out = Vec::with_capacity(raw.len());
     for r in raw {
@@ -121,9 +134,27 @@ pub fn read_modules(dir: &Path) -> Result<Option<Vec<ModuleEntry>>> {
 /// Whether a file of the backbone folder is copied as-is on save (tokenizer and other
 /// configuration files), as opposed to weights and files embtune writes itself.
 pub fn copied_on_save(name: &str) -> bool {
-    const WRITTEN: &[&str] = &["config.json", "modules.json", "sentence_bert_config.json", "config_sentence_transformers.json", "README.md"];
-    const WEIGHT_EXT: &[&str] = &[".safetensors", ".bin", ".pt", ".pth", ".h5", ".msgpack", ".onnx", ".ckpt"];
-    !(WRITTEN.contains(&name) || WEIGHT_EXT.iter().any(|e| name.ends_with(e)) || name.ends_with(".index.json") || name.starts_with('.'))
+    const WRITTEN: &[&str] = &[
+        "config.json",
+        "modules.json",
+        "sentence_bert_config.json",
+        "config_sentence_transformers.json",
+        "README.md",
+    ];
+    const WEIGHT_EXT: &[&str] = &[
+        ".safetensors",
+        ".bin",
+        ".pt",
+        ".pth",
+        ".h5",
+        ".msgpack",
+        ".onnx",
+        ".ckpt",
+    ];
+    !(WRITTEN.contains(&name)
+        || WEIGHT_EXT.iter().any(|e| name.ends_with(e))
+        || name.ends_with(".index.json")
+        || name.starts_with('.'))
 }
 
 /// Writes a folder through a temporary sibling and renames it into place, so an
@@ -135,8 +166,14 @@ pub fn write_atomically(dir: &Path, fill: impl FnOnce(&Path) -> Result<()>) -> R
         _ => PathBuf::from("."),
     };
     std::fs::create_dir_all(&parent).map_err(|e| Error::io(&parent, e))?;
-    let name = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "model".into());
-    let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+    let name = dir
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "model".into());
+    let stamp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
     let tmp = parent.join(format!(".{name}.tmp-{}-{stamp}", std::process::id()));
     std::fs::create_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
     if let Err(e) = fill(&tmp) {

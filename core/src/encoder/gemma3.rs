@@ -93,9 +93,15 @@ impl Rope {
     /// transformers' default rope: 1 / base^(arange(0, dim, 2) / dim), divided by the
     /// factor of a `linear` scaling.
     fn new(base: f64, dim: i64, linear_factor: f64) -> Self {
-        let exponent = Tensor::arange_start_step(0, dim, 2, (Kind::Int64, tch::Device::Cpu)).to_kind(Kind::Float) / (dim as f64);
+        let exponent = Tensor::arange_start_step(0, dim, 2, (Kind::Int64, tch::Device::Cpu))
+            .to_kind(Kind::Float)
+            / (dim as f64);
         let inv_freq = Tensor::from(base as f32).pow(&exponent).reciprocal();
-        let inv_freq = if linear_factor != 1.0 { inv_freq / linear_factor } else { inv_freq };
+        let inv_freq = if linear_factor != 1.0 {
+            inv_freq / linear_factor
+        } else {
+            inv_freq
+        };
         Rope { inv_freq }
     }
 
@@ -157,9 +163,19 @@ pub struct Gemma3Weights {
     kind: Kind,
 }
 
-fn rope_theta(dir: &Path, cfg: &Gemma3Config, layer_type: &str, legacy: Option<f64>, default: f64) -> Result<(f64, f64)> {
+fn rope_theta(
+    dir: &Path,
+    cfg: &Gemma3Config,
+    layer_type: &str,
+    legacy: Option<f64>,
+    default: f64,
+) -> Result<(f64, f64)> {
     if let Some(rp) = cfg.rope_parameters.as_ref().and_then(|r| r.get(layer_type)) {
-        let theta = rp.get("rope_theta").and_then(|v| v.as_f64()).or(legacy).unwrap_or(default);
+        let theta = rp
+            .get("rope_theta")
+            .and_then(|v| v.as_f64())
+            .or(legacy)
+            .unwrap_or(default);
         return Ok((theta, rope_factor(dir, rp)?));
     }
     let mut factor = 1.0;
@@ -172,11 +188,20 @@ fn rope_theta(dir: &Path, cfg: &Gemma3Config, layer_type: &str, legacy: Option<f
 }
 
 fn rope_factor(dir: &Path, rp: &serde_json::Value) -> Result<f64> {
-    let ty = rp.get("rope_type").or_else(|| rp.get("type")).and_then(|v| v.as_str()).unwrap_or("default");
+    let ty = rp
+        .get("rope_type")
+        .or_else(|| rp.get("type"))
+        .and_then(|v| v.as_str())
+        .unwrap_or("default");
     match ty {
         "default" => Ok(1.0),
         "linear" => Ok(rp.get("factor").and_then(|v| v.as_f64()).unwrap_or(1.0)),
-        other => Err(Error::model(dir, format!("config.json: rope_type '{other}' is not supported (supported: default, linear)"))),
+        other => Err(Error::model(
+            dir,
+            format!(
+                "config.json: rope_type '{other}' is not supported (supported: default, linear)"
+            ),
+        )),
     }
 }
 
@@ -199,9 +224,18 @@ fn rotate_half(x: &Tensor) -> Tensor {
 
 impl Gemma3 {
     /// Parses `config.json` and takes the weights from `ckpt` into `params`.
-    pub fn load(dir: &Path, config: &serde_json::Value, ckpt: &mut Checkpoint, params: &mut ParamTable) -> Result<Self> {
-        let cfg: Gemma3Config = serde_json::from_value(config.clone())
-            .map_err(|e| Error::model(dir, format!("config.json is not a valid gemma3_text config: {e}")))?;
+    pub fn load(
+        dir: &Path,
+        config: &serde_json::Value,
+        ckpt: &mut Checkpoint,
+        params: &mut ParamTable,
+    ) -> Result<Self> {
+        let cfg: Gemma3Config = serde_json::from_value(config.clone()).map_err(|e| {
+            Error::model(
+                dir,
+                format!("config.json is not a valid gemma3_text config: {e}"),
+            )
+        })?;
         if cfg.use_bidirectional_attention != Some(true) {
             return Err(Error::model(
                 dir,
@@ -209,10 +243,16 @@ impl Gemma3 {
             ));
         }
         if cfg.attention_bias == Some(true) {
-            return Err(Error::model(dir, "config.json: attention_bias=true is not supported for gemma3_text"));
+            return Err(Error::model(
+                dir,
+                "config.json: attention_bias=true is not supported for gemma3_text",
+            ));
         }
         if cfg.attn_logit_softcapping.is_some() {
-            return Err(Error::model(dir, "config.json: attn_logit_softcapping is not supported for gemma3_text"));
+            return Err(Error::model(
+                dir,
+                "config.json: attn_logit_softcapping is not supported for gemma3_text",
+            ));
         }
         if cfg.hidden_activation != "gelu_pytorch_tanh" {
             return Err(Error::model(
@@ -221,19 +261,36 @@ impl Gemma3 {
             ));
         }
         if cfg.num_key_value_heads <= 0 || cfg.num_attention_heads % cfg.num_key_value_heads != 0 {
-            return Err(Error::model(dir, "config.json: num_attention_heads must be a multiple of num_key_value_heads"));
+            return Err(Error::model(
+                dir,
+                "config.json: num_attention_heads must be a multiple of num_key_value_heads",
+            ));
         }
         let n = cfg.num_hidden_layers;
         let layer_types: Vec<String> = match &cfg.layer_types {
             Some(t) => {
                 if t.len() != n {
-                    return Err(Error::model(dir, format!("config.json: layer_types has {} entries for {n} layers", t.len())));
+                    return Err(Error::model(
+                        dir,
+                        format!(
+                            "config.json: layer_types has {} entries for {n} layers",
+                            t.len()
+                        ),
+                    ));
                 }
                 t.clone()
             }
             None => {
                 let pattern = cfg.sliding_window_pattern.unwrap_or(6).max(1);
-                (0..n).map(|i| if (i + 1) % pattern != 0 { "sliding_attention".into() } else { "full_attention".into() }).collect()
+                (0..n)
+                    .map(|i| {
+                        if (i + 1) % pattern != 0 {
+                            "sliding_attention".into()
+                        } else {
+                            "full_attention".into()
+                        }
+                    })
+                    .collect()
             }
         };
         for t in &layer_types {
@@ -243,10 +300,26 @@ impl Gemma3 {
         }
         let configured = cfg.sliding_window.unwrap_or(4096);
         let window = configured / 2 + 1;
-        let (full_theta, full_factor) = rope_theta(dir, &cfg, "full_attention", cfg.rope_theta, 1_000_000.0)?;
-        let (slide_theta, slide_factor) = rope_theta(dir, &cfg, "sliding_attention", cfg.rope_local_base_freq, 10_000.0)?;
-        ckpt.detect_prefix("embed_tokens.weight", &["model.", "model.language_model.", "language_model.model."]);
-        let (h, hd, nh, nkv, i) = (cfg.hidden_size, cfg.head_dim, cfg.num_attention_heads, cfg.num_key_value_heads, cfg.intermediate_size);
+        let (full_theta, full_factor) =
+            rope_theta(dir, &cfg, "full_attention", cfg.rope_theta, 1_000_000.0)?;
+        let (slide_theta, slide_factor) = rope_theta(
+            dir,
+            &cfg,
+            "sliding_attention",
+            cfg.rope_local_base_freq,
+            10_000.0,
+        )?;
+        ckpt.detect_prefix(
+            "embed_tokens.weight",
+            &["model.", "model.language_model.", "language_model.model."],
+        );
+        let (h, hd, nh, nkv, i) = (
+            cfg.hidden_size,
+            cfg.head_dim,
+            cfg.num_attention_heads,
+            cfg.num_key_value_heads,
+            cfg.intermediate_size,
+        );
         let mut p = |name: &str, shape: &[i64]| ckpt.param(params, "", name, shape);
         let embed = p("embed_tokens.weight", &[cfg.vocab_size, h])?;
         let mut layers = Vec::with_capacity(n);
@@ -320,35 +393,66 @@ impl Gemma3 {
                 down: w[l.down].shallow_clone(),
             })
             .collect();
-        Gemma3Weights { embed: w[self.embed].shallow_clone(), norm: w[self.norm].shallow_clone(), layers, kind }
+        Gemma3Weights {
+            embed: w[self.embed].shallow_clone(),
+            norm: w[self.norm].shallow_clone(),
+            layers,
+            kind,
+        }
     }
 
     /// Token embeddings `(b, s, h)` in the prepared kind for `ids (b, s)` and `mask (b, s)`
     /// (1 = real token, right padding). Attention dropout only when `train`.
     // `x = x + ..` stays out of place: `+=` would modify a tensor autograd saved.
     #[allow(clippy::assign_op_pattern)]
-    pub fn forward(&self, w: &Gemma3Weights, ids: &Tensor, mask: &Tensor, train: bool) -> Result<Tensor> {
+    pub fn forward(
+        &self,
+        w: &Gemma3Weights,
+        ids: &Tensor,
+        mask: &Tensor,
+        train: bool,
+    ) -> Result<Tensor> {
         let (b, s) = ids.size2()?;
         let c = &self.cfg;
-        let (h, hd, nh, nkv, i) = (c.hidden_size, c.head_dim, c.num_attention_heads, c.num_key_value_heads, c.intermediate_size);
+        let (h, hd, nh, nkv, i) = (
+            c.hidden_size,
+            c.head_dim,
+            c.num_attention_heads,
+            c.num_key_value_heads,
+            c.intermediate_size,
+        );
         let kind = w.kind;
         let device = ids.device();
         let eps = c.rms_norm_eps;
-        let p_attn = if train { c.attention_dropout.unwrap_or(0.0) } else { 0.0 };
+        let p_attn = if train {
+            c.attention_dropout.unwrap_or(0.0)
+        } else {
+            0.0
+        };
         // Embedding scale: sqrt(hidden) rounded to the compute dtype, as the reference
         // multiplies by `embed_scale.to(weight.dtype)`.
-        let scale = Tensor::from((h as f64).sqrt() as f32).to_kind(kind).to_device(device);
+        let scale = Tensor::from((h as f64).sqrt() as f32)
+            .to_kind(kind)
+            .to_device(device);
         let mut x = Tensor::f_embedding(&w.embed, ids, -1, false, false)?.to_kind(kind) * scale; // (b, s, h)
-        // Masks: additive (b, 1, 1, s) on padded keys; sliding adds the band |q - k| >= window.
-        let min = if kind == Kind::BFloat16 { -3.3895313892515355e38 } else { f32::MIN as f64 };
+                                                                                                 // Masks: additive (b, 1, 1, s) on padded keys; sliding adds the band |q - k| >= window.
+        let min = if kind == Kind::BFloat16 {
+            -3.3895313892515355e38
+        } else {
+            f32::MIN as f64
+        };
         let maskf = mask.to_kind(Kind::Bool).view([b, 1, 1, s]);
-        let full = Tensor::zeros([b, 1, 1, s], (kind, device)).masked_fill(&maskf.logical_not(), min);
+        let full =
+            Tensor::zeros([b, 1, 1, s], (kind, device)).masked_fill(&maskf.logical_not(), min);
         let needs_sliding = self.layers.iter().any(|l| l.sliding);
         let sliding = if needs_sliding {
             let pos = Tensor::arange(s, (Kind::Int64, device));
             let dist = (pos.unsqueeze(1) - pos.unsqueeze(0)).abs(); // (s, s)
             let visible = dist.lt(self.window).view([1, 1, s, s]).logical_and(&maskf); // (b, 1, s, s)
-            Some(Tensor::zeros([b, 1, s, s], (kind, device)).masked_fill(&visible.logical_not(), min))
+            Some(
+                Tensor::zeros([b, 1, s, s], (kind, device))
+                    .masked_fill(&visible.logical_not(), min),
+            )
         } else {
             None
         };
@@ -356,7 +460,11 @@ impl Gemma3 {
         let (cos_s, sin_s) = self.rope_sliding.cos_sin(s, device, kind);
         let scaling = c.query_pre_attn_scalar.powf(-0.5);
         for (l, lw) in self.layers.iter().zip(&w.layers) {
-            let (cos, sin, m) = if l.sliding { (&cos_s, &sin_s, sliding.as_ref().unwrap()) } else { (&cos_f, &sin_f, &full) };
+            let (cos, sin, m) = if l.sliding {
+                (&cos_s, &sin_s, sliding.as_ref().unwrap())
+            } else {
+                (&cos_f, &sin_f, &full)
+            };
             let r = rms_norm(&x, &lw.ln_in, eps);
             let qkv = r.linear::<Tensor>(&lw.qkv, None); // (b, s, (nh + 2 nkv) hd)
             let parts = qkv.split_with_sizes([nh * hd, nkv * hd, nkv * hd], -1);
@@ -369,12 +477,27 @@ impl Gemma3 {
             let k = &k * cos + rotate_half(&k) * sin;
             let (k, v) = if nkv != nh {
                 let rep = nh / nkv;
-                (k.repeat_interleave_self_int(rep, 1, None), v.repeat_interleave_self_int(rep, 1, None))
+                (
+                    k.repeat_interleave_self_int(rep, 1, None),
+                    v.repeat_interleave_self_int(rep, 1, None),
+                )
             } else {
                 (k, v)
             };
-            let a = Tensor::f_scaled_dot_product_attention(&q, &k, &v, Some(m), p_attn, false, scaling, false)?;
-            let a = a.transpose(1, 2).reshape([b, s, nh * hd]).linear::<Tensor>(&lw.o, None);
+            let a = Tensor::f_scaled_dot_product_attention(
+                &q,
+                &k,
+                &v,
+                Some(m),
+                p_attn,
+                false,
+                scaling,
+                false,
+            )?;
+            let a = a
+                .transpose(1, 2)
+                .reshape([b, s, nh * hd])
+                .linear::<Tensor>(&lw.o, None);
             x = x + rms_norm(&a, &lw.ln_post_attn, eps);
             let r = rms_norm(&x, &lw.ln_pre_ff, eps);
             let gu = r.linear::<Tensor>(&lw.gate_up, None);

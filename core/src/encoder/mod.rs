@@ -53,7 +53,9 @@ impl std::str::FromStr for Precision {
         match s {
             "fp32" | "f32" | "float32" => Ok(Precision::Fp32),
             "bf16" | "bfloat16" => Ok(Precision::Bf16),
-            _ => Err(Error::Invalid(format!("unknown precision '{s}'; valid: fp32, bf16"))),
+            _ => Err(Error::Invalid(format!(
+                "unknown precision '{s}'; valid: fp32, bf16"
+            ))),
         }
     }
 }
@@ -85,7 +87,10 @@ enum Prepared {
 
 enum Stage {
     Dense(Dense),
-    Normalize { path: String, config: Option<serde_json::Value> },
+    Normalize {
+        path: String,
+        config: Option<serde_json::Value>,
+    },
 }
 
 /// A sentence-transformers model: Transformer -> Pooling -> Dense* -> Normalize?.
@@ -163,15 +168,30 @@ impl SentenceEncoder {
         }
         let entries = folder::read_modules(dir)?;
         let plain = entries.is_none();
-        let entries = entries.unwrap_or_else(|| vec![ModuleEntry { path: String::new(), kind: ModuleKind::Transformer }]);
-        let first = entries.first().ok_or_else(|| Error::model(dir, "modules.json lists no modules"))?;
+        let entries = entries.unwrap_or_else(|| {
+            vec![ModuleEntry {
+                path: String::new(),
+                kind: ModuleKind::Transformer,
+            }]
+        });
+        let first = entries
+            .first()
+            .ok_or_else(|| Error::model(dir, "modules.json lists no modules"))?;
         if first.kind != ModuleKind::Transformer {
-            return Err(Error::model(dir, "modules.json: the first module must be a Transformer"));
+            return Err(Error::model(
+                dir,
+                "modules.json: the first module must be a Transformer",
+            ));
         }
         let transformer_dir = dir.join(&first.path);
         let config = folder::read_json(&transformer_dir.join("config.json"))?;
-        let model_type = config.get("model_type").and_then(|v| v.as_str()).unwrap_or("").to_string();
-        let sbert_config = folder::read_json_opt(&transformer_dir.join("sentence_bert_config.json"))?;
+        let model_type = config
+            .get("model_type")
+            .and_then(|v| v.as_str())
+            .unwrap_or("")
+            .to_string();
+        let sbert_config =
+            folder::read_json_opt(&transformer_dir.join("sentence_bert_config.json"))?;
 
         let mut params = ParamTable::new(device);
         let tensors = read_checkpoint(&transformer_dir)?;
@@ -207,18 +227,36 @@ impl SentenceEncoder {
 
         // Tokenizer and max_seq_length as the reference's Transformer module sets them.
         let tok_config = folder::read_json_opt(&transformer_dir.join("tokenizer_config.json"))?;
-        let max_seq_length = match sbert_config.as_ref().and_then(|c| c.get("max_seq_length")).and_then(|v| v.as_u64()) {
+        let max_seq_length = match sbert_config
+            .as_ref()
+            .and_then(|c| c.get("max_seq_length"))
+            .and_then(|v| v.as_u64())
+        {
             Some(m) => m as usize,
             None => {
-                let tok_max = tok_config.as_ref().and_then(|c| c.get("model_max_length")).and_then(|v| v.as_f64()).unwrap_or(f64::MAX);
+                let tok_max = tok_config
+                    .as_ref()
+                    .and_then(|c| c.get("model_max_length"))
+                    .and_then(|v| v.as_f64())
+                    .unwrap_or(f64::MAX);
                 tok_max.min(max_pos as f64) as usize
             }
         };
         if max_seq_length as i64 > max_pos {
-            return Err(Error::model(dir, format!("max_seq_length {max_seq_length} exceeds the model's {max_pos} positions")));
+            return Err(Error::model(
+                dir,
+                format!("max_seq_length {max_seq_length} exceeds the model's {max_pos} positions"),
+            ));
         }
-        let lowercase = sbert_config.as_ref().and_then(|c| c.get("do_lower_case")).and_then(|v| v.as_bool()).unwrap_or(false);
-        let pad_id = config.get("pad_token_id").and_then(|v| v.as_i64()).unwrap_or(0);
+        let lowercase = sbert_config
+            .as_ref()
+            .and_then(|c| c.get("do_lower_case"))
+            .and_then(|v| v.as_bool())
+            .unwrap_or(false);
+        let pad_id = config
+            .get("pad_token_id")
+            .and_then(|v| v.as_i64())
+            .unwrap_or(0);
         let tokenizer = TextTokenizer::load(&transformer_dir, max_seq_length, pad_id, lowercase)?;
 
         // Pooling, then Dense / Normalize in order.
@@ -235,7 +273,12 @@ impl SentenceEncoder {
                 (p, e.path.clone(), Some(cfg))
             }
             None if plain => (Pooling::mean(hidden), "1_Pooling".to_string(), None),
-            _ => return Err(Error::model(dir, "modules.json: the second module must be a Pooling module")),
+            _ => {
+                return Err(Error::model(
+                    dir,
+                    "modules.json: the second module must be a Pooling module",
+                ))
+            }
         };
         let mut stages = Vec::new();
         let mut width = pooling.output_dimension();
@@ -254,9 +297,20 @@ impl SentenceEncoder {
                 }
                 ModuleKind::Normalize => {
                     let config = folder::read_json_opt(&dir.join(&e.path).join("config.json"))?;
-                    stages.push(Stage::Normalize { path: e.path.clone(), config })
+                    stages.push(Stage::Normalize {
+                        path: e.path.clone(),
+                        config,
+                    })
                 }
-                k => return Err(Error::model(dir, format!("modules.json: a {} module after the Pooling module is not supported", k.class()))),
+                k => {
+                    return Err(Error::model(
+                        dir,
+                        format!(
+                            "modules.json: a {} module after the Pooling module is not supported",
+                            k.class()
+                        ),
+                    ))
+                }
             }
         }
 
@@ -269,7 +323,10 @@ impl SentenceEncoder {
                     prompts.insert(k.clone(), v.as_str().unwrap_or_default().to_string());
                 }
             }
-            default_prompt_name = c.get("default_prompt_name").and_then(|v| v.as_str()).map(String::from);
+            default_prompt_name = c
+                .get("default_prompt_name")
+                .and_then(|v| v.as_str())
+                .map(String::from);
         }
         Ok(SentenceEncoder {
             dir: dir.to_path_buf(),
@@ -327,7 +384,10 @@ impl SentenceEncoder {
     /// The prompt the reference applies when a caller names none (`default_prompt_name`).
     /// [`Self::encode`] does not apply it; the command line does.
     pub fn default_prompt(&self) -> Option<&str> {
-        self.default_prompt_name.as_deref().and_then(|n| self.prompts.get(n)).map(String::as_str)
+        self.default_prompt_name
+            .as_deref()
+            .and_then(|n| self.prompts.get(n))
+            .map(String::as_str)
     }
 
     /// The prompt named `name`; an unknown name lists the known ones.
@@ -336,7 +396,11 @@ impl SentenceEncoder {
             let known: Vec<&str> = self.prompts.keys().map(String::as_str).collect();
             Error::Invalid(format!(
                 "the model has no prompt named '{name}'; its prompts: {}",
-                if known.is_empty() { "none".to_string() } else { known.join(", ") }
+                if known.is_empty() {
+                    "none".to_string()
+                } else {
+                    known.join(", ")
+                }
             ))
         })
     }
@@ -360,7 +424,9 @@ impl SentenceEncoder {
     /// Sets the precision; bf16 needs a CUDA device. Weights stay fp32.
     pub fn set_precision(&mut self, p: Precision) -> Result<()> {
         if p == Precision::Bf16 && !self.device.is_cuda() {
-            return Err(Error::Invalid("--precision bf16 needs a CUDA device; use fp32 on CPU".into()));
+            return Err(Error::Invalid(
+                "--precision bf16 needs a CUDA device; use fp32 on CPU".into(),
+            ));
         }
         self.precision = p;
         Ok(())
@@ -395,7 +461,12 @@ impl SentenceEncoder {
     /// The trainable tensors in a fixed order with their names (the same tensors as the
     /// VarStore's, without its hash-map order).
     pub fn named_parameters(&self) -> Vec<(String, Tensor)> {
-        self.params.names().iter().cloned().zip(self.params.tensors().iter().map(|t| t.shallow_clone())).collect()
+        self.params
+            .names()
+            .iter()
+            .cloned()
+            .zip(self.params.tensors().iter().map(|t| t.shallow_clone()))
+            .collect()
     }
 
     /// The tokenizer with the reference's batch settings.
@@ -437,8 +508,17 @@ impl SentenceEncoder {
                 mask[r * s + c] = 1;
             }
         }
-        let to = |v: Vec<i64>| Tensor::from_slice(&v).view([b as i64, s as i64]).to_device(self.device);
-        Ok(TokenBatch { input_ids: to(flat), attention_mask: to(mask), lengths: ids.iter().map(Vec::len).collect(), prompt_length })
+        let to = |v: Vec<i64>| {
+            Tensor::from_slice(&v)
+                .view([b as i64, s as i64])
+                .to_device(self.device)
+        };
+        Ok(TokenBatch {
+            input_ids: to(flat),
+            attention_mask: to(mask),
+            lengths: ids.iter().map(Vec::len).collect(),
+            prompt_length,
+        })
     }
 
     fn prepare(&self) -> (Vec<Tensor>, Prepared) {
@@ -451,7 +531,13 @@ impl SentenceEncoder {
         (w, prepared)
     }
 
-    fn forward_prepared(&self, w: &[Tensor], prepared: &Prepared, batch: &TokenBatch, train: bool) -> Result<Tensor> {
+    fn forward_prepared(
+        &self,
+        w: &[Tensor],
+        prepared: &Prepared,
+        batch: &TokenBatch,
+        train: bool,
+    ) -> Result<Tensor> {
         let (ids, mask) = (&batch.input_ids, &batch.attention_mask);
         let tokens = match (&self.backbone, prepared) {
             (Backbone::Bert(b), Prepared::Bert(pw)) => b.forward(pw, ids, mask, train)?,
@@ -463,7 +549,9 @@ impl SentenceEncoder {
             x = match s {
                 Stage::Dense(d) => d.forward(w, &x),
                 Stage::Normalize { .. } => {
-                    let n = x.norm_scalaropt_dim(2.0, [-1i64].as_slice(), true).clamp_min(1e-12);
+                    let n = x
+                        .norm_scalaropt_dim(2.0, [-1i64].as_slice(), true)
+                        .clamp_min(1e-12);
                     x / n
                 }
             };
@@ -488,7 +576,12 @@ impl SentenceEncoder {
 
     /// [`Self::encode`] with `prompt` prepended to every text (the reference's
     /// `encode(texts, prompt=...)`).
-    pub fn encode_with_prompt(&self, texts: &[&str], prompt: Option<&str>, batch_size: usize) -> Result<Tensor> {
+    pub fn encode_with_prompt(
+        &self,
+        texts: &[&str],
+        prompt: Option<&str>,
+        batch_size: usize,
+    ) -> Result<Tensor> {
         self.encode_with_progress(texts, prompt, batch_size, &mut |_| {})
     }
 
@@ -528,10 +621,14 @@ impl SentenceEncoder {
         for chunk in order.chunks(batch_size) {
             let batch_ids: Vec<Vec<u32>> = chunk.iter().map(|&i| ids[i].clone()).collect();
             let batch = self.batch_from_ids(&batch_ids, prompt_length)?;
-            let e = self.forward_prepared(&w, &prepared, &batch, false)?.to_device(Device::Cpu).contiguous();
+            let e = self
+                .forward_prepared(&w, &prepared, &batch, false)?
+                .to_device(Device::Cpu)
+                .contiguous();
             let v = Vec::<f32>::try_from(e.view([-1]))?;
             for (r, &i) in chunk.iter().enumerate() {
-                out[i * d as usize..(i + 1) * d as usize].copy_from_slice(&v[r * d as usize..(r + 1) * d as usize]);
+                out[i * d as usize..(i + 1) * d as usize]
+                    .copy_from_slice(&v[r * d as usize..(r + 1) * d as usize]);
             }
             done += chunk.len();
             progress(done);
@@ -551,21 +648,33 @@ impl SentenceEncoder {
     fn write_folder(&self, out: &Path) -> Result<()> {
         let _guard = tch::no_grad_guard();
         // Backbone files copied as they are (tokenizer, its configs, ...).
-        let rd = std::fs::read_dir(&self.transformer_dir).map_err(|e| Error::io(&self.transformer_dir, e))?;
+        let rd = std::fs::read_dir(&self.transformer_dir)
+            .map_err(|e| Error::io(&self.transformer_dir, e))?;
         for entry in rd {
             let entry = entry.map_err(|e| Error::io(&self.transformer_dir, e))?;
             let name = entry.file_name().to_string_lossy().into_owned();
-            if entry.file_type().map(|t| t.is_file()).unwrap_or(false) && folder::copied_on_save(&name) {
-                std::fs::copy(entry.path(), out.join(&name)).map_err(|e| Error::io(entry.path(), e))?;
+            if entry.file_type().map(|t| t.is_file()).unwrap_or(false)
+                && folder::copied_on_save(&name)
+            {
+                std::fs::copy(entry.path(), out.join(&name))
+                    .map_err(|e| Error::io(entry.path(), e))?;
             }
         }
         folder::write_json(&out.join("config.json"), &self.backbone_config)?;
         let mut tensors: Vec<(String, Tensor)> = self.params.names()[..self.n_backbone]
             .iter()
             .cloned()
-            .zip(self.params.tensors()[..self.n_backbone].iter().map(|t| t.detach()))
+            .zip(
+                self.params.tensors()[..self.n_backbone]
+                    .iter()
+                    .map(|t| t.detach()),
+            )
             .collect();
-        tensors.extend(self.extras.iter().map(|(n, t)| (n.clone(), t.shallow_clone())));
+        tensors.extend(
+            self.extras
+                .iter()
+                .map(|(n, t)| (n.clone(), t.shallow_clone())),
+        );
         safetensors::write(&out.join("model.safetensors"), &tensors)?;
         let sbert = match &self.sbert_config {
             Some(v) => {
@@ -573,23 +682,32 @@ impl SentenceEncoder {
                 v["max_seq_length"] = self.max_seq_length.into();
                 v
             }
-            None => serde_json::json!({"max_seq_length": self.max_seq_length, "do_lower_case": false}),
+            None => {
+                serde_json::json!({"max_seq_length": self.max_seq_length, "do_lower_case": false})
+            }
         };
         folder::write_json(&out.join("sentence_bert_config.json"), &sbert)?;
         let st = match &self.st_config {
             Some(v) => v.clone(),
-            None => serde_json::json!({"prompts": self.prompts, "default_prompt_name": self.default_prompt_name, "similarity_fn_name": "cosine"}),
+            None => {
+                serde_json::json!({"prompts": self.prompts, "default_prompt_name": self.default_prompt_name, "similarity_fn_name": "cosine"})
+            }
         };
         folder::write_json(&out.join("config_sentence_transformers.json"), &st)?;
 
-        let mut modules = vec![serde_json::json!({"idx": 0, "name": "0", "path": "", "type": ModuleKind::Transformer.legacy_type()})];
+        let mut modules = vec![
+            serde_json::json!({"idx": 0, "name": "0", "path": "", "type": ModuleKind::Transformer.legacy_type()}),
+        ];
         let mut push = |kind: ModuleKind, path: &str| {
             let idx = modules.len();
             modules.push(serde_json::json!({"idx": idx, "name": idx.to_string(), "path": path, "type": kind.legacy_type()}));
         };
         let pdir = out.join(&self.pooling_path);
         std::fs::create_dir_all(&pdir).map_err(|e| Error::io(&pdir, e))?;
-        let pcfg = self.pooling_config.clone().unwrap_or_else(|| self.pooling.legacy_config());
+        let pcfg = self
+            .pooling_config
+            .clone()
+            .unwrap_or_else(|| self.pooling.legacy_config());
         folder::write_json(&pdir.join("config.json"), &pcfg)?;
         push(ModuleKind::Pooling, &self.pooling_path);
         for s in &self.stages {
@@ -598,7 +716,11 @@ impl SentenceEncoder {
                     let ddir = out.join(&d.folder);
                     std::fs::create_dir_all(&ddir).map_err(|e| Error::io(&ddir, e))?;
                     folder::write_json(&ddir.join("config.json"), &d.config)?;
-                    let t: Vec<(String, Tensor)> = d.checkpoint(self.params.tensors()).into_iter().map(|(n, t)| (n, t.detach())).collect();
+                    let t: Vec<(String, Tensor)> = d
+                        .checkpoint(self.params.tensors())
+                        .into_iter()
+                        .map(|(n, t)| (n, t.detach()))
+                        .collect();
                     safetensors::write(&ddir.join("model.safetensors"), &t)?;
                     push(ModuleKind::Dense, &d.folder);
                 }
@@ -612,7 +734,10 @@ impl SentenceEncoder {
                 }
             }
         }
-        folder::write_json(&out.join("modules.json"), &serde_json::Value::Array(modules))?;
+        folder::write_json(
+            &out.join("modules.json"),
+            &serde_json::Value::Array(modules),
+        )?;
         Ok(())
     }
 }

@@ -16,9 +16,19 @@ pub fn write_f32(path: &Path, data: &[f32], rows: usize, cols: usize) -> Result<
 }
 
 /// Writes the `.npy` bytes of a `rows x cols` f32 matrix to `w`.
-pub fn write_f32_to(w: &mut impl Write, data: &[f32], rows: usize, cols: usize) -> std::io::Result<()> {
-    assert_eq!(data.len(), rows * cols, "npy: data length does not match the shape");
-    let mut header = format!("{{'descr': '<f4', 'fortran_order': False, 'shape': ({rows}, {cols}), }}");
+pub fn write_f32_to(
+    w: &mut impl Write,
+    data: &[f32],
+    rows: usize,
+    cols: usize,
+) -> std::io::Result<()> {
+    assert_eq!(
+        data.len(),
+        rows * cols,
+        "npy: data length does not match the shape"
+    );
+    let mut header =
+        format!("{{'descr': '<f4', 'fortran_order': False, 'shape': ({rows}, {cols}), }}");
     // Magic (6) + version (2) + length (2) + header + '\n' is a multiple of 64.
     while (10 + header.len() + 1) % 64 != 0 {
         header.push(' ');
@@ -47,19 +57,37 @@ pub fn read_f32(path: &Path) -> Result<(Vec<f32>, usize, usize)> {
             if bytes.len() < 12 {
                 return Err(bad("truncated header"));
             }
-            (u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize, 12)
+            (
+                u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize,
+                12,
+            )
         }
         _ => return Err(bad("unknown version")),
     };
-    let header = std::str::from_utf8(bytes.get(start..start + hlen).ok_or_else(|| bad("truncated header"))?).map_err(|_| bad("header"))?;
+    let header = std::str::from_utf8(
+        bytes
+            .get(start..start + hlen)
+            .ok_or_else(|| bad("truncated header"))?,
+    )
+    .map_err(|_| bad("header"))?;
     if !header.contains("'<f4'") {
         return Err(bad("dtype is not <f4"));
     }
     if header.contains("'fortran_order': True") {
         return Err(bad("fortran order"));
     }
-    let shape_str = header.split("'shape':").nth(1).and_then(|s| s.split('(').nth(1)).and_then(|s| s.split(')').next()).ok_or_else(|| bad("no shape"))?;
-    let dims: Vec<usize> = shape_str.split(',').map(str::trim).filter(|s| !s.is_empty()).map(|s| s.parse().map_err(|_| bad("shape"))).collect::<Result<_>>()?;
+    let shape_str = header
+        .split("'shape':")
+        .nth(1)
+        .and_then(|s| s.split('(').nth(1))
+        .and_then(|s| s.split(')').next())
+        .ok_or_else(|| bad("no shape"))?;
+    let dims: Vec<usize> = shape_str
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|s| s.parse().map_err(|_| bad("shape")))
+        .collect::<Result<_>>()?;
     let (rows, cols) = match dims.as_slice() {
         [n] => (*n, 1),
         [r, c] => (*r, *c),
@@ -69,7 +97,10 @@ pub fn read_f32(path: &Path) -> Result<(Vec<f32>, usize, usize)> {
     if data_bytes.len() != rows * cols * 4 {
         return Err(bad("data length does not match the shape"));
     }
-    let data = data_bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+    let data = data_bytes
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect();
     Ok((data, rows, cols))
 }
 

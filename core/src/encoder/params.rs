@@ -24,7 +24,11 @@ pub struct ParamTable {
 impl ParamTable {
     /// An empty table on `device`.
     pub fn new(device: Device) -> Self {
-        ParamTable { vs: nn::VarStore::new(device), names: Vec::new(), tensors: Vec::new() }
+        ParamTable {
+            vs: nn::VarStore::new(device),
+            names: Vec::new(),
+            tensors: Vec::new(),
+        }
     }
 
     /// Adds a trainable variable named `name` (dots separate path components) holding a
@@ -70,7 +74,13 @@ impl ParamTable {
         self.tensors
             .iter()
             .enumerate()
-            .map(|(i, t)| if kind == Kind::Float || keep.contains(&i) { t.shallow_clone() } else { t.to_kind(kind) })
+            .map(|(i, t)| {
+                if kind == Kind::Float || keep.contains(&i) {
+                    t.shallow_clone()
+                } else {
+                    t.to_kind(kind)
+                }
+            })
             .collect()
     }
 }
@@ -88,7 +98,12 @@ impl Checkpoint {
     /// Wraps the tensors read from `dir/file`. `prefix` is stripped from names when the
     /// un-prefixed name is absent (e.g. `bert.` in a BertForMaskedLM checkpoint).
     pub fn new(dir: &Path, file: &str, tensors: BTreeMap<String, Tensor>) -> Self {
-        Checkpoint { dir: dir.to_path_buf(), file: file.to_string(), tensors, prefix: String::new() }
+        Checkpoint {
+            dir: dir.to_path_buf(),
+            file: file.to_string(),
+            tensors,
+            prefix: String::new(),
+        }
     }
 
     /// Uses `prefix` when `probe` exists only with it.
@@ -113,20 +128,44 @@ impl Checkpoint {
         if t.size() != shape {
             return Err(Error::model(
                 &self.dir,
-                format!("{}: tensor '{full}' has shape {:?}, config.json implies {:?}", self.file, t.size(), shape),
+                format!(
+                    "{}: tensor '{full}' has shape {:?}, config.json implies {:?}",
+                    self.file,
+                    t.size(),
+                    shape
+                ),
             ));
         }
-        if !matches!(t.kind(), Kind::Float | Kind::BFloat16 | Kind::Half | Kind::Double) {
-            return Err(Error::model(&self.dir, format!("{}: tensor '{full}' has dtype {:?}, expected a float", self.file, t.kind())));
+        if !matches!(
+            t.kind(),
+            Kind::Float | Kind::BFloat16 | Kind::Half | Kind::Double
+        ) {
+            return Err(Error::model(
+                &self.dir,
+                format!(
+                    "{}: tensor '{full}' has dtype {:?}, expected a float",
+                    self.file,
+                    t.kind()
+                ),
+            ));
         }
         Ok(t)
     }
 
     /// Takes `name` and adds it to `params` as a trainable variable named `name`
     /// (prefixed with `var_prefix`).
-    pub fn param(&mut self, params: &mut ParamTable, var_prefix: &str, name: &str, shape: &[i64]) -> Result<ParamId> {
+    pub fn param(
+        &mut self,
+        params: &mut ParamTable,
+        var_prefix: &str,
+        name: &str,
+        shape: &[i64],
+    ) -> Result<ParamId> {
         let t = self.take(name, shape)?;
-        Ok(params.add(&format!("{var_prefix}{name}"), &t.to_device(params.var_store().device())))
+        Ok(params.add(
+            &format!("{var_prefix}{name}"),
+            &t.to_device(params.var_store().device()),
+        ))
     }
 
     /// Whether a tensor named `name` (with the detected prefix) exists.

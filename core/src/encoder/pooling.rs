@@ -52,8 +52,14 @@ impl PoolingMode {
         ("pooling_mode_cls_token", PoolingMode::Cls),
         ("pooling_mode_max_tokens", PoolingMode::Max),
         ("pooling_mode_mean_tokens", PoolingMode::Mean),
-        ("pooling_mode_mean_sqrt_len_tokens", PoolingMode::MeanSqrtLen),
-        ("pooling_mode_weightedmean_tokens", PoolingMode::WeightedMean),
+        (
+            "pooling_mode_mean_sqrt_len_tokens",
+            PoolingMode::MeanSqrtLen,
+        ),
+        (
+            "pooling_mode_weightedmean_tokens",
+            PoolingMode::WeightedMean,
+        ),
         ("pooling_mode_lasttoken", PoolingMode::LastToken),
     ];
 }
@@ -70,7 +76,11 @@ impl Pooling {
     /// Mean pooling over `dimension`-wide token embeddings (what the reference uses for a
     /// plain Hugging Face folder).
     pub fn mean(dimension: i64) -> Self {
-        Pooling { dimension, modes: vec![PoolingMode::Mean], include_prompt: true }
+        Pooling {
+            dimension,
+            modes: vec![PoolingMode::Mean],
+            include_prompt: true,
+        }
     }
 
     /// Parses a pooling `config.json` (either spelling); `dir` names the folder in errors.
@@ -80,20 +90,34 @@ impl Pooling {
             .get("embedding_dimension")
             .or_else(|| v.get("word_embedding_dimension"))
             .and_then(|d| d.as_i64())
-            .ok_or_else(|| bad("embedding_dimension (or word_embedding_dimension) is missing".into()))?;
+            .ok_or_else(|| {
+                bad("embedding_dimension (or word_embedding_dimension) is missing".into())
+            })?;
         let valid = "cls, max, mean, mean_sqrt_len_tokens, weightedmean, lasttoken";
         let modes = match v.get("pooling_mode") {
             Some(serde_json::Value::String(s)) => {
-                vec![PoolingMode::parse(s).ok_or_else(|| bad(format!("pooling mode '{s}' is not supported (supported: {valid})")))?]
+                vec![PoolingMode::parse(s).ok_or_else(|| {
+                    bad(format!(
+                        "pooling mode '{s}' is not supported (supported: {valid})"
+                    ))
+                })?]
             }
             Some(serde_json::Value::Array(a)) => a
                 .iter()
                 .map(|m| {
                     let s = m.as_str().unwrap_or_default();
-                    PoolingMode::parse(s).ok_or_else(|| bad(format!("pooling mode '{s}' is not supported (supported: {valid})")))
+                    PoolingMode::parse(s).ok_or_else(|| {
+                        bad(format!(
+                            "pooling mode '{s}' is not supported (supported: {valid})"
+                        ))
+                    })
                 })
                 .collect::<Result<Vec<_>>>()?,
-            Some(other) => return Err(bad(format!("pooling_mode {other} is neither a string nor a list"))),
+            Some(other) => {
+                return Err(bad(format!(
+                    "pooling_mode {other} is neither a string nor a list"
+                )))
+            }
             None => {
                 let m: Vec<PoolingMode> = PoolingMode::LEGACY
                     .iter()
@@ -110,8 +134,15 @@ impl Pooling {
         if modes.is_empty() {
             return Err(bad("pooling_mode is empty".into()));
         }
-        let include_prompt = v.get("include_prompt").and_then(|b| b.as_bool()).unwrap_or(true);
-        Ok(Pooling { dimension, modes, include_prompt })
+        let include_prompt = v
+            .get("include_prompt")
+            .and_then(|b| b.as_bool())
+            .unwrap_or(true);
+        Ok(Pooling {
+            dimension,
+            modes,
+            include_prompt,
+        })
     }
 
     /// The legacy config that every sentence-transformers version reads.
@@ -133,15 +164,25 @@ impl Pooling {
     /// Pools `tokens (b, s, h)` under `mask (b, s)` (1 = real, right padding) into
     /// `(b, h * modes)`. `prompt_length` (when `include_prompt` is false) drops the first
     /// tokens of every row from the mask.
-    pub fn forward(&self, tokens: &Tensor, mask: &Tensor, prompt_length: Option<usize>) -> Result<Tensor> {
+    pub fn forward(
+        &self,
+        tokens: &Tensor,
+        mask: &Tensor,
+        prompt_length: Option<usize>,
+    ) -> Result<Tensor> {
         let (b, s, h) = tokens.size3()?;
         if h != self.dimension {
-            return Err(Error::Invalid(format!("pooling expects {}-wide token embeddings, got {h}", self.dimension)));
+            return Err(Error::Invalid(format!(
+                "pooling expects {}-wide token embeddings, got {h}",
+                self.dimension
+            )));
         }
         let kind = tokens.kind();
         let mut mask = mask.shallow_clone();
         if let (false, Some(pl)) = (self.include_prompt, prompt_length) {
-            let keep = Tensor::arange(s, (Kind::Int64, mask.device())).ge(pl as i64).view([1, s]);
+            let keep = Tensor::arange(s, (Kind::Int64, mask.device()))
+                .ge(pl as i64)
+                .view([1, s]);
             mask = &mask * keep.to_kind(mask.kind());
         }
         let m = mask.to_kind(kind).unsqueeze(-1); // (b, s, 1)
@@ -151,9 +192,13 @@ impl Pooling {
                 PoolingMode::Cls => {
                     // First real position (0 with right padding).
                     let first = mask.to_kind(Kind::Int).argmax(1, false); // (b,)
-                    tokens.gather(1, &first.view([b, 1, 1]).expand([b, 1, h], false), false).squeeze_dim(1)
+                    tokens
+                        .gather(1, &first.view([b, 1, 1]).expand([b, 1, h], false), false)
+                        .squeeze_dim(1)
                 }
-                PoolingMode::Max => tokens.masked_fill(&m.eq(0.0), f64::NEG_INFINITY).amax([1], false),
+                PoolingMode::Max => tokens
+                    .masked_fill(&m.eq(0.0), f64::NEG_INFINITY)
+                    .amax([1], false),
                 PoolingMode::Mean | PoolingMode::MeanSqrtLen => {
                     let sum = (tokens * &m).sum_dim_intlist(1, false, kind);
                     let n = m.sum_dim_intlist(1, false, kind).clamp_min(1e-9);
@@ -164,7 +209,8 @@ impl Pooling {
                     }
                 }
                 PoolingMode::WeightedMean => {
-                    let wts = Tensor::arange_start(1, s + 1, (kind, tokens.device())).view([1, s, 1]);
+                    let wts =
+                        Tensor::arange_start(1, s + 1, (kind, tokens.device())).view([1, s, 1]);
                     let wm = &m * wts;
                     let sum = (tokens * &wm).sum_dim_intlist(1, false, kind);
                     sum / wm.sum_dim_intlist(1, false, kind).clamp_min(1e-9)
@@ -173,13 +219,19 @@ impl Pooling {
                     // Last real position; a row with no real token takes position 0.
                     let (values, idx) = mask.flip([1]).max_dim(1, false);
                     let idx = idx.where_self(&values.ne(0), &idx.full_like(s - 1));
-                    let last = (idx.neg() + (s - 1)).view([b, 1, 1]).expand([b, 1, h], false);
+                    let last = (idx.neg() + (s - 1))
+                        .view([b, 1, 1])
+                        .expand([b, 1, h], false);
                     (tokens * &m).gather(1, &last, false).squeeze_dim(1)
                 }
             };
             outs.push(v);
         }
-        Ok(if outs.len() == 1 { outs.pop().unwrap() } else { Tensor::cat(&outs, -1) })
+        Ok(if outs.len() == 1 {
+            outs.pop().unwrap()
+        } else {
+            Tensor::cat(&outs, -1)
+        })
     }
 }
 
@@ -202,22 +254,36 @@ mod tests {
         let p = Pooling::from_config(Path::new("x"), &serde_json::json!({"embedding_dimension": 4, "pooling_mode": "lasttoken", "include_prompt": false})).unwrap();
         assert_eq!(p.modes, vec![PoolingMode::LastToken]);
         assert!(!p.include_prompt);
-        assert!(Pooling::from_config(Path::new("x"), &serde_json::json!({"embedding_dimension": 4, "pooling_mode": "median"})).is_err());
+        assert!(Pooling::from_config(
+            Path::new("x"),
+            &serde_json::json!({"embedding_dimension": 4, "pooling_mode": "median"})
+        )
+        .is_err());
     }
 
     #[test]
     fn modes_against_loops() {
         // b=2, s=3, h=2; row 0 has 3 real tokens, row 1 has 2.
-        let tok = t(&[1., 2., 3., 4., 5., 6., -1., 0., 7., 8., 100., 100.], &[2, 3, 2]);
+        let tok = t(
+            &[1., 2., 3., 4., 5., 6., -1., 0., 7., 8., 100., 100.],
+            &[2, 3, 2],
+        );
         let mask = Tensor::from_slice(&[1i64, 1, 1, 1, 1, 0]).view([2, 3]);
         let run = |mode, pl: Option<usize>, inc: bool| {
-            let p = Pooling { dimension: 2, modes: vec![mode], include_prompt: inc };
+            let p = Pooling {
+                dimension: 2,
+                modes: vec![mode],
+                include_prompt: inc,
+            };
             Vec::<f32>::try_from(p.forward(&tok, &mask, pl).unwrap().flatten(0, -1)).unwrap()
         };
         assert_eq!(run(PoolingMode::Mean, None, true), vec![3., 4., 3., 4.]);
         assert_eq!(run(PoolingMode::Cls, None, true), vec![1., 2., -1., 0.]);
         assert_eq!(run(PoolingMode::Max, None, true), vec![5., 6., 7., 8.]);
-        assert_eq!(run(PoolingMode::LastToken, None, true), vec![5., 6., 7., 8.]);
+        assert_eq!(
+            run(PoolingMode::LastToken, None, true),
+            vec![5., 6., 7., 8.]
+        );
         // Skipping a 1-token prompt: row 0 means tokens 1..3, row 1 token 1.
         assert_eq!(run(PoolingMode::Mean, Some(1), false), vec![4., 5., 7., 8.]);
         assert_eq!(run(PoolingMode::Mean, Some(1), true), vec![3., 4., 3., 4.]);

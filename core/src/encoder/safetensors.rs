@@ -18,12 +18,21 @@ use crate::error::{Error, Result};
 /// truncated file is a [`Error::Model`] naming the file.
 pub fn read(path: &Path) -> Result<BTreeMap<String, Tensor>> {
     let dir = path.parent().unwrap_or(path);
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     if !path.is_file() {
         return Err(Error::model(dir, format!("{name} is missing")));
     }
     let tensors = Tensor::read_safetensors(path).map_err(|e| {
-        Error::model(dir, format!("{name} is not a valid safetensors file ({}); re-save or re-download it", crate::error::one_line(&e.to_string())))
+        Error::model(
+            dir,
+            format!(
+                "{name} is not a valid safetensors file ({}); re-save or re-download it",
+                crate::error::one_line(&e.to_string())
+            ),
+        )
     })?;
     Ok(tensors.into_iter().collect())
 }
@@ -40,7 +49,11 @@ fn dtype_name(kind: Kind) -> Result<&'static str> {
         Kind::Half => "F16",
         Kind::Float => "F32",
         Kind::Double => "F64",
-        k => return Err(Error::Invalid(format!("cannot write a {k:?} tensor to safetensors"))),
+        k => {
+            return Err(Error::Invalid(format!(
+                "cannot write a {k:?} tensor to safetensors"
+            )))
+        }
     })
 }
 
@@ -82,7 +95,8 @@ pub fn write(path: &Path, tensors: &[(String, Tensor)]) -> Result<()> {
     let file = std::fs::File::create(path).map_err(|e| Error::io(path, e))?;
     let mut w = std::io::BufWriter::new(file);
     let io = |e: std::io::Error| Error::io(path, e);
-    w.write_all(&(json.len() as u64).to_le_bytes()).map_err(io)?;
+    w.write_all(&(json.len() as u64).to_le_bytes())
+        .map_err(io)?;
     w.write_all(&json).map_err(io)?;
     for b in &blobs {
         w.write_all(b).map_err(io)?;
@@ -94,7 +108,12 @@ pub fn write(path: &Path, tensors: &[(String, Tensor)]) -> Result<()> {
 /// The `__metadata__` of a safetensors file (empty when it has none).
 pub fn read_metadata(path: &Path) -> Result<BTreeMap<String, String>> {
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-    let bad = || Error::model(path.parent().unwrap_or(path), format!("{} has a malformed safetensors header", path.display()));
+    let bad = || {
+        Error::model(
+            path.parent().unwrap_or(path),
+            format!("{} has a malformed safetensors header", path.display()),
+        )
+    };
     if bytes.len() < 8 {
         return Err(bad());
     }
@@ -121,20 +140,38 @@ mod tests {
         let a = Tensor::arange(6, (Kind::Float, tch::Device::Cpu)).view([2, 3]);
         let b = Tensor::from_slice(&[1i64, 2, 3]);
         let c = Tensor::ones([3], (Kind::BFloat16, tch::Device::Cpu));
-        write(&p, &[("a.weight".into(), a.shallow_clone()), ("b".into(), b.shallow_clone()), ("c".into(), c.shallow_clone())]).unwrap();
+        write(
+            &p,
+            &[
+                ("a.weight".into(), a.shallow_clone()),
+                ("b".into(), b.shallow_clone()),
+                ("c".into(), c.shallow_clone()),
+            ],
+        )
+        .unwrap();
         let got = read(&p).unwrap();
         assert_eq!(got["a.weight"].size(), vec![2, 3]);
         assert!(got["a.weight"].equal(&a));
         assert!(got["b"].equal(&b));
         assert_eq!(got["c"].kind(), Kind::BFloat16);
-        assert_eq!(read_metadata(&p).unwrap().get("format").map(String::as_str), Some("pt"));
+        assert_eq!(
+            read_metadata(&p).unwrap().get("format").map(String::as_str),
+            Some("pt")
+        );
     }
 
     #[test]
     fn truncated_file_is_a_clear_error() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("m.safetensors");
-        write(&p, &[("a".into(), Tensor::ones([100], (Kind::Float, tch::Device::Cpu)))]).unwrap();
+        write(
+            &p,
+            &[(
+                "a".into(),
+                Tensor::ones([100], (Kind::Float, tch::Device::Cpu)),
+            )],
+        )
+        .unwrap();
         let bytes = std::fs::read(&p).unwrap();
         std::fs::write(&p, &bytes[..bytes.len() - 10]).unwrap();
         let e = read(&p).unwrap_err().to_string();

@@ -32,8 +32,15 @@ impl TextTokenizer {
                 "tokenizer.json is missing (only fast tokenizers are supported; save the tokenizer with transformers' PreTrainedTokenizerFast)",
             ));
         }
-        let mut inner = Tokenizer::from_file(&path)
-            .map_err(|e| Error::model(dir, format!("tokenizer.json cannot be read: {}", crate::error::one_line(&e.to_string()))))?;
+        let mut inner = Tokenizer::from_file(&path).map_err(|e| {
+            Error::model(
+                dir,
+                format!(
+                    "tokenizer.json cannot be read: {}",
+                    crate::error::one_line(&e.to_string())
+                ),
+            )
+        })?;
         inner.with_padding(None);
         inner
             .with_truncation(Some(TruncationParams {
@@ -43,7 +50,12 @@ impl TextTokenizer {
                 stride: 0,
             }))
             .map_err(|e| Error::model(dir, format!("tokenizer truncation: {e}")))?;
-        Ok(TextTokenizer { inner, max_len, pad_id, lowercase })
+        Ok(TextTokenizer {
+            inner,
+            max_len,
+            pad_id,
+            lowercase,
+        })
     }
 
     /// The truncation length in tokens (special tokens included).
@@ -63,7 +75,11 @@ impl TextTokenizer {
 
     /// Whether an id is one of the tokenizer's special (added, special) tokens.
     pub fn is_special(&self, id: u32) -> bool {
-        self.inner.get_added_tokens_decoder().get(&id).map(|t| t.special).unwrap_or(false)
+        self.inner
+            .get_added_tokens_decoder()
+            .get(&id)
+            .map(|t| t.special)
+            .unwrap_or(false)
     }
 
     /// Token ids of each text (special tokens added, truncated), in input order.
@@ -73,10 +89,12 @@ impl TextTokenizer {
         } else {
             texts.iter().map(|t| t.to_string()).collect()
         };
-        let encs = self
-            .inner
-            .encode_batch_fast(inputs, true)
-            .map_err(|e| Error::Invalid(format!("tokenizer: {}", crate::error::one_line(&e.to_string()))))?;
+        let encs = self.inner.encode_batch_fast(inputs, true).map_err(|e| {
+            Error::Invalid(format!(
+                "tokenizer: {}",
+                crate::error::one_line(&e.to_string())
+            ))
+        })?;
         Ok(encs.into_iter().map(|e| e.get_ids().to_vec()).collect())
     }
 

@@ -31,14 +31,32 @@ fn read_two_columns(path: &Path, want: [&str; 2]) -> Result<Vec<(String, String)
     let text = String::from_utf8(bytes).map_err(|_| Error::data(path, None, "not UTF-8"))?;
     let text = text.strip_prefix('\u{feff}').unwrap_or(&text);
     let mut rdr = csv::ReaderBuilder::new().from_reader(text.as_bytes());
-    let header: Vec<String> = rdr.headers().map_err(|e| Error::data(path, Some(1), e.to_string()))?.iter().map(str::to_string).collect();
+    let header: Vec<String> = rdr
+        .headers()
+        .map_err(|e| Error::data(path, Some(1), e.to_string()))?
+        .iter()
+        .map(str::to_string)
+        .collect();
     if header.len() < 2 || header[0] != want[0] || header[1] != want[1] {
-        return Err(Error::data(path, Some(1), format!("expected the header {},{} but found {}", want[0], want[1], header.join(","))));
+        return Err(Error::data(
+            path,
+            Some(1),
+            format!(
+                "expected the header {},{} but found {}",
+                want[0],
+                want[1],
+                header.join(",")
+            ),
+        ));
     }
     let mut out = Vec::new();
     for rec in rdr.records() {
-        let rec = rec.map_err(|e| Error::data(path, e.position().map(|p| p.line()), e.to_string()))?;
-        out.push((rec.get(0).unwrap_or("").to_string(), rec.get(1).unwrap_or("").to_string()));
+        let rec =
+            rec.map_err(|e| Error::data(path, e.position().map(|p| p.line()), e.to_string()))?;
+        out.push((
+            rec.get(0).unwrap_or("").to_string(),
+            rec.get(1).unwrap_or("").to_string(),
+        ));
     }
     Ok(out)
 }
@@ -54,7 +72,12 @@ impl RetrievalSet {
                 let mut prefixes: Vec<String> = std::fs::read_dir(dir)
                     .map_err(|e| Error::io(dir, e))?
                     .flatten()
-                    .filter_map(|e| e.file_name().to_str()?.strip_suffix("eval_queries.csv").map(str::to_string))
+                    .filter_map(|e| {
+                        e.file_name()
+                            .to_str()?
+                            .strip_suffix("eval_queries.csv")
+                            .map(str::to_string)
+                    })
                     .collect();
                 prefixes.sort();
                 match prefixes.len() {
@@ -76,20 +99,42 @@ impl RetrievalSet {
                 }
             }
         };
-        let queries = read_two_columns(&dir.join(format!("{prefix}eval_queries.csv")), ["id", "text"])?;
-        let corpus = read_two_columns(&dir.join(format!("{prefix}eval_corpus.csv")), ["id", "text"])?;
+        let queries = read_two_columns(
+            &dir.join(format!("{prefix}eval_queries.csv")),
+            ["id", "text"],
+        )?;
+        let corpus = read_two_columns(
+            &dir.join(format!("{prefix}eval_corpus.csv")),
+            ["id", "text"],
+        )?;
         let qrels_path = dir.join(format!("{prefix}eval_qrels.csv"));
         let qrels = read_two_columns(&qrels_path, ["query_id", "corpus_id"])?;
-        let q_index: HashMap<&str, usize> = queries.iter().enumerate().map(|(i, (id, _))| (id.as_str(), i)).collect();
-        let c_index: HashMap<&str, usize> = corpus.iter().enumerate().map(|(i, (id, _))| (id.as_str(), i)).collect();
+        let q_index: HashMap<&str, usize> = queries
+            .iter()
+            .enumerate()
+            .map(|(i, (id, _))| (id.as_str(), i))
+            .collect();
+        let c_index: HashMap<&str, usize> = corpus
+            .iter()
+            .enumerate()
+            .map(|(i, (id, _))| (id.as_str(), i))
+            .collect();
         let mut relevant = vec![Vec::new(); queries.len()];
         for (q, c) in &qrels {
             let (Some(&qi), Some(&ci)) = (q_index.get(q.as_str()), c_index.get(c.as_str())) else {
-                return Err(Error::data(&qrels_path, None, format!("qrel ({q}, {c}) names an unknown query or document")));
+                return Err(Error::data(
+                    &qrels_path,
+                    None,
+                    format!("qrel ({q}, {c}) names an unknown query or document"),
+                ));
             };
             relevant[qi].push(ci);
         }
-        Ok(RetrievalSet { queries, corpus, relevant })
+        Ok(RetrievalSet {
+            queries,
+            corpus,
+            relevant,
+        })
     }
 }
 
@@ -127,7 +172,11 @@ impl TripletSet {
             )));
         }
         let mut t = ds.texts.into_iter();
-        Ok(TripletSet { anchors: t.next().unwrap(), positives: t.next().unwrap(), negatives: t.next().unwrap() })
+        Ok(TripletSet {
+            anchors: t.next().unwrap(),
+            positives: t.next().unwrap(),
+            negatives: t.next().unwrap(),
+        })
     }
 }
 
@@ -192,15 +241,22 @@ impl EvalSuite {
         if names.iter().any(|n| n == name) {
             Ok(())
         } else {
-            Err(Error::Invalid(format!("unknown metric '{name}'; this run's evaluators produce: {}", names.join(", "))))
+            Err(Error::Invalid(format!(
+                "unknown metric '{name}'; this run's evaluators produce: {}",
+                names.join(", ")
+            )))
         }
     }
 
     fn embed(&self, enc: &SentenceEncoder, prompt: &str, texts: &[String]) -> Result<Tensor> {
         let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
-        let e = enc.encode_with_prompt(&refs, Some(prompt), self.batch_size.max(1))?.to_kind(Kind::Double);
+        let e = enc
+            .encode_with_prompt(&refs, Some(prompt), self.batch_size.max(1))?
+            .to_kind(Kind::Double);
         // cos_sim = normalize(x) @ normalize(y)^T
-        let norm = e.norm_scalaropt_dim(2.0, [1i64].as_slice(), true).clamp_min(1e-12);
+        let norm = e
+            .norm_scalaropt_dim(2.0, [1i64].as_slice(), true)
+            .clamp_min(1e-12);
         Ok(e / norm)
     }
 
@@ -214,23 +270,40 @@ impl EvalSuite {
                 let c_texts: Vec<String> = r.corpus.iter().map(|(_, t)| t.clone()).collect();
                 let q = self.embed(enc, &self.query_prompt, &q_texts)?;
                 let c = self.embed(enc, &self.document_prompt, &c_texts)?;
-                let scores: Vec<f64> = Vec::<f64>::try_from(q.matmul(&c.tr()).reshape([-1])).map_err(Error::from)?;
+                let scores: Vec<f64> =
+                    Vec::<f64>::try_from(q.matmul(&c.tr()).reshape([-1])).map_err(Error::from)?;
                 let ids: Vec<&str> = r.corpus.iter().map(|(id, _)| id.as_str()).collect();
-                let m = information_retrieval(&scores, &ids, &r.relevant, &RetrievalCutoffs::default())?;
+                let m = information_retrieval(
+                    &scores,
+                    &ids,
+                    &r.relevant,
+                    &RetrievalCutoffs::default(),
+                )?;
                 out.extend(m.named("cosine"));
             }
             if let Some(t) = &self.triplets {
                 let a = self.embed(enc, &self.query_prompt, &t.anchors)?;
                 let p = self.embed(enc, &self.document_prompt, &t.positives)?;
                 let n = self.embed(enc, &self.document_prompt, &t.negatives)?;
-                let pos: Vec<f64> = Vec::<f64>::try_from((&a * &p).sum_dim_intlist([1i64].as_slice(), false, Kind::Double)).map_err(Error::from)?;
-                let neg: Vec<f64> = Vec::<f64>::try_from((&a * &n).sum_dim_intlist([1i64].as_slice(), false, Kind::Double)).map_err(Error::from)?;
+                let pos: Vec<f64> = Vec::<f64>::try_from((&a * &p).sum_dim_intlist(
+                    [1i64].as_slice(),
+                    false,
+                    Kind::Double,
+                ))
+                .map_err(Error::from)?;
+                let neg: Vec<f64> = Vec::<f64>::try_from((&a * &n).sum_dim_intlist(
+                    [1i64].as_slice(),
+                    false,
+                    Kind::Double,
+                ))
+                .map_err(Error::from)?;
                 out.insert("cosine_accuracy".into(), triplet_accuracy(&pos, &neg, 0.0)?);
             }
             if let Some(m) = &self.margin {
                 let q = self.embed(enc, &self.query_prompt, std::slice::from_ref(&m.query))?;
                 let d = self.embed(enc, &self.document_prompt, &m.documents)?;
-                let s: Vec<f64> = Vec::<f64>::try_from(q.matmul(&d.tr()).reshape([-1])).map_err(Error::from)?;
+                let s: Vec<f64> =
+                    Vec::<f64>::try_from(q.matmul(&d.tr()).reshape([-1])).map_err(Error::from)?;
                 out.insert("combined_margin".into(), combined_margin(&s, &m.weights)?);
                 for (i, v) in s.iter().enumerate() {
                     out.insert(format!("margin_score_{}", i + 1), *v);

@@ -44,8 +44,14 @@ impl<'t> EvalSplit<'t> {
         } else if n < 2 {
             k = 0;
         }
-        let held = index::sample(rng, n, k).into_iter().map(|i| distinct[i]).collect();
-        EvalSplit { held, ..Default::default() }
+        let held = index::sample(rng, n, k)
+            .into_iter()
+            .map(|i| distinct[i])
+            .collect();
+        EvalSplit {
+            held,
+            ..Default::default()
+        }
     }
 
     /// Whether `anchor` is held out.
@@ -92,20 +98,53 @@ impl<'t> EvalSplit<'t> {
     /// `<prefix>eval_qrels.csv` in `dir`; returns their manifest entries (file = full path).
     pub fn write(self, staging: &mut Staging, dir: &Path, prefix: &str) -> Result<Vec<FileEntry>> {
         let mut out = Vec::new();
-        let mut emit = |kind: &'static str, header: [&str; 2], rows: &mut dyn Iterator<Item = [String; 2]>| -> Result<()> {
+        let mut emit = |kind: &'static str,
+                        header: [&str; 2],
+                        rows: &mut dyn Iterator<Item = [String; 2]>|
+         -> Result<()> {
             let path = dir.join(format!("{prefix}{kind}.csv"));
             let cols: Vec<String> = header.iter().map(|s| s.to_string()).collect();
-            let mut w = RowWriter::without_bom(staging.create(&path)?, &path, Format::Csv, cols.clone())?;
+            let mut w =
+                RowWriter::without_bom(staging.create(&path)?, &path, Format::Csv, cols.clone())?;
             for r in rows {
                 w.write(&[&r[0], &r[1]])?;
             }
             let n = w.finish()?;
-            out.push(FileEntry { file: path.to_string_lossy().into_owned(), part: String::new(), kind, rows: n, columns: cols });
+            out.push(FileEntry {
+                file: path.to_string_lossy().into_owned(),
+                part: String::new(),
+                kind,
+                rows: n,
+                columns: cols,
+            });
             Ok(())
         };
-        emit("eval_queries", ["id", "text"], &mut self.query_order.iter().enumerate().map(|(i, t)| [format!("q{}", i + 1), t.to_string()]))?;
-        emit("eval_corpus", ["id", "text"], &mut self.corpus_order.iter().enumerate().map(|(i, t)| [format!("d{}", i + 1), t.clone()]))?;
-        emit("eval_qrels", ["query_id", "corpus_id"], &mut self.qrels.iter().map(|(q, d)| [format!("q{q}"), format!("d{d}")]))?;
+        emit(
+            "eval_queries",
+            ["id", "text"],
+            &mut self
+                .query_order
+                .iter()
+                .enumerate()
+                .map(|(i, t)| [format!("q{}", i + 1), t.to_string()]),
+        )?;
+        emit(
+            "eval_corpus",
+            ["id", "text"],
+            &mut self
+                .corpus_order
+                .iter()
+                .enumerate()
+                .map(|(i, t)| [format!("d{}", i + 1), t.clone()]),
+        )?;
+        emit(
+            "eval_qrels",
+            ["query_id", "corpus_id"],
+            &mut self
+                .qrels
+                .iter()
+                .map(|(q, d)| [format!("q{q}"), format!("d{d}")]),
+        )?;
         Ok(out)
     }
 }

@@ -97,7 +97,9 @@ impl DistinctGroups {
                 members.push(Vec::new());
             }
             let m = &mut members[g as usize];
-            let local = *text_of.entry((g, pool.anchors[i])).or_insert(m.len() as u32);
+            let local = *text_of
+                .entry((g, pool.anchors[i]))
+                .or_insert(m.len() as u32);
             if local as usize == m.len() {
                 m.push(i as u32);
             }
@@ -168,7 +170,14 @@ mod tests {
     fn groups_distinct_texts_in_first_appearance_order() {
         let t = testing::table(
             &["d", "c"],
-            &[&["a", "x"], &["b", "x"], &["a", "x"], &["c", "y"], &["b", "x"], &["d", "x"]],
+            &[
+                &["a", "x"],
+                &["b", "x"],
+                &["a", "x"],
+                &["c", "y"],
+                &["b", "x"],
+                &["d", "x"],
+            ],
         );
         let pool = testing::pool(&t, "d", "c");
         let g = DistinctGroups::build(&pool, |i| pool.categories[i]);
@@ -181,7 +190,9 @@ mod tests {
 
     #[test]
     fn samples_are_distinct_others_and_cover_the_group() {
-        let rows: Vec<Vec<String>> = (0..40).map(|i| vec![format!("t{}", i % 13), "g".to_string()]).collect();
+        let rows: Vec<Vec<String>> = (0..40)
+            .map(|i| vec![format!("t{}", i % 13), "g".to_string()])
+            .collect();
         let t = crate::Table::from_rows(&["d", "c"], &rows);
         let pool = testing::pool(&t, "d", "c");
         let g = DistinctGroups::build(&pool, |i| pool.categories[i]);
@@ -203,7 +214,10 @@ mod tests {
 
     #[test]
     fn single_draw_is_roughly_uniform() {
-        let t = testing::table(&["d", "c"], &[&["a", "g"], &["b", "g"], &["c", "g"], &["d", "g"]]);
+        let t = testing::table(
+            &["d", "c"],
+            &[&["a", "g"], &["b", "g"], &["c", "g"], &["d", "g"]],
+        );
         let pool = testing::pool(&t, "d", "c");
         let g = DistinctGroups::build(&pool, |i| pool.categories[i]);
         let mut rng = testing::rng(1);

@@ -214,7 +214,10 @@ pub fn resolve_columns(req: &GenRequest, strategy: &dyn PairStrategy) -> Result<
     let d = strategy.default_columns();
     let spec = ColumnSpec {
         desc: req.desc_col.clone().unwrap_or_else(|| d.desc.to_string()),
-        category: req.category_col.clone().unwrap_or_else(|| d.category.to_string()),
+        category: req
+            .category_col
+            .clone()
+            .unwrap_or_else(|| d.category.to_string()),
         positives: if req.positive_cols.is_empty() {
             d.positives.iter().map(|s| s.to_string()).collect()
         } else {
@@ -239,10 +242,14 @@ pub fn resolve_columns(req: &GenRequest, strategy: &dyn PairStrategy) -> Result<
 /// end). `progress` is called every few thousand rows.
 pub fn generate(req: &GenRequest, progress: &mut dyn FnMut(GenProgress)) -> Result<GenReport> {
     if !(0.0..1.0).contains(&req.eval_ratio) || req.eval_ratio.is_nan() {
-        return Err(Error::Invalid(format!("--eval-ratio must be in [0, 1), got {}", req.eval_ratio)));
+        return Err(Error::Invalid(format!(
+            "--eval-ratio must be in [0, 1), got {}",
+            req.eval_ratio
+        )));
     }
     let strategy: Box<dyn PairStrategy> = registry::build(&req.strategy, &req.strategy_options)?;
-    let mut sampler: Box<dyn NegativeSampler> = registry::build(&req.sampler, &req.sampler_options)?;
+    let mut sampler: Box<dyn NegativeSampler> =
+        registry::build(&req.sampler, &req.sampler_options)?;
     let spec = resolve_columns(req, &*strategy)?;
     if spec.domain.is_some() {
         if let Output::Files { .. } = req.output {
@@ -295,7 +302,10 @@ pub fn generate(req: &GenRequest, progress: &mut dyn FnMut(GenProgress)) -> Resu
         let stem = &stems[p];
         // The part's pool: rows with a non-empty anchor, in table order.
         let mut rows = Vec::with_capacity(rows_all.len());
-        let mut pool = CandidatePool { anchors: Vec::with_capacity(rows_all.len()), categories: Vec::with_capacity(rows_all.len()) };
+        let mut pool = CandidatePool {
+            anchors: Vec::with_capacity(rows_all.len()),
+            categories: Vec::with_capacity(rows_all.len()),
+        };
         for &r in rows_all {
             let a = table.cell(r, desc_c);
             if !a.is_empty() {
@@ -307,23 +317,52 @@ pub fn generate(req: &GenRequest, progress: &mut dyn FnMut(GenProgress)) -> Resu
         sampler.prepare(&pool)?;
 
         // Files of this part.
-        let (unsup_path, sup_path, eval_base): (Option<PathBuf>, Option<PathBuf>, Option<(PathBuf, String)>) = match &req.output {
+        let (unsup_path, sup_path, eval_base): (
+            Option<PathBuf>,
+            Option<PathBuf>,
+            Option<(PathBuf, String)>,
+        ) = match &req.output {
             Output::Preview => (None, None, None),
             Output::Dir(dir) => (
                 Some(dir.join(format!("{stem}_unsupervised.{ext}"))),
                 Some(dir.join(format!("{stem}_supervised.{ext}"))),
-                Some((dir.clone(), if prefix_eval { format!("{stem}_") } else { String::new() })),
+                Some((
+                    dir.clone(),
+                    if prefix_eval {
+                        format!("{stem}_")
+                    } else {
+                        String::new()
+                    },
+                )),
             ),
-            Output::Files { unsupervised, supervised } => {
-                let dir = supervised.parent().map(Path::to_path_buf).unwrap_or_default();
+            Output::Files {
+                unsupervised,
+                supervised,
+            } => {
+                let dir = supervised
+                    .parent()
+                    .map(Path::to_path_buf)
+                    .unwrap_or_default();
                 let s = file_stem(supervised);
-                (Some(unsupervised.clone()), Some(supervised.clone()), Some((dir, format!("{s}_"))))
+                (
+                    Some(unsupervised.clone()),
+                    Some(supervised.clone()),
+                    Some((dir, format!("{s}_"))),
+                )
             }
         };
-        let open = |staging: &mut Staging, path: &Option<PathBuf>, header: &[String]| -> Result<Option<RowWriter>> {
+        let open = |staging: &mut Staging,
+                    path: &Option<PathBuf>,
+                    header: &[String]|
+         -> Result<Option<RowWriter>> {
             match path {
                 None => Ok(None),
-                Some(p) => Ok(Some(RowWriter::new(staging.create(p)?, p, req.format, header.to_vec())?)),
+                Some(p) => Ok(Some(RowWriter::new(
+                    staging.create(p)?,
+                    p,
+                    req.format,
+                    header.to_vec(),
+                )?)),
             }
         };
         let unsup_w = open(&mut staging, &unsup_path, &unsup_header)?;
@@ -357,7 +396,13 @@ pub fn generate(req: &GenRequest, progress: &mut dyn FnMut(GenProgress)) -> Resu
         let mut ctx = GenContext::new(&table, &rows, &pool, &spec, &*sampler, &mut rng);
         strategy.generate(&mut ctx, &mut sink)?;
         let repeats = ctx.repeats;
-        let PartSink { unsup, sup, split, report: mut part_report, .. } = sink;
+        let PartSink {
+            unsup,
+            sup,
+            split,
+            report: mut part_report,
+            ..
+        } = sink;
         part_report.negative_repeats = repeats;
         for (w, kind) in [(unsup, "unsupervised"), (sup, "supervised")] {
             if let Some(w) = w {
@@ -379,11 +424,18 @@ pub fn generate(req: &GenRequest, progress: &mut dyn FnMut(GenProgress)) -> Resu
                     "eval_corpus" => part_report.eval_corpus = f.rows,
                     _ => part_report.eval_qrels = f.rows,
                 }
-                report.files.push(FileEntry { file: display_name(&req.output, Path::new(&f.file)), part: part.clone(), ..f });
+                report.files.push(FileEntry {
+                    file: display_name(&req.output, Path::new(&f.file)),
+                    part: part.clone(),
+                    ..f
+                });
             }
         }
         done_rows += rows_all.len() as u64;
-        progress(GenProgress { done_rows, total_rows });
+        progress(GenProgress {
+            done_rows,
+            total_rows,
+        });
         report.parts.push(part_report);
     }
 
@@ -391,7 +443,10 @@ pub fn generate(req: &GenRequest, progress: &mut dyn FnMut(GenProgress)) -> Resu
         Output::Preview => None,
         Output::Dir(dir) => Some(dir.join("manifest.json")),
         Output::Files { supervised, .. } => {
-            let dir = supervised.parent().map(Path::to_path_buf).unwrap_or_default();
+            let dir = supervised
+                .parent()
+                .map(Path::to_path_buf)
+                .unwrap_or_default();
             Some(dir.join(format!("{}.manifest.json", file_stem(supervised))))
         }
     };
@@ -409,7 +464,8 @@ pub fn generate(req: &GenRequest, progress: &mut dyn FnMut(GenProgress)) -> Resu
             eval_ratio: req.eval_ratio,
             report: &report,
         };
-        let mut json = serde_json::to_vec_pretty(&manifest).map_err(|e| Error::Invalid(e.to_string()))?;
+        let mut json =
+            serde_json::to_vec_pretty(&manifest).map_err(|e| Error::Invalid(e.to_string()))?;
         json.push(b'\n');
         output::write_small(&mut staging, mp, &json)?;
         staging.commit()?;
@@ -456,13 +512,18 @@ fn partition(table: &Table, domain: Option<&str>) -> (Vec<String>, Vec<Vec<usize
 }
 
 fn file_stem(p: &Path) -> String {
-    p.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "out".into())
+    p.file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "out".into())
 }
 
 /// How a file is named in the manifest: relative to the output folder, or as given.
 fn display_name(output: &Output, path: &Path) -> String {
     match output {
-        Output::Dir(_) => path.file_name().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default(),
+        Output::Dir(_) => path
+            .file_name()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default(),
         _ => path.to_string_lossy().into_owned(),
     }
 }
@@ -487,7 +548,10 @@ impl ExampleSink for PartSink<'_, '_> {
     fn unsupervised(&mut self, anchor: &str, text: &str) -> Result<()> {
         self.seen += 1;
         if self.seen % PROGRESS_EVERY == 0 {
-            (self.progress)(GenProgress { done_rows: self.done_before + self.seen, total_rows: self.total_rows });
+            (self.progress)(GenProgress {
+                done_rows: self.done_before + self.seen,
+                total_rows: self.total_rows,
+            });
         }
         if self.split.as_ref().is_some_and(|s| s.is_held(anchor)) {
             return Ok(());
@@ -511,7 +575,9 @@ impl ExampleSink for PartSink<'_, '_> {
         if let Some(w) = &mut self.sup {
             w.write(fields)?;
         } else if self.preview && self.report.sample_supervised.len() < 3 {
-            self.report.sample_supervised.push(fields.iter().map(|s| s.to_string()).collect());
+            self.report
+                .sample_supervised
+                .push(fields.iter().map(|s| s.to_string()).collect());
         }
         Ok(())
     }

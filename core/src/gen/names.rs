@@ -18,7 +18,13 @@ const MAX_STEM_BYTES: usize = 120;
 pub fn safe_stem(value: &str) -> String {
     let mut s: String = value
         .chars()
-        .map(|c| if c.is_control() || matches!(c, '/' | '\\' | '<' | '>' | ':' | '"' | '|' | '?' | '*') { '_' } else { c })
+        .map(|c| {
+            if c.is_control() || matches!(c, '/' | '\\' | '<' | '>' | ':' | '"' | '|' | '?' | '*') {
+                '_'
+            } else {
+                c
+            }
+        })
         .collect();
     while s.contains("..") {
         s = s.replace("..", "__");
@@ -101,7 +107,10 @@ mod tests {
     #[test]
     fn long_values_cut_at_char_boundary() {
         let s = safe_stem(&"가".repeat(100));
-        assert!(s.len() <= MAX_STEM_BYTES && s.chars().all(|c| c == '가'), "{s}");
+        assert!(
+            s.len() <= MAX_STEM_BYTES && s.chars().all(|c| c == '가'),
+            "{s}"
+        );
     }
 
     #[test]

@@ -64,11 +64,17 @@ impl Staging {
     /// Opens a temporary file that becomes `path` on commit.
     pub fn create(&mut self, path: &Path) -> Result<BufWriter<File>> {
         if self.files.iter().any(|(_, f)| f == path) {
-            return Err(Error::Invalid(format!("two outputs would be written to the same file {}", path.display())));
+            return Err(Error::Invalid(format!(
+                "two outputs would be written to the same file {}",
+                path.display()
+            )));
         }
         let dir = path.parent().unwrap_or(Path::new(""));
         self.ensure_dir(dir)?;
-        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
         let tmp = dir.join(format!(".{name}.embtune-tmp-{}", std::process::id()));
         let file = File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
         self.files.push((tmp, path.to_path_buf()));
@@ -126,17 +132,41 @@ const FLUSH_AT: usize = 1 << 20;
 
 impl RowWriter {
     /// Starts a file: the BOM and header for CSV; nothing for JSON Lines.
-    pub fn new(out: BufWriter<File>, path: &Path, format: Format, header: Vec<String>) -> Result<Self> {
+    pub fn new(
+        out: BufWriter<File>,
+        path: &Path,
+        format: Format,
+        header: Vec<String>,
+    ) -> Result<Self> {
         Self::start(out, path, format, header, true)
     }
 
     /// Like [`RowWriter::new`] without the byte-order mark (files meant for programs).
-    pub fn without_bom(out: BufWriter<File>, path: &Path, format: Format, header: Vec<String>) -> Result<Self> {
+    pub fn without_bom(
+        out: BufWriter<File>,
+        path: &Path,
+        format: Format,
+        header: Vec<String>,
+    ) -> Result<Self> {
         Self::start(out, path, format, header, false)
     }
 
-    fn start(out: BufWriter<File>, path: &Path, format: Format, header: Vec<String>, bom: bool) -> Result<Self> {
-        let mut w = RowWriter { out, path: path.to_path_buf(), format, header, rows: 0, buf: Vec::with_capacity(FLUSH_AT + (1 << 16)), scratch: String::new() };
+    fn start(
+        out: BufWriter<File>,
+        path: &Path,
+        format: Format,
+        header: Vec<String>,
+        bom: bool,
+    ) -> Result<Self> {
+        let mut w = RowWriter {
+            out,
+            path: path.to_path_buf(),
+            format,
+            header,
+            rows: 0,
+            buf: Vec::with_capacity(FLUSH_AT + (1 << 16)),
+            scratch: String::new(),
+        };
         if format == Format::Csv {
             let header = w.header.clone();
             if bom {
@@ -197,7 +227,9 @@ impl RowWriter {
     #[inline]
     fn maybe_flush(&mut self) -> Result<()> {
         if self.buf.len() >= FLUSH_AT {
-            self.out.write_all(&self.buf).map_err(|e| Error::io(&self.path, e))?;
+            self.out
+                .write_all(&self.buf)
+                .map_err(|e| Error::io(&self.path, e))?;
             self.buf.clear();
         }
         Ok(())
@@ -222,7 +254,9 @@ impl RowWriter {
 
     /// Flushes and closes the file (call before [`Staging::commit`]).
     pub fn finish(mut self) -> Result<u64> {
-        self.out.write_all(&self.buf).map_err(|e| Error::io(&self.path, e))?;
+        self.out
+            .write_all(&self.buf)
+            .map_err(|e| Error::io(&self.path, e))?;
         self.buf.clear();
         self.out.flush().map_err(|e| Error::io(&self.path, e))?;
         Ok(self.rows)
@@ -262,8 +296,12 @@ fn needs_quoting(f: &[u8]) -> bool {
         use std::arch::x86_64::*;
         // SAFETY: SSE2 is always present on x86_64; loads are unaligned and in bounds.
         unsafe {
-            let (comma, quote, lf, cr) =
-                (_mm_set1_epi8(b',' as i8), _mm_set1_epi8(b'"' as i8), _mm_set1_epi8(b'\n' as i8), _mm_set1_epi8(b'\r' as i8));
+            let (comma, quote, lf, cr) = (
+                _mm_set1_epi8(b',' as i8),
+                _mm_set1_epi8(b'"' as i8),
+                _mm_set1_epi8(b'\n' as i8),
+                _mm_set1_epi8(b'\r' as i8),
+            );
             let hit = |p: *const u8| {
                 let v = _mm_loadu_si128(p as *const __m128i);
                 let m = _mm_or_si128(
@@ -284,7 +322,8 @@ fn needs_quoting(f: &[u8]) -> bool {
             }
         }
     }
-    rest.iter().any(|&c| matches!(c, b',' | b'"' | b'\n' | b'\r'))
+    rest.iter()
+        .any(|&c| matches!(c, b',' | b'"' | b'\n' | b'\r'))
 }
 
 /// Appends `v` as a JSON string literal.
@@ -367,7 +406,10 @@ mod tests {
             f.flush().unwrap();
             assert_eq!(std::fs::read_dir(&out).unwrap().count(), 1);
         }
-        assert!(!dir.path().join("new").exists(), "created folders not removed");
+        assert!(
+            !dir.path().join("new").exists(),
+            "created folders not removed"
+        );
         let mut st = Staging::default();
         st.create(&dir.path().join("a.csv")).unwrap();
         assert!(st.create(&dir.path().join("a.csv")).is_err());

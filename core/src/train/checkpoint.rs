@@ -20,7 +20,10 @@ fn refuse_non_finite(opt: &FlatAdamW, dir: &Path) -> Result<()> {
     if opt.params_finite() {
         Ok(())
     } else {
-        Err(Error::model(dir, "refusing to save non-finite weights; lower --lr and resume from the latest checkpoint"))
+        Err(Error::model(
+            dir,
+            "refusing to save non-finite weights; lower --lr and resume from the latest checkpoint",
+        ))
     }
 }
 
@@ -31,7 +34,12 @@ pub fn save_model(enc: &SentenceEncoder, dir: &Path, opt: &FlatAdamW) -> Result<
 }
 
 /// Writes `checkpoint-<step>/` under `output` and returns its path.
-pub fn save_checkpoint(enc: &SentenceEncoder, opt: &FlatAdamW, state: &TrainerState, output: &Path) -> Result<PathBuf> {
+pub fn save_checkpoint(
+    enc: &SentenceEncoder,
+    opt: &FlatAdamW,
+    state: &TrainerState,
+    output: &Path,
+) -> Result<PathBuf> {
     let dir = output.join(format!("checkpoint-{}", state.step));
     refuse_non_finite(opt, &dir)?;
     let tmp = output.join(format!(".checkpoint-{}.tmp", state.step));
@@ -53,9 +61,13 @@ pub fn save_checkpoint(enc: &SentenceEncoder, opt: &FlatAdamW, state: &TrainerSt
 pub fn read_state(dir: &Path) -> Result<TrainerState> {
     let path = dir.join(STATE_FILE);
     let text = std::fs::read_to_string(&path).map_err(|e| {
-        Error::io(&path, format!("{e}; --resume takes a checkpoint-N folder written by embtune train"))
+        Error::io(
+            &path,
+            format!("{e}; --resume takes a checkpoint-N folder written by embtune train"),
+        )
     })?;
-    serde_json::from_str(&text).map_err(|e| Error::data(&path, None, format!("corrupt trainer state: {e}")))
+    serde_json::from_str(&text)
+        .map_err(|e| Error::data(&path, None, format!("corrupt trainer state: {e}")))
 }
 
 /// Checkpoint folders under `output`, oldest (lowest step) first.
@@ -102,14 +114,19 @@ impl MetricsLog {
             .truncate(!append)
             .open(path)
             .map_err(|e| Error::io(path, e))?;
-        Ok(MetricsLog { path: path.to_path_buf(), file })
+        Ok(MetricsLog {
+            path: path.to_path_buf(),
+            file,
+        })
     }
 
     /// Appends one record.
     pub fn write(&mut self, log: &StepLog) -> Result<()> {
         let mut line = serde_json::to_string(log).expect("log serializes");
         line.push('\n');
-        self.file.write_all(line.as_bytes()).map_err(|e| Error::io(&self.path, e))
+        self.file
+            .write_all(line.as_bytes())
+            .map_err(|e| Error::io(&self.path, e))
     }
 
     /// Reads every record of a log file.
@@ -119,7 +136,8 @@ impl MetricsLog {
             .filter(|l| !l.trim().is_empty())
             .enumerate()
             .map(|(i, l)| {
-                serde_json::from_str(l).map_err(|e| Error::data(path, Some(i as u64 + 1), e.to_string()))
+                serde_json::from_str(l)
+                    .map_err(|e| Error::data(path, Some(i as u64 + 1), e.to_string()))
             })
             .collect()
     }

@@ -44,13 +44,27 @@ impl Dataset {
     pub fn read(path: &Path) -> Result<Self> {
         let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
         let text = std::str::from_utf8(&bytes).map_err(|e| {
-            Error::data(path, None, format!("not UTF-8 ({e}); training files are UTF-8 (embtune gen writes them so)"))
+            Error::data(
+                path,
+                None,
+                format!("not UTF-8 ({e}); training files are UTF-8 (embtune gen writes them so)"),
+            )
         })?;
         let text = text.strip_prefix('\u{feff}').unwrap_or(text);
-        let is_jsonl = path.extension().is_some_and(|e| e == "jsonl" || e == "json");
-        let (header, rows) = if is_jsonl { read_jsonl(path, text)? } else { read_csv(path, text)? };
+        let is_jsonl = path
+            .extension()
+            .is_some_and(|e| e == "jsonl" || e == "json");
+        let (header, rows) = if is_jsonl {
+            read_jsonl(path, text)?
+        } else {
+            read_csv(path, text)?
+        };
         if rows.is_empty() {
-            return Err(Error::data(path, None, "the file has no data rows; generate data with `embtune gen` first"));
+            return Err(Error::data(
+                path,
+                None,
+                "the file has no data rows; generate data with `embtune gen` first",
+            ));
         }
         let label_idx = header.iter().position(|h| is_label(h));
         let mut columns = Vec::new();
@@ -76,7 +90,13 @@ impl Dataset {
                 }
             }
         }
-        Ok(Dataset { path: path.to_path_buf(), columns, texts, label_column: label_idx.map(|i| header[i].clone()), labels })
+        Ok(Dataset {
+            path: path.to_path_buf(),
+            columns,
+            texts,
+            label_column: label_idx.map(|i| header[i].clone()),
+            labels,
+        })
     }
 
     /// Checks the columns against what `inputs` needs and reshapes the data for it:
@@ -100,7 +120,9 @@ impl Dataset {
         match inputs {
             LossInputs::SingleTextTwice => {
                 if self.columns.len() != 1 || self.labels.is_some() {
-                    return Err(mismatch("exactly one text column (e.g. `text`, an *_unsupervised file)"));
+                    return Err(mismatch(
+                        "exactly one text column (e.g. `text`, an *_unsupervised file)",
+                    ));
                 }
                 Ok(self)
             }
@@ -116,7 +138,10 @@ impl Dataset {
                 }
                 Ok(self)
             }
-            LossInputs::ScoredPairs { positive_label, negative_label } => {
+            LossInputs::ScoredPairs {
+                positive_label,
+                negative_label,
+            } => {
                 if self.labels.is_some() {
                     if self.columns.len() != 2 {
                         return Err(mismatch("two text columns and a label/score column"));
@@ -154,7 +179,10 @@ impl Dataset {
 }
 
 fn read_csv(path: &Path, text: &str) -> Result<(Vec<String>, Vec<(u64, Vec<String>)>)> {
-    let mut rdr = csv::ReaderBuilder::new().has_headers(true).flexible(false).from_reader(text.as_bytes());
+    let mut rdr = csv::ReaderBuilder::new()
+        .has_headers(true)
+        .flexible(false)
+        .from_reader(text.as_bytes());
     let header: Vec<String> = rdr
         .headers()
         .map_err(|e| Error::data(path, Some(1), format!("cannot read the header: {e}")))?
@@ -162,7 +190,11 @@ fn read_csv(path: &Path, text: &str) -> Result<(Vec<String>, Vec<(u64, Vec<Strin
         .map(|h| h.trim().to_string())
         .collect();
     if header.iter().all(String::is_empty) {
-        return Err(Error::data(path, None, "the file is empty; expected a header row and data rows"));
+        return Err(Error::data(
+            path,
+            None,
+            "the file is empty; expected a header row and data rows",
+        ));
     }
     let mut rows = Vec::new();
     for rec in rdr.records() {
@@ -190,7 +222,11 @@ fn read_jsonl(path: &Path, text: &str) -> Result<(Vec<String>, Vec<(u64, Vec<Str
         match &header {
             None => header = Some(keys),
             Some(h) if *h != keys => {
-                return Err(Error::data(path, Some(ln), format!("keys {keys:?} differ from the first line's {h:?}")))
+                return Err(Error::data(
+                    path,
+                    Some(ln),
+                    format!("keys {keys:?} differ from the first line's {h:?}"),
+                ))
             }
             _ => {}
         }
@@ -233,7 +269,10 @@ mod tests {
 
     #[test]
     fn reads_gen_csv_with_bom_and_jsonl() {
-        let (_d, p) = write("s.csv", "\u{feff}anchor,positive,hard_negative\na,b,c\nd,e,f\n");
+        let (_d, p) = write(
+            "s.csv",
+            "\u{feff}anchor,positive,hard_negative\na,b,c\nd,e,f\n",
+        );
         let ds = Dataset::read(&p).unwrap();
         assert_eq!(ds.columns, ["anchor", "positive", "hard_negative"]);
         assert_eq!(ds.texts[2], ["c", "f"]);
@@ -247,10 +286,19 @@ mod tests {
     fn checks_columns_against_the_loss() {
         let (_d, p) = write("s.csv", "text\nhello\n");
         let ds = Dataset::read(&p).unwrap();
-        let e = ds.prepare_for(&LossInputs::Texts { min: 2, max: None }, "mnrl").unwrap_err().to_string();
-        assert!(e.contains("loss 'mnrl' needs at least 2 text columns") && e.contains("columns: text"), "{e}");
+        let e = ds
+            .prepare_for(&LossInputs::Texts { min: 2, max: None }, "mnrl")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("loss 'mnrl' needs at least 2 text columns") && e.contains("columns: text"),
+            "{e}"
+        );
         let (_d, p) = write("s.csv", "anchor,positive\n");
-        assert!(Dataset::read(&p).unwrap_err().to_string().contains("no data rows"));
+        assert!(Dataset::read(&p)
+            .unwrap_err()
+            .to_string()
+            .contains("no data rows"));
     }
 
     #[test]
@@ -258,7 +306,13 @@ mod tests {
         let (_d, p) = write("t.csv", "anchor,positive,n1,n2\na,p,x,y\n");
         let ds = Dataset::read(&p)
             .unwrap()
-            .prepare_for(&LossInputs::ScoredPairs { positive_label: 0.95, negative_label: 0.05 }, "cosent")
+            .prepare_for(
+                &LossInputs::ScoredPairs {
+                    positive_label: 0.95,
+                    negative_label: 0.05,
+                },
+                "cosent",
+            )
             .unwrap();
         assert_eq!(ds.texts[0], ["a", "a", "a"]);
         assert_eq!(ds.texts[1], ["p", "x", "y"]);

@@ -194,7 +194,9 @@ pub fn train(
     observer: &mut dyn TrainObserver,
 ) -> Result<TrainSummary> {
     if cfg.batch_size == 0 || cfg.grad_accum == 0 || cfg.log_every == 0 {
-        return Err(Error::Invalid("--batch-size, --grad-accum and --log-every must be at least 1".into()));
+        return Err(Error::Invalid(
+            "--batch-size, --grad-accum and --log-every must be at least 1".into(),
+        ));
     }
     let loss = registry::build::<dyn ContrastiveLoss>(&cfg.loss, &cfg.loss_options)?;
     let inputs = loss.inputs();
@@ -261,9 +263,14 @@ pub fn train(
     let metrics_path = cfg.output.join("metrics.jsonl");
     let mut metrics_log = checkpoint::MetricsLog::open(&metrics_path, resume.is_some())?;
 
-    let evaluate = |enc: &SentenceEncoder| -> Result<Option<Metrics>> { suite.map(|s| s.run(enc)).transpose() };
+    let evaluate = |enc: &SentenceEncoder| -> Result<Option<Metrics>> {
+        suite.map(|s| s.run(enc)).transpose()
+    };
     let best_key = |m: &Metrics, suite: &EvalSuite| -> Option<f64> {
-        let key = cfg.best_metric.clone().unwrap_or_else(|| suite.main_metric().to_string());
+        let key = cfg
+            .best_metric
+            .clone()
+            .unwrap_or_else(|| suite.main_metric().to_string());
         m.get(&key).copied()
     };
     if let (Some(s), Some(k)) = (suite, &cfg.best_metric) {
@@ -273,7 +280,14 @@ pub fn train(
     let mut before = None;
     if resume.is_none() {
         if let Some(m) = evaluate(&encoder)? {
-            let log = StepLog { step: 0, loss: None, lr: 0.0, grad_norm: 0.0, examples_per_s: 0.0, eval: Some(m.clone()) };
+            let log = StepLog {
+                step: 0,
+                loss: None,
+                lr: 0.0,
+                grad_norm: 0.0,
+                examples_per_s: 0.0,
+                eval: Some(m.clone()),
+            };
             metrics_log.write(&log)?;
             observer.log(&log);
             before = Some(m);
@@ -294,21 +308,51 @@ pub fn train(
 
     while state.step < total_steps {
         opt.zero_grad();
-        let lr = linear_schedule(state.step as i64, warmup, total_steps as i64, cfg.optimizer.lr);
+        let lr = linear_schedule(
+            state.step as i64,
+            warmup,
+            total_steps as i64,
+            cfg.optimizer.lr,
+        );
         let mut step_loss = Tensor::zeros([], (Kind::Float, cfg.device));
         for micro in 0..cfg.grad_accum {
             let epoch = state.micro_batches / per_epoch;
             let in_epoch = state.micro_batches % per_epoch;
             let order = epoch_order(data.len(), cfg.seed, epoch as u64);
-            let rows = &order[in_epoch * cfg.batch_size..((in_epoch + 1) * cfg.batch_size).min(order.len())];
+            let rows = &order
+                [in_epoch * cfg.batch_size..((in_epoch + 1) * cfg.batch_size).min(order.len())];
             tch::manual_seed(step_seed(cfg.seed, state.step, micro));
             let l = if let Some(mb) = loss.mini_batch_size() {
-                cached_step(&encoder, loss.as_ref(), &data, rows, &inputs, &query_prompt, &doc_prompt, cfg, mb, state.step, micro)?
+                cached_step(
+                    &encoder,
+                    loss.as_ref(),
+                    &data,
+                    rows,
+                    &inputs,
+                    &query_prompt,
+                    &doc_prompt,
+                    cfg,
+                    mb,
+                    state.step,
+                    micro,
+                )?
             } else {
-                let embeddings = embed_columns(&encoder, &data, rows, &inputs, &query_prompt, &doc_prompt, true)?;
+                let embeddings = embed_columns(
+                    &encoder,
+                    &data,
+                    rows,
+                    &inputs,
+                    &query_prompt,
+                    &doc_prompt,
+                    true,
+                )?;
                 let mask = duplicate_mask(&data, rows, &inputs, cfg)?;
                 let labels = labels_tensor(&data, rows, cfg.device);
-                let l = loss.forward(&LossBatch { embeddings: &embeddings, labels: labels.as_ref(), duplicate_mask: mask.as_ref() })?;
+                let l = loss.forward(&LossBatch {
+                    embeddings: &embeddings,
+                    labels: labels.as_ref(),
+                    duplicate_mask: mask.as_ref(),
+                })?;
                 (&l / cfg.grad_accum as f64).f_backward()?;
                 l.detach()
             };
@@ -338,7 +382,8 @@ pub fn train(
                 return Err(non_finite(state.step, &cfg.output));
             }
         }
-        let do_eval = cfg.eval_every.is_some_and(|n| state.step % n == 0) && state.step < total_steps;
+        let do_eval =
+            cfg.eval_every.is_some_and(|n| state.step % n == 0) && state.step < total_steps;
         if do_log || do_eval {
             let side_clock = Instant::now();
             let elapsed = clock.elapsed().as_secs_f64().max(1e-9);
@@ -360,7 +405,10 @@ pub fn train(
                     if state.best.is_none_or(|b| v > b) {
                         state.best = Some(v);
                         checkpoint::save_model(&encoder, &cfg.output.join("best"), &opt)?;
-                        observer.message(&format!("step {}: new best {v:.4}, saved best/", state.step));
+                        observer.message(&format!(
+                            "step {}: new best {v:.4}, saved best/",
+                            state.step
+                        ));
                     }
                 }
             }
@@ -373,7 +421,10 @@ pub fn train(
         }
         if interrupted {
             let dir = checkpoint::save_checkpoint(&encoder, &opt, &state, &cfg.output)?;
-            return Err(Error::Interrupted { step: state.step, checkpoint: dir });
+            return Err(Error::Interrupted {
+                step: state.step,
+                checkpoint: dir,
+            });
         }
     }
 
@@ -426,7 +477,10 @@ fn non_finite(step: usize, output: &Path) -> Error {
 
 /// Seed of the torch generator for (step, micro-batch): dropout replays exactly on resume.
 pub fn step_seed(seed: u64, step: usize, micro: usize) -> i64 {
-    (seed.wrapping_mul(1_000_003).wrapping_add(step as u64 * 64 + micro as u64) & 0x7fff_ffff_ffff) as i64
+    (seed
+        .wrapping_mul(1_000_003)
+        .wrapping_add(step as u64 * 64 + micro as u64)
+        & 0x7fff_ffff_ffff) as i64
 }
 
 /// Texts of column `c` for `rows`.
@@ -436,7 +490,11 @@ fn column_texts<'d>(data: &'d Dataset, c: usize, rows: &[usize]) -> Vec<&'d str>
 
 /// Tokenizes `texts` with `prompt` prepended as the reference does (and its tokens
 /// excluded from pooling where the model says `include_prompt: false`).
-fn tokenize(enc: &SentenceEncoder, texts: &[&str], prompt: &str) -> Result<crate::encoder::TokenBatch> {
+fn tokenize(
+    enc: &SentenceEncoder,
+    texts: &[&str],
+    prompt: &str,
+) -> Result<crate::encoder::TokenBatch> {
     enc.tokenize_with_prompt(texts, Some(prompt))
 }
 
@@ -459,7 +517,11 @@ fn embed_columns(
         }
         _ => {
             for c in 0..data.columns.len() {
-                let batch = tokenize(enc, &column_texts(data, c, rows), if c == 0 { qp } else { dp })?;
+                let batch = tokenize(
+                    enc,
+                    &column_texts(data, c, rows),
+                    if c == 0 { qp } else { dp },
+                )?;
                 out.push(enc.forward(&batch, train)?);
             }
         }
@@ -474,16 +536,27 @@ fn labels_tensor(data: &Dataset, rows: &[usize], device: Device) -> Option<Tenso
     })
 }
 
-fn duplicate_mask(data: &Dataset, rows: &[usize], inputs: &LossInputs, cfg: &TrainConfig) -> Result<Option<Tensor>> {
+fn duplicate_mask(
+    data: &Dataset,
+    rows: &[usize],
+    inputs: &LossInputs,
+    cfg: &TrainConfig,
+) -> Result<Option<Tensor>> {
     if !cfg.dedupe || matches!(inputs, LossInputs::ScoredPairs { .. }) {
         return Ok(None);
     }
-    let mut cols: Vec<Vec<&str>> = data.texts.iter().map(|col| rows.iter().map(|&r| col[r].as_str()).collect()).collect();
+    let mut cols: Vec<Vec<&str>> = data
+        .texts
+        .iter()
+        .map(|col| rows.iter().map(|&r| col[r].as_str()).collect())
+        .collect();
     if matches!(inputs, LossInputs::SingleTextTwice) {
         cols.push(cols[0].clone());
     }
     let slices: Vec<&[&str]> = cols.iter().map(Vec::as_slice).collect();
-    Ok(Some(crate::loss::duplicate_mask(&slices)?.to_device(cfg.device)))
+    Ok(Some(
+        crate::loss::duplicate_mask(&slices)?.to_device(cfg.device),
+    ))
 }
 
 /// GradCache (Gao et al. 2021, as sentence-transformers'
@@ -515,7 +588,9 @@ fn cached_step(
             _ => (column_texts(data, c, rows), if c == 0 { qp } else { dp }),
         }
     };
-    let seed_of = |c: usize, chunk: usize| step_seed(cfg.seed, step, micro) ^ (((c as i64) << 20) + chunk as i64 + 1);
+    let seed_of = |c: usize, chunk: usize| {
+        step_seed(cfg.seed, step, micro) ^ (((c as i64) << 20) + chunk as i64 + 1)
+    };
     // Pass 1: embeddings without a graph.
     let mut detached = Vec::with_capacity(n_cols);
     for c in 0..n_cols {
@@ -523,14 +598,20 @@ fn cached_step(
         let mut parts = Vec::new();
         for (chunk, piece) in texts.chunks(mini).enumerate() {
             tch::manual_seed(seed_of(c, chunk));
-            let e = tch::no_grad(|| -> Result<Tensor> { enc.forward(&tokenize(enc, piece, prompt)?, true) })?;
+            let e = tch::no_grad(|| -> Result<Tensor> {
+                enc.forward(&tokenize(enc, piece, prompt)?, true)
+            })?;
             parts.push(e.to_kind(Kind::Float));
         }
         detached.push(Tensor::cat(&parts, 0).detach().set_requires_grad(true));
     }
     let mask = duplicate_mask(data, rows, inputs, cfg)?;
     let labels = labels_tensor(data, rows, cfg.device);
-    let l = loss.forward(&LossBatch { embeddings: &detached, labels: labels.as_ref(), duplicate_mask: mask.as_ref() })?;
+    let l = loss.forward(&LossBatch {
+        embeddings: &detached,
+        labels: labels.as_ref(),
+        duplicate_mask: mask.as_ref(),
+    })?;
     (&l / cfg.grad_accum as f64).f_backward()?;
     // Pass 2: re-embed with a graph, chain the cached gradients in.
     for (c, emb) in detached.iter().enumerate() {

@@ -33,7 +33,13 @@ pub struct AdamWConfig {
 
 impl Default for AdamWConfig {
     fn default() -> Self {
-        AdamWConfig { lr: 5e-5, beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.0 }
+        AdamWConfig {
+            lr: 5e-5,
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            weight_decay: 0.0,
+        }
     }
 }
 
@@ -41,7 +47,10 @@ impl Default for AdamWConfig {
 /// reference excludes `bias` and LayerNorm/RMSNorm weights by name).
 pub fn no_decay(name: &str) -> bool {
     let lower = name.to_ascii_lowercase();
-    lower.ends_with("bias") || lower.contains("layernorm") || lower.contains("layer_norm") || lower.contains("norm.")
+    lower.ends_with("bias")
+        || lower.contains("layernorm")
+        || lower.contains("layer_norm")
+        || lower.contains("norm.")
         || lower.ends_with("norm")
 }
 
@@ -64,7 +73,11 @@ pub struct FlatAdamW {
 impl FlatAdamW {
     /// Takes over `params` (name, trainable leaf tensor): their values move into one flat
     /// fp32 buffer on `device` and each tensor becomes a view of its slice.
-    pub fn new(mut params: Vec<(String, Tensor)>, config: AdamWConfig, device: Device) -> Result<Self> {
+    pub fn new(
+        mut params: Vec<(String, Tensor)>,
+        config: AdamWConfig,
+        device: Device,
+    ) -> Result<Self> {
         params.sort_by(|a, b| a.0.cmp(&b.0));
         let mut offsets = Vec::with_capacity(params.len());
         let mut total = 0i64;
@@ -80,11 +93,20 @@ impl FlatAdamW {
         let mut tensors = Vec::with_capacity(params.len());
         for ((name, mut p), &(off, n)) in params.into_iter().zip(&offsets) {
             let mut slice = flat.narrow(0, off, n);
-            tch::no_grad(|| slice.copy_(&p.detach().to_kind(Kind::Float).to_device(device).reshape([-1])));
+            tch::no_grad(|| {
+                slice.copy_(
+                    &p.detach()
+                        .to_kind(Kind::Float)
+                        .to_device(device)
+                        .reshape([-1]),
+                )
+            });
             let view = slice.view(p.size().as_slice());
             p.set_data(&view);
             if !no_decay(&name) {
-                mask_host[off as usize..(off + n) as usize].iter_mut().for_each(|m| *m = 1.0);
+                mask_host[off as usize..(off + n) as usize]
+                    .iter_mut()
+                    .for_each(|m| *m = 1.0);
             }
             names.push(name);
             tensors.push(p);
@@ -181,7 +203,11 @@ impl FlatAdamW {
     pub fn save(&self, path: &Path) -> Result<()> {
         let step = Tensor::from_slice(&[self.step]);
         Tensor::write_safetensors(
-            &[("exp_avg", &self.exp_avg), ("exp_avg_sq", &self.exp_avg_sq), ("step", &step)],
+            &[
+                ("exp_avg", &self.exp_avg),
+                ("exp_avg_sq", &self.exp_avg_sq),
+                ("step", &step),
+            ],
             path,
         )
         .map_err(|e| Error::io(path, e))
@@ -191,9 +217,17 @@ impl FlatAdamW {
     pub fn load(&mut self, path: &Path) -> Result<()> {
         let tensors = Tensor::read_safetensors(path).map_err(|e| Error::io(path, e))?;
         let get = |k: &str| {
-            tensors.iter().find(|(n, _)| n == k).map(|(_, t)| t.shallow_clone()).ok_or_else(|| {
-                Error::data(path, None, format!("optimizer state has no '{k}'; the checkpoint is incomplete"))
-            })
+            tensors
+                .iter()
+                .find(|(n, _)| n == k)
+                .map(|(_, t)| t.shallow_clone())
+                .ok_or_else(|| {
+                    Error::data(
+                        path,
+                        None,
+                        format!("optimizer state has no '{k}'; the checkpoint is incomplete"),
+                    )
+                })
         };
         let (m, v, s) = (get("exp_avg")?, get("exp_avg_sq")?, get("step")?);
         if m.numel() as i64 != self.numel() || v.numel() as i64 != self.numel() {

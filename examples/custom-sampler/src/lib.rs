@@ -39,7 +39,10 @@ pub struct LexicalOverlap {
 impl LexicalOverlap {
     /// A sampler with `config`.
     pub fn new(config: LexicalOverlapConfig) -> Self {
-        LexicalOverlap { config, ..Default::default() }
+        LexicalOverlap {
+            config,
+            ..Default::default()
+        }
     }
 }
 
@@ -67,11 +70,21 @@ impl NegativeSampler for LexicalOverlap {
         Ok(())
     }
 
-    fn sample(&self, pool: &CandidatePool<'_>, anchor: usize, k: usize, rng: &mut Rng, out: &mut Vec<usize>) -> Result<()> {
+    fn sample(
+        &self,
+        pool: &CandidatePool<'_>,
+        anchor: usize,
+        k: usize,
+        rng: &mut Rng,
+        out: &mut Vec<usize>,
+    ) -> Result<()> {
         let text = pool.anchors[anchor];
         let group = &self.groups[self.group_of[anchor]];
         let candidates: Vec<usize> = if group.len() > self.config.max_candidates {
-            sample(rng, group.len(), self.config.max_candidates).into_iter().map(|i| group[i]).collect()
+            sample(rng, group.len(), self.config.max_candidates)
+                .into_iter()
+                .map(|i| group[i])
+                .collect()
         } else {
             group.clone()
         };
@@ -134,8 +147,12 @@ mod tests {
 
     #[test]
     fn resolves_by_name_and_checks_options() {
-        assert!(testing::build::<dyn NegativeSampler>("lexical-overlap", &["max_candidates=8"]).is_ok());
-        let e = testing::build::<dyn NegativeSampler>("lexical-overlap", &["max_cands=8"]).err().unwrap();
+        assert!(
+            testing::build::<dyn NegativeSampler>("lexical-overlap", &["max_candidates=8"]).is_ok()
+        );
+        let e = testing::build::<dyn NegativeSampler>("lexical-overlap", &["max_cands=8"])
+            .err()
+            .unwrap();
         assert!(e.to_string().contains("max_candidates"), "{e}");
     }
 }
