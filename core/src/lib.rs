@@ -8,6 +8,7 @@ pub mod error;
 pub mod eval;
 pub mod gen;
 pub mod loss;
+pub mod mem;
 pub mod models;
 pub mod registry;
 pub mod sampler;

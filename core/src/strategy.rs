@@ -116,12 +116,27 @@ impl<'a> GenContext<'a> {
         k: usize,
         scratch: &mut Vec<usize>,
     ) -> Result<Vec<&'a str>> {
+        let mut out = Vec::with_capacity(k);
+        self.negatives_into(anchor, k, scratch, &mut out)?;
+        Ok(out)
+    }
+
+    /// Like [`GenContext::negatives`], into `out` (cleared first), so a strategy's
+    /// loop reuses one vector: the hot path of generation allocates nothing per row.
+    pub fn negatives_into(
+        &mut self,
+        anchor: usize,
+        k: usize,
+        scratch: &mut Vec<usize>,
+        out: &mut Vec<&'a str>,
+    ) -> Result<()> {
+        out.clear();
         scratch.clear();
         self.sampler
             .sample(self.pool, anchor, k, self.rng, scratch)?;
         scratch.truncate(k);
         if scratch.is_empty() {
-            return Ok(Vec::new());
+            return Ok(());
         }
         let distinct = scratch.len();
         while scratch.len() < k {
@@ -129,7 +144,47 @@ impl<'a> GenContext<'a> {
             scratch.push(pick);
             self.repeats += 1;
         }
-        Ok(scratch.iter().map(|&i| self.pool.anchors[i]).collect())
+        let anchors = &self.pool.anchors;
+        out.extend(scratch.iter().map(|&i| anchors[i]));
+        Ok(())
+    }
+
+    /// `times` calls of [`GenContext::negatives`] for the same anchor in one go, with the
+    /// same draws in the same order: call `j`'s texts are `out[ends[j - 1]..ends[j]]`
+    /// (`ends[-1]` = 0; an empty range = no candidate). The samplers' draws all happen
+    /// first and the texts are looked up after, so the memory reads of the `times` calls
+    /// overlap instead of waiting on each other (on large tables each lookup is a cache
+    /// miss).
+    pub fn negatives_batch(
+        &mut self,
+        anchor: usize,
+        k: usize,
+        times: usize,
+        scratch: &mut Vec<usize>,
+        ends: &mut Vec<usize>,
+        out: &mut Vec<&'a str>,
+    ) -> Result<()> {
+        scratch.clear();
+        ends.clear();
+        out.clear();
+        for _ in 0..times {
+            let start = scratch.len();
+            self.sampler
+                .sample(self.pool, anchor, k, self.rng, scratch)?;
+            scratch.truncate(start + k);
+            let distinct = scratch.len() - start;
+            if distinct > 0 {
+                while scratch.len() < start + k {
+                    let pick = scratch[start + rand::Rng::gen_range(self.rng, 0..distinct)];
+                    scratch.push(pick);
+                    self.repeats += 1;
+                }
+            }
+            ends.push(scratch.len());
+        }
+        let anchors = &self.pool.anchors;
+        out.extend(scratch.iter().map(|&i| anchors[i]));
+        Ok(())
     }
 
     /// The original's unsupervised template for table row `row`: for each column of

@@ -5,7 +5,8 @@
 #[derive(Debug, Clone, Default)]
 pub struct Table {
     headers: Vec<String>,
-    buf: String,
+    /// Every cell's text; shared (never copied) with the threads that write output files.
+    buf: std::sync::Arc<String>,
     /// Row-major `(start, end)` byte offsets into `buf`.
     spans: Vec<(u32, u32)>,
 }
@@ -15,7 +16,7 @@ impl Table {
     pub fn new(headers: Vec<String>) -> Self {
         Table {
             headers,
-            buf: String::new(),
+            buf: Default::default(),
             spans: Vec::new(),
         }
     }
@@ -36,11 +37,12 @@ impl Table {
 
     /// Appends one row; each cell is trimmed once here.
     pub fn push_row<'c>(&mut self, cells: impl IntoIterator<Item = &'c str>) {
+        let buf = std::sync::Arc::make_mut(&mut self.buf);
         for c in cells {
             let c = c.trim();
-            let start = self.buf.len() as u32;
-            self.buf.push_str(c);
-            self.spans.push((start, self.buf.len() as u32));
+            let start = buf.len() as u32;
+            buf.push_str(c);
+            self.spans.push((start, buf.len() as u32));
         }
     }
 
@@ -78,6 +80,54 @@ impl Table {
     pub fn text_bytes(&self) -> usize {
         self.buf.len()
     }
+
+    /// A table of the given rows (in that order) with the same columns, its cells copied
+    /// into one new buffer.
+    pub fn select_rows(&self, rows: &[usize]) -> Table {
+        let w = self.headers.len();
+        let bytes: usize = rows
+            .iter()
+            .flat_map(|&r| &self.spans[r * w..(r + 1) * w])
+            .map(|&(s, e)| (e - s) as usize)
+            .sum();
+        let mut buf = String::with_capacity(bytes);
+        let mut spans = Vec::with_capacity(rows.len() * w);
+        let row_bytes = |r: usize| {
+            let (s, _) = self.spans[r * w];
+            let (_, e) = self.spans[r * w + w - 1];
+            (s as usize, e.saturating_sub(s) as usize)
+        };
+        for (j, &r) in rows.iter().enumerate() {
+            // The rows are scattered: prefetch the spans 16 rows ahead and the text 8 ahead
+            // (a row's cells are adjacent in the buffer).
+            if w > 0 {
+                if let Some(&ahead) = rows.get(j + 16) {
+                    let sp = &self.spans[ahead * w..(ahead + 1) * w];
+                    crate::mem::prefetch(sp.as_ptr() as *const u8, std::mem::size_of_val(sp));
+                }
+                if let Some(&ahead) = rows.get(j + 8) {
+                    let (s, len) = row_bytes(ahead);
+                    crate::mem::prefetch(self.buf.as_ptr().wrapping_add(s), len);
+                }
+            }
+            for &(s, e) in &self.spans[r * w..(r + 1) * w] {
+                let start = buf.len() as u32;
+                buf.push_str(&self.buf[s as usize..e as usize]);
+                spans.push((start, buf.len() as u32));
+            }
+        }
+        Table {
+            headers: self.headers.clone(),
+            buf: std::sync::Arc::new(buf),
+            spans,
+        }
+    }
+
+    /// The buffer every cell borrows from (cells are slices of it). Output writers keep a
+    /// handle so rows made of cells travel to their thread as offsets, not copies.
+    pub fn shared_text(&self) -> std::sync::Arc<String> {
+        self.buf.clone()
+    }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -99,15 +149,15 @@ impl Table {
     /// suggests `--encoding cp949`), an empty file, or a header without data rows.
     pub fn read_csv(path: impl AsRef<Path>, encoding: &str) -> Result<Table> {
         let path = path.as_ref();
-        let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+        let bytes = read_file(path).map_err(|e| Error::io(path, e))?;
         Table::from_csv_bytes(bytes, encoding, path)
     }
 
     /// Like [`Table::read_csv`] on bytes already in memory; `path` only names the source in
     /// errors.
     pub fn from_csv_bytes(bytes: Vec<u8>, encoding: &str, path: &Path) -> Result<Table> {
-        let text = decode(bytes, encoding, path)?;
-        parse_csv(&text, path)
+        let (text, start) = decode(bytes, encoding, path)?;
+        parse_csv(text, start, path)
     }
 
     /// Checks that every column in `names` exists; otherwise one error listing all the
@@ -141,19 +191,74 @@ impl Table {
                 .join(", "),
         })
     }
+}
 
-    /// Appends one cell of the row being built (trimmed here); the caller keeps rows whole.
-    fn push_cell(&mut self, cell: &str) -> std::result::Result<(), String> {
-        let c = cell.trim();
-        let start = self.buf.len();
-        self.buf.push_str(c);
-        let end = self.buf.len();
-        if end > u32::MAX as usize {
-            return Err("the table holds more than 4 GiB of text; split the input file".into());
-        }
-        self.spans.push((start as u32, end as u32));
-        Ok(())
+/// `s.trim()` (Unicode White_Space at both ends), answering from the first and last byte
+/// when they cannot belong to a white-space character (almost every cell), and asking
+/// `trim` otherwise.
+#[inline]
+fn trim_cell(s: &str) -> &str {
+    let b = s.as_bytes();
+    let (Some(&first), Some(&last)) = (b.first(), b.last()) else {
+        return s;
+    };
+    // Leading: ASCII white space, or the lead byte of U+0085/U+00A0 (C2), U+1680 (E1),
+    // U+2000-U+205F (E2), U+3000 (E3).
+    let lead = matches!(first, 9..=13 | 32 | 0xC2 | 0xE1 | 0xE2 | 0xE3);
+    // Trailing: ASCII white space, or the last byte of a multi-byte white-space character:
+    // 85, A0 (U+0085, U+00A0), 80-8A (U+1680, U+2000-U+200A, U+3000), A8, A9, AF (U+2028,
+    // U+2029, U+202F), 9F (U+205F).
+    let tail = matches!(last, 9..=13 | 32 | 0x80..=0x8A | 0x9F | 0xA0 | 0xA8 | 0xA9 | 0xAF);
+    if lead || tail {
+        s.trim()
+    } else {
+        s
     }
+}
+
+/// The index of the first `,`, `\n` or `\r` at or after `i` in `b` (or `b.len()`). Fields
+/// are short, so an inline 16-byte scan beats a call per field.
+#[inline]
+fn find_separator(b: &[u8], mut i: usize) -> usize {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::*;
+        // SAFETY: SSE2 is part of x86_64; every load reads 16 bytes inside `b`
+        // (`i + 16 <= b.len()`), unaligned.
+        unsafe {
+            let comma = _mm_set1_epi8(b',' as i8);
+            let lf = _mm_set1_epi8(b'\n' as i8);
+            let cr = _mm_set1_epi8(b'\r' as i8);
+            while i + 16 <= b.len() {
+                let v = _mm_loadu_si128(b.as_ptr().add(i) as *const __m128i);
+                let m = _mm_or_si128(
+                    _mm_cmpeq_epi8(v, comma),
+                    _mm_or_si128(_mm_cmpeq_epi8(v, lf), _mm_cmpeq_epi8(v, cr)),
+                );
+                let mask = _mm_movemask_epi8(m) as u32;
+                if mask != 0 {
+                    return i + mask.trailing_zeros() as usize;
+                }
+                i += 16;
+            }
+        }
+    }
+    while i < b.len() && !matches!(b[i], b',' | b'\n' | b'\r') {
+        i += 1;
+    }
+    i
+}
+
+/// Reads a whole file into a vector sized from its metadata and backed by huge pages
+/// where the system offers them ([`crate::mem::advise_huge`]).
+fn read_file(path: &Path) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    let mut f = std::fs::File::open(path)?;
+    let len = f.metadata().map(|m| m.len() as usize).unwrap_or(0);
+    let mut bytes = Vec::with_capacity(len + 1);
+    crate::mem::advise_huge(&mut bytes);
+    f.read_to_end(&mut bytes)?;
+    Ok(bytes)
 }
 
 /// The encoding for a WHATWG label, or for a Python codec name that users pass out of habit
@@ -179,7 +284,10 @@ pub fn encoding_for(label: &str) -> Option<&'static encoding_rs::Encoding> {
 }
 
 /// Decodes `bytes` with the encoding labelled `label`, without replacement characters.
-fn decode(bytes: Vec<u8>, label: &str, path: &Path) -> Result<String> {
+///
+/// Returns the text and where the data starts in it (after a UTF-8 byte-order mark, which
+/// stays in place rather than shifting the whole buffer).
+fn decode(bytes: Vec<u8>, label: &str, path: &Path) -> Result<(String, usize)> {
     let encoding = encoding_for(label).ok_or_else(|| {
         Error::Invalid(format!(
             "unknown --encoding '{label}'; use a WHATWG label such as utf-8, cp949, euc-kr, shift_jis, gbk, windows-1252, utf-16le"
@@ -190,15 +298,15 @@ fn decode(bytes: Vec<u8>, label: &str, path: &Path) -> Result<String> {
         None => (encoding, 0),
     };
     if encoding == encoding_rs::UTF_8 {
-        let mut bytes = bytes;
-        bytes.drain(..bom);
         // SIMD validation first (several times faster than std's on non-ASCII text); std's
-        // check runs only to locate the error.
+        // check runs only to locate the error. The UTF-8 BOM is itself valid UTF-8.
         if simdutf8::basic::from_utf8(&bytes).is_ok() {
             // SAFETY: validated as UTF-8 just above.
-            return Ok(unsafe { String::from_utf8_unchecked(bytes) });
+            return Ok((unsafe { String::from_utf8_unchecked(bytes) }, bom));
         }
-        return String::from_utf8(bytes).map_err(|e| {
+        let mut bytes = bytes;
+        bytes.drain(..bom);
+        return String::from_utf8(bytes).map(|t| (t, 0)).map_err(|e| {
             let at = e.utf8_error().valid_up_to();
             let line = 1 + e.as_bytes()[..at].iter().filter(|&&b| b == b'\n').count() as u64;
             Error::data(
@@ -219,7 +327,7 @@ fn decode(bytes: Vec<u8>, label: &str, path: &Path) -> Result<String> {
     let mut out = String::with_capacity(cap);
     let (result, read) = decoder.decode_to_string_without_replacement(src, &mut out, true);
     match result {
-        encoding_rs::DecoderResult::InputEmpty => Ok(out),
+        encoding_rs::DecoderResult::InputEmpty => Ok((out, 0)),
         encoding_rs::DecoderResult::Malformed(..) => {
             let line = 1 + out.bytes().filter(|&b| b == b'\n').count() as u64;
             Err(Error::data(
@@ -243,14 +351,26 @@ fn decode(bytes: Vec<u8>, label: &str, path: &Path) -> Result<String> {
 /// RFC 4180 CSV with a header row: `,` separates, `"` quotes (doubled inside quotes),
 /// records end at `\n`, `\r\n` or `\r`. A quote inside an unquoted field is literal (as in
 /// pandas); a quoted field must end with a quote followed by `,`, a line end or the end.
-fn parse_csv(text: &str, path: &Path) -> Result<Table> {
+///
+/// The table keeps `text` as its cell buffer: a cell is a span of the input (trimmed by
+/// moving its ends), so no cell is copied. Only quoted cells with doubled quotes, whose
+/// text differs from the input, are copied to the end of the buffer.
+fn parse_csv(text: String, start: usize, path: &Path) -> Result<Table> {
+    const TOO_BIG: &str = "the table holds more than 4 GiB of text; split the input file";
+    if text.len() > u32::MAX as usize {
+        return Err(Error::data(path, None, TOO_BIG.to_string()));
+    }
     let b = text.as_bytes();
     let n = b.len();
-    let mut i = 0usize;
+    let mut i = start;
     let mut line: u64 = 1;
     let mut scratch = String::new();
     let mut fields: Vec<(usize, usize, bool)> = Vec::new(); // (start, end, quoted-with-escapes)
     let mut table = Table::default();
+    // Cells with undoubled quotes, and the indices of their spans (offsets into `extra`).
+    let mut extra = String::new();
+    let mut in_extra: Vec<usize> = Vec::new();
+    let mut spans: Vec<(u32, u32)> = Vec::new();
     let mut width = 0usize;
     let mut header_seen = false;
     let data_err = |line: u64, msg: String| Error::data(path, Some(line), msg);
@@ -275,6 +395,8 @@ fn parse_csv(text: &str, path: &Path) -> Result<Table> {
                 let open_line = line;
                 i += 1;
                 let s0 = scratch.len();
+                let content = i;
+                let mut escaped = false;
                 loop {
                     let Some(off) = memchr::memchr2(b'"', b'\n', &b[i..]) else {
                         return Err(data_err(
@@ -293,12 +415,14 @@ fn parse_csv(text: &str, path: &Path) -> Result<Table> {
                     // b[i] == '"'
                     if i + 1 < n && b[i + 1] == b'"' {
                         scratch.push('"');
+                        escaped = true;
                         i += 2;
                         continue;
                     }
                     i += 1;
                     break;
                 }
+                let close = i - 1;
                 // Allow spaces/tabs after the closing quote, then a separator.
                 while i < n && (b[i] == b' ' || b[i] == b'\t') {
                     i += 1;
@@ -312,10 +436,15 @@ fn parse_csv(text: &str, path: &Path) -> Result<Table> {
                         ),
                     ));
                 }
-                fields.push((s0, scratch.len(), true));
+                if escaped {
+                    fields.push((s0, scratch.len(), true));
+                } else {
+                    // The content is the input between the quotes, as it stands.
+                    fields.push((content, close, false));
+                }
             } else {
                 let start = i;
-                i = memchr::memchr3(b',', b'\n', b'\r', &b[i..]).map_or(n, |off| i + off);
+                i = find_separator(b, i);
                 fields.push((start, i, false));
             }
             // Separator or record end.
@@ -367,9 +496,17 @@ fn parse_csv(text: &str, path: &Path) -> Result<Table> {
             ));
         }
         for f in &fields {
-            table
-                .push_cell(cell(f))
-                .map_err(|m| data_err(record_line, m))?;
+            let c = cell(f);
+            let t = trim_cell(c);
+            if f.2 {
+                let off = extra.len();
+                extra.push_str(t);
+                in_extra.push(spans.len());
+                spans.push((off as u32, (off + t.len()) as u32));
+            } else {
+                let s = f.0 + (t.as_ptr() as usize - c.as_ptr() as usize);
+                spans.push((s as u32, (s + t.len()) as u32));
+            }
         }
     }
     if !header_seen {
@@ -379,6 +516,20 @@ fn parse_csv(text: &str, path: &Path) -> Result<Table> {
             "empty file: expected a header row and data rows",
         ));
     }
+    let mut text = text;
+    if !extra.is_empty() {
+        let base = text.len();
+        if base + extra.len() > u32::MAX as usize {
+            return Err(Error::data(path, None, TOO_BIG.to_string()));
+        }
+        text.push_str(&extra);
+        for &k in &in_extra {
+            spans[k].0 += base as u32;
+            spans[k].1 += base as u32;
+        }
+    }
+    table.buf = std::sync::Arc::new(text);
+    table.spans = spans;
     if table.spans.is_empty() {
         return Err(Error::data(
             path,
@@ -392,6 +543,57 @@ fn parse_csv(text: &str, path: &Path) -> Result<Table> {
 #[cfg(test)]
 mod ingest_tests {
     use super::*;
+
+    #[test]
+    fn fast_trim_equals_trim() {
+        let ws: Vec<char> = (0u32..0x3001)
+            .filter_map(char::from_u32)
+            .filter(|c| c.is_whitespace())
+            .collect();
+        assert_eq!(ws.len(), 25, "Unicode White_Space changed: {ws:?}");
+        let cores = [
+            "",
+            "a",
+            "한글",
+            "x y",
+            "\u{1680}z",
+            "é",
+            "가\u{3000}나",
+            "\u{ac00}",
+        ];
+        for core in cores {
+            for pre in ws.iter().map(|c| c.to_string()).chain([String::new()]) {
+                for post in ws.iter().map(|c| c.to_string()).chain([String::new()]) {
+                    let s = format!("{pre}{core}{post}");
+                    assert_eq!(trim_cell(&s), s.trim(), "{s:?}");
+                }
+            }
+        }
+        // Every character alone and between letters.
+        for c in (0u32..0x11000).filter_map(char::from_u32) {
+            for s in [
+                c.to_string(),
+                format!("a{c}"),
+                format!("{c}a"),
+                format!("{c}{c}"),
+            ] {
+                assert_eq!(trim_cell(&s), s.trim(), "{s:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn separator_scan_equals_byte_scan() {
+        let text =
+            "abc,def\n0123456789abcdef0123456789,\r한국어 텍스트가 길게 이어지는 셀입니다 끝";
+        let b = text.as_bytes();
+        for i in 0..=b.len() {
+            let want = (i..b.len())
+                .find(|&j| matches!(b[j], b',' | b'\n' | b'\r'))
+                .unwrap_or(b.len());
+            assert_eq!(find_separator(b, i), want, "from {i}");
+        }
+    }
 
     fn parse(s: &str) -> Result<Table> {
         Table::from_csv_bytes(s.as_bytes().to_vec(), "utf-8", Path::new("t.csv"))

@@ -46,25 +46,35 @@ pub fn generate_rows(ctx: &mut GenContext<'_>, sink: &mut dyn ExampleSink) -> Re
         .collect();
     let k = ctx.spec.num_negatives;
     let mut text = String::new();
-    let mut scratch = Vec::with_capacity(k);
+    let mut scratch = Vec::new();
+    let mut ends = Vec::new();
+    let mut negs: Vec<&str> = Vec::new();
+    let mut positives: Vec<&str> = Vec::with_capacity(cols.len());
     let mut fields: Vec<&str> = Vec::with_capacity(2 + k);
     for (i, &row) in ctx.rows.iter().enumerate() {
         let anchor = ctx.pool.anchors[i];
         ctx.unsupervised_text_into(row, &mut text);
         sink.unsupervised(anchor, &text)?;
+        positives.clear();
         for c in cols.iter().flatten() {
             let positive = table.cell(row, *c);
-            if positive.is_empty() || positive == anchor {
-                continue;
+            if !positive.is_empty() && positive != anchor {
+                positives.push(positive);
             }
-            let negs = ctx.negatives(i, k, &mut scratch)?;
-            if negs.is_empty() {
+        }
+        // One batch per row: the same draws, in order, as one call per positive.
+        ctx.negatives_batch(i, k, positives.len(), &mut scratch, &mut ends, &mut negs)?;
+        let mut start = 0;
+        for (positive, &end) in positives.iter().zip(&ends) {
+            let row_negs = &negs[start..end];
+            start = end;
+            if row_negs.is_empty() {
                 continue;
             }
             fields.clear();
             fields.push(anchor);
             fields.push(positive);
-            fields.extend(negs);
+            fields.extend_from_slice(row_negs);
             sink.supervised(&fields)?;
         }
     }

@@ -67,6 +67,7 @@ impl PairStrategy for FusionMultineg {
         let mut text = String::new();
         let mut positive = String::new();
         let mut scratch = Vec::with_capacity(k);
+        let mut negs: Vec<&str> = Vec::with_capacity(k);
         for (i, &row) in ctx.rows.iter().enumerate() {
             let anchor = ctx.pool.anchors[i];
             ctx.unsupervised_text_into(row, &mut text);
@@ -75,14 +76,14 @@ impl PairStrategy for FusionMultineg {
             if positive.is_empty() {
                 continue;
             }
-            let negs = ctx.negatives(i, k, &mut scratch)?;
+            ctx.negatives_into(i, k, &mut scratch, &mut negs)?;
             if negs.is_empty() {
                 continue;
             }
             let mut fields: Vec<&str> = Vec::with_capacity(2 + k);
             fields.push(anchor);
             fields.push(&positive);
-            fields.extend(negs);
+            fields.extend_from_slice(&negs);
             sink.supervised(&fields)?;
         }
         Ok(())

@@ -77,45 +77,115 @@ pub type FxHashSet<K> = HashSet<K, BuildHasherDefault<FxHasher>>;
 pub struct DistinctGroups {
     /// Per pool entry: (group id, index of its text among the group's distinct texts).
     slot: Vec<(u32, u32)>,
-    /// Per group: the pool index of the first entry carrying each distinct text.
-    members: Vec<Vec<u32>>,
+    /// Group `g`'s members are `members[offsets[g]..offsets[g + 1]]`: the pool index of the
+    /// first entry carrying each distinct text, in first-appearance order. One flat array
+    /// (not a vector per group), so a draw touches one place in memory.
+    offsets: Vec<u32>,
+    members: Vec<u32>,
 }
 
 impl DistinctGroups {
     /// Groups `pool` by `key(i)` (e.g. `|i| pool.categories[i]`).
+    ///
+    /// Three passes, each reading memory in order or with independent accesses: group ids
+    /// and a 64-bit hash of every text (pool order); a stable counting sort of the entries
+    /// by group; then each group's distinct texts in first-appearance order, found by hash
+    /// in a map the size of the group (texts are compared whenever hashes match, so a
+    /// collision never merges two texts).
     pub fn build<'a>(pool: &CandidatePool<'a>, key: impl Fn(usize) -> &'a str) -> Self {
         let n = pool.len();
+        assert!(n < u32::MAX as usize, "a part of more than 4 billion rows");
         let mut group_of: FxHashMap<&'a str, u32> = FxHashMap::default();
-        let mut text_of: FxHashMap<(u32, &'a str), u32> = FxHashMap::default();
-        text_of.reserve(n);
-        let mut members: Vec<Vec<u32>> = Vec::new();
-        let mut slot = Vec::with_capacity(n);
+        let mut sizes: Vec<u32> = Vec::new();
+        let mut gid: Vec<u32> = Vec::with_capacity(n);
+        let mut hash: Vec<u64> = Vec::with_capacity(n);
+        crate::mem::advise_huge(&mut hash);
         for i in 0..n {
-            let next = members.len() as u32;
+            let next = sizes.len() as u32;
             let g = *group_of.entry(key(i)).or_insert(next);
             if g == next {
-                members.push(Vec::new());
+                sizes.push(0);
             }
-            let m = &mut members[g as usize];
-            let local = *text_of
-                .entry((g, pool.anchors[i]))
-                .or_insert(m.len() as u32);
-            if local as usize == m.len() {
-                m.push(i as u32);
-            }
-            slot.push((g, local));
+            sizes[g as usize] += 1;
+            gid.push(g);
+            let mut h = FxHasher::default();
+            h.write(pool.anchors[i].as_bytes());
+            hash.push(h.finish());
         }
-        DistinctGroups { slot, members }
+        let mut start = Vec::with_capacity(sizes.len() + 1);
+        let mut at = 0u32;
+        start.push(0);
+        for s in &sizes {
+            at += s;
+            start.push(at);
+        }
+        let mut fill = start.clone();
+        let mut order = vec![0u32; n];
+        for (i, &g) in gid.iter().enumerate() {
+            order[fill[g as usize] as usize] = i as u32;
+            fill[g as usize] += 1;
+        }
+        drop(gid);
+        let mut slot: Vec<(u32, u32)> = Vec::with_capacity(n);
+        crate::mem::advise_huge(&mut slot);
+        slot.resize(n, (0, 0));
+        let mut offsets = Vec::with_capacity(sizes.len() + 1);
+        offsets.push(0u32);
+        let mut members: Vec<u32> = Vec::new();
+        for g in 0..sizes.len() {
+            let entries = &order[start[g] as usize..start[g + 1] as usize];
+            let base = members.len();
+            let mut seen: FxHashMap<u64, u32> = FxHashMap::default();
+            seen.reserve(entries.len());
+            for &i in entries {
+                let text = pool.anchors[i as usize];
+                let fresh = (members.len() - base) as u32;
+                let local = match seen.entry(hash[i as usize]) {
+                    std::collections::hash_map::Entry::Vacant(e) => {
+                        e.insert(fresh);
+                        fresh
+                    }
+                    std::collections::hash_map::Entry::Occupied(e) => {
+                        let l = *e.get();
+                        if pool.anchors[members[base + l as usize] as usize] == text {
+                            l
+                        } else {
+                            // A hash collision: look among the group's texts so far.
+                            members[base..]
+                                .iter()
+                                .position(|&m| pool.anchors[m as usize] == text)
+                                .map_or(fresh, |p| p as u32)
+                        }
+                    }
+                };
+                if local == fresh {
+                    members.push(i);
+                }
+                slot[i as usize] = (g as u32, local);
+            }
+            offsets.push(members.len() as u32);
+        }
+        DistinctGroups {
+            slot,
+            offsets,
+            members,
+        }
     }
 
     /// Number of groups.
     pub fn n_groups(&self) -> usize {
-        self.members.len()
+        self.offsets.len().saturating_sub(1)
+    }
+
+    /// The members of group `g` (pool indices, one per distinct text).
+    fn group(&self, g: u32) -> &[u32] {
+        let g = g as usize;
+        &self.members[self.offsets[g] as usize..self.offsets[g + 1] as usize]
     }
 
     /// Distinct texts in the group of pool entry `i` other than its own text.
     pub fn others(&self, i: usize) -> usize {
-        self.members[self.slot[i].0 as usize].len() - 1
+        self.group(self.slot[i].0).len() - 1
     }
 
     /// Pushes onto `out` up to `k` pool indices from `anchor`'s group whose texts are
@@ -123,7 +193,7 @@ impl DistinctGroups {
     /// subset of size `min(k, others)`, in random order).
     pub fn sample_others(&self, anchor: usize, k: usize, rng: &mut Rng, out: &mut Vec<usize>) {
         let (g, own) = self.slot[anchor];
-        let m = &self.members[g as usize];
+        let m = self.group(g);
         let n = m.len() - 1; // candidates: every distinct text but the anchor's own
         let take = k.min(n);
         if take == 0 {
@@ -182,7 +252,8 @@ mod tests {
         let pool = testing::pool(&t, "d", "c");
         let g = DistinctGroups::build(&pool, |i| pool.categories[i]);
         assert_eq!(g.n_groups(), 2);
-        assert_eq!(g.members, vec![vec![0, 1, 5], vec![3]]);
+        assert_eq!(g.group(0), &[0, 1, 5]);
+        assert_eq!(g.group(1), &[3]);
         assert_eq!(g.slot[2], (0, 0));
         assert_eq!(g.others(0), 2);
         assert_eq!(g.others(3), 0);

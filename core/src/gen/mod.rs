@@ -259,7 +259,9 @@ pub fn generate(req: &GenRequest, progress: &mut dyn FnMut(GenProgress)) -> Resu
         }
     }
 
+    let trace = Trace::from_env();
     let table = Table::read_csv(&req.data, &req.encoding)?;
+    trace.mark("read and parse");
     let mut needed: Vec<&str> = vec![&spec.desc, &spec.category];
     needed.extend(spec.positives.iter().map(String::as_str));
     needed.extend(spec.domain.as_deref());
@@ -294,18 +296,34 @@ pub fn generate(req: &GenRequest, progress: &mut dyn FnMut(GenProgress)) -> Resu
     };
     let mut rng = crate::seeded_rng(req.seed);
     let mut done_rows = 0u64;
+    // Files whose writer threads are still finishing (waited for before the commit).
+    let mut closing = Vec::new();
     let ext = req.format.extension();
     let prefix_eval = spec.domain.is_some();
 
     for (p, rows_all) in part_rows.iter().enumerate() {
         let part = &part_names[p];
         let stem = &stems[p];
+        // A domain's rows are scattered over the table: gather them into a table of their
+        // own first (one pass), so everything after reads memory in order.
+        let gathered;
+        let whole: Vec<usize>;
+        let (table, rows_all): (&Table, &[usize]) = if spec.domain.is_some() {
+            gathered = table.select_rows(rows_all);
+            whole = (0..rows_all.len()).collect();
+            (&gathered, &whole)
+        } else {
+            (&table, rows_all)
+        };
         // The part's pool: rows with a non-empty anchor, in table order.
         let mut rows = Vec::with_capacity(rows_all.len());
         let mut pool = CandidatePool {
             anchors: Vec::with_capacity(rows_all.len()),
             categories: Vec::with_capacity(rows_all.len()),
         };
+        // Samplers read the pool at random places: huge pages where offered.
+        crate::mem::advise_huge(&mut pool.anchors);
+        crate::mem::advise_huge(&mut pool.categories);
         for &r in rows_all {
             let a = table.cell(r, desc_c);
             if !a.is_empty() {
@@ -314,7 +332,9 @@ pub fn generate(req: &GenRequest, progress: &mut dyn FnMut(GenProgress)) -> Resu
                 pool.categories.push(table.cell(r, cat_c));
             }
         }
+        trace.mark("pool");
         sampler.prepare(&pool)?;
+        trace.mark("sampler prepare");
 
         // Files of this part.
         let (unsup_path, sup_path, eval_base): (
@@ -357,11 +377,12 @@ pub fn generate(req: &GenRequest, progress: &mut dyn FnMut(GenProgress)) -> Resu
          -> Result<Option<RowWriter>> {
             match path {
                 None => Ok(None),
-                Some(p) => Ok(Some(RowWriter::new(
+                Some(p) => Ok(Some(RowWriter::with_table(
                     staging.create(p)?,
                     p,
                     req.format,
                     header.to_vec(),
+                    table,
                 )?)),
             }
         };
@@ -393,8 +414,9 @@ pub fn generate(req: &GenRequest, progress: &mut dyn FnMut(GenProgress)) -> Resu
             total_rows,
             progress,
         };
-        let mut ctx = GenContext::new(&table, &rows, &pool, &spec, &*sampler, &mut rng);
+        let mut ctx = GenContext::new(table, &rows, &pool, &spec, &*sampler, &mut rng);
         strategy.generate(&mut ctx, &mut sink)?;
+        trace.mark("generate");
         let repeats = ctx.repeats;
         let PartSink {
             unsup,
@@ -413,9 +435,10 @@ pub fn generate(req: &GenRequest, progress: &mut dyn FnMut(GenProgress)) -> Resu
                     rows: w.rows(),
                     columns: w.header().to_vec(),
                 });
-                w.finish()?;
+                closing.push(w.close()?);
             }
         }
+        trace.mark("close files");
         if let (Some(split), Some((dir, pre))) = (split, eval_base) {
             part_report.eval_anchors = split.n_held() as u64;
             for f in split.write(&mut staging, &dir, &pre)? {
@@ -438,6 +461,11 @@ pub fn generate(req: &GenRequest, progress: &mut dyn FnMut(GenProgress)) -> Resu
         });
         report.parts.push(part_report);
     }
+
+    for c in closing {
+        c.wait()?;
+    }
+    trace.mark("finish files");
 
     let manifest_path = match &req.output {
         Output::Preview => None,
@@ -488,6 +516,28 @@ struct Manifest<'a> {
     eval_ratio: f64,
     #[serde(flatten)]
     report: &'a GenReport,
+}
+
+/// Phase times on standard error when `EMBTUNE_TRACE` is set (for profiling `gen`).
+struct Trace {
+    last: std::cell::Cell<Option<std::time::Instant>>,
+}
+
+impl Trace {
+    fn from_env() -> Self {
+        let on = std::env::var_os("EMBTUNE_TRACE").is_some();
+        Trace {
+            last: std::cell::Cell::new(on.then(std::time::Instant::now)),
+        }
+    }
+
+    fn mark(&self, what: &str) {
+        if let Some(t) = self.last.get() {
+            let now = std::time::Instant::now();
+            eprintln!("trace: {what}: {:.1} ms", (now - t).as_secs_f64() * 1e3);
+            self.last.set(Some(now));
+        }
+    }
 }
 
 /// The part names and the table rows of each part, in first-appearance order.

@@ -113,22 +113,245 @@ impl Drop for Staging {
 }
 
 /// Writes rows of one file (CSV or JSON Lines) and counts them.
+///
+/// Encoding and writing happen on a thread of the writer's own, so they overlap the work
+/// that produces the rows (sampling, composing texts). [`RowWriter::write`] only records
+/// each field: a cell of the table given to [`RowWriter::with_table`] as an offset into the
+/// table's shared text (no copy), any other text copied into the current block. Blocks go
+/// to the thread in order; the thread prefetches the cells of the rows a few places ahead
+/// (negatives sit at random places of a large table) and encodes them exactly as before,
+/// so the file is byte-identical to encoding in place.
 pub struct RowWriter {
-    out: BufWriter<File>,
     path: PathBuf,
-    format: Format,
     header: Vec<String>,
     rows: u64,
-    /// Bytes of whole rows not yet handed to `out` (flushed every [`FLUSH_AT`] bytes).
+    /// Address range of the table text, for telling cells from other text.
+    table: Option<(usize, usize)>,
+    block: Block,
+    pipe: Pipe,
+}
+
+/// Rows recorded on the producing side, encoded on the writer thread.
+#[derive(Default)]
+struct Block {
+    /// Per field: offset and length in the table text (`TABLE` bit set) or in `arena`.
+    fields: Vec<(u32, u32)>,
+    /// Per row: the index in `fields` after its last field.
+    row_ends: Vec<u32>,
+    /// Bytes of fields that are not table cells.
+    arena: Vec<u8>,
+}
+
+/// Marks a field of [`Block::fields`] as an offset into the table text.
+const TABLE: u32 = 1 << 31;
+
+/// Rows per block (a block also goes when its arena passes [`BLOCK_BYTES`]).
+const BLOCK_ROWS: usize = 8192;
+const BLOCK_BYTES: usize = 1 << 20;
+
+/// Encoded bytes are handed to the file in chunks this large: one `write_all` per chunk
+/// (the `BufWriter` of [`Staging::create`] has the same capacity, so chunks bypass its
+/// buffer).
+const FLUSH_AT: usize = 1 << 20;
+
+/// How many rows ahead of the one being encoded the thread prefetches.
+const PREFETCH_ROWS: usize = 8;
+
+/// Buffers reused across files: a run with many parts (one file pair per domain) would
+/// otherwise fault in fresh megabytes for every file's thread.
+static SPARE_BYTES: std::sync::Mutex<Vec<Vec<u8>>> = std::sync::Mutex::new(Vec::new());
+static SPARE_BLOCKS: std::sync::Mutex<Vec<Block>> = std::sync::Mutex::new(Vec::new());
+const SPARES_KEPT: usize = 8;
+
+fn take_bytes() -> Vec<u8> {
+    let spare = SPARE_BYTES.lock().ok().and_then(|mut v| v.pop());
+    spare.unwrap_or_else(|| Vec::with_capacity(FLUSH_AT + (1 << 16)))
+}
+
+fn give_bytes(mut b: Vec<u8>) {
+    b.clear();
+    if let Ok(mut v) = SPARE_BYTES.lock() {
+        if v.len() < SPARES_KEPT {
+            v.push(b);
+        }
+    }
+}
+
+fn take_block() -> Block {
+    let spare = SPARE_BLOCKS.lock().ok().and_then(|mut v| v.pop());
+    spare.unwrap_or_default()
+}
+
+fn give_block(mut b: Block) {
+    b.fields.clear();
+    b.row_ends.clear();
+    b.arena.clear();
+    if let Ok(mut v) = SPARE_BLOCKS.lock() {
+        if v.len() < SPARES_KEPT {
+            v.push(b);
+        }
+    }
+}
+
+/// The channel to the writer thread and its handle.
+struct Pipe {
+    tx: Option<std::sync::mpsc::SyncSender<Block>>,
+    back: std::sync::mpsc::Receiver<Block>,
+    handle: Option<std::thread::JoinHandle<std::io::Result<()>>>,
+    /// Why the thread could not be started.
+    failed: Option<std::io::Error>,
+}
+
+impl Pipe {
+    fn spawn(enc: Encoder) -> Self {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Block>(2);
+        let (back_tx, back) = std::sync::mpsc::channel::<Block>();
+        let handle = std::thread::Builder::new()
+            .name("embtune-writer".into())
+            .spawn(move || enc.run(rx, back_tx));
+        match handle {
+            Ok(h) => Pipe {
+                tx: Some(tx),
+                back,
+                handle: Some(h),
+                failed: None,
+            },
+            Err(e) => Pipe {
+                tx: None,
+                back,
+                handle: None,
+                failed: Some(e),
+            },
+        }
+    }
+
+    /// Queues `full`; returns an empty block to fill next, or `Err` when the thread has
+    /// stopped (its write failed: [`Pipe::finish`] returns why).
+    fn send(&mut self, full: Block) -> std::result::Result<Block, ()> {
+        let tx = self.tx.as_ref().ok_or(())?;
+        tx.send(full).map_err(|_| ())?;
+        Ok(self.back.try_recv().unwrap_or_else(|_| take_block()))
+    }
+
+    /// Waits until every queued row is written and the file flushed.
+    fn finish(&mut self) -> std::io::Result<()> {
+        self.tx = None;
+        let r = match self.handle.take() {
+            Some(h) => h
+                .join()
+                .unwrap_or_else(|_| Err(std::io::Error::other("the writer thread panicked"))),
+            None => self.failed.take().map_or(Ok(()), Err),
+        };
+        while let Ok(b) = self.back.try_recv() {
+            give_block(b);
+        }
+        r
+    }
+}
+
+impl Drop for Pipe {
+    fn drop(&mut self) {
+        let _ = self.finish();
+    }
+}
+
+/// The writer thread's side: encodes blocks and writes the bytes.
+struct Encoder {
+    out: BufWriter<File>,
+    format: Format,
+    header: Vec<String>,
+    table: Option<std::sync::Arc<String>>,
     buf: Vec<u8>,
-    /// One JSON row being built.
     scratch: String,
 }
 
-/// Rows are encoded into [`RowWriter::buf`] and handed to the file in chunks this large:
-/// one `write_all` per chunk instead of one per row. At least the capacity of the
-/// `BufWriter` ([`Staging::create`]: 1 MiB), so chunks bypass its buffer (no second copy).
-const FLUSH_AT: usize = 1 << 20;
+impl Encoder {
+    fn run(
+        mut self,
+        rx: std::sync::mpsc::Receiver<Block>,
+        back: std::sync::mpsc::Sender<Block>,
+    ) -> std::io::Result<()> {
+        let table = self.table.take();
+        let text: &str = table.as_deref().map_or("", String::as_str);
+        for mut block in rx {
+            // Whole `&str`s were appended, so the arena is UTF-8 (checked, cheaply, anyway).
+            let arena = simdutf8::basic::from_utf8(&block.arena).unwrap_or("");
+            let resolve = |&(off, len): &(u32, u32)| -> &str {
+                let (src, off) = if off & TABLE != 0 {
+                    (text, (off & !TABLE) as usize)
+                } else {
+                    (arena, off as usize)
+                };
+                src.get(off..off + len as usize).unwrap_or("")
+            };
+            let mut fields: Vec<&str> = Vec::with_capacity(8);
+            let mut start = 0usize;
+            for (r, &end) in block.row_ends.iter().enumerate() {
+                if let Some(&ahead_end) = block.row_ends.get(r + PREFETCH_ROWS) {
+                    let ahead_start = block.row_ends[r + PREFETCH_ROWS - 1] as usize;
+                    for &(off, len) in &block.fields[ahead_start..ahead_end as usize] {
+                        let (src, off) = if off & TABLE != 0 {
+                            (text.as_bytes(), (off & !TABLE) as usize)
+                        } else {
+                            (block.arena.as_slice(), off as usize)
+                        };
+                        // Addresses only: the bounds and boundary checks of `resolve` read
+                        // memory, which is what the prefetch is for.
+                        crate::mem::prefetch(src.as_ptr().wrapping_add(off), len as usize);
+                    }
+                }
+                fields.clear();
+                fields.extend(block.fields[start..end as usize].iter().map(resolve));
+                start = end as usize;
+                match self.format {
+                    Format::Csv => encode_csv(&mut self.buf, &fields),
+                    Format::Jsonl => {
+                        encode_json(&mut self.buf, &mut self.scratch, &self.header, &fields)
+                    }
+                }
+                if self.buf.len() >= FLUSH_AT {
+                    self.out.write_all(&self.buf)?;
+                    self.buf.clear();
+                }
+            }
+            drop(fields);
+            block.fields.clear();
+            block.row_ends.clear();
+            block.arena.clear();
+            let _ = back.send(block);
+        }
+        self.out.write_all(&self.buf)?;
+        give_bytes(std::mem::take(&mut self.buf));
+        self.out.flush()
+    }
+}
+
+/// One CSV row (Python's csv QUOTE_MINIMAL, `\n` line end).
+fn encode_csv(b: &mut Vec<u8>, fields: &[&str]) {
+    for (i, f) in fields.iter().enumerate() {
+        if i > 0 {
+            b.push(b',');
+        }
+        push_csv_field(b, f.as_bytes(), fields.len() == 1);
+    }
+    b.push(b'\n');
+}
+
+/// One JSON Lines row: an object with the header's keys.
+fn encode_json(b: &mut Vec<u8>, s: &mut String, header: &[String], fields: &[&str]) {
+    s.clear();
+    s.push('{');
+    for (i, (k, v)) in header.iter().zip(fields).enumerate() {
+        if i > 0 {
+            s.push(',');
+        }
+        push_json_string(s, k);
+        s.push(':');
+        push_json_string(s, v);
+    }
+    s.push_str("}\n");
+    b.extend_from_slice(s.as_bytes());
+}
 
 impl RowWriter {
     /// Starts a file: the BOM and header for CSV; nothing for JSON Lines.
@@ -138,7 +361,7 @@ impl RowWriter {
         format: Format,
         header: Vec<String>,
     ) -> Result<Self> {
-        Self::start(out, path, format, header, true)
+        Ok(Self::start(out, path, format, header, true, None))
     }
 
     /// Like [`RowWriter::new`] without the byte-order mark (files meant for programs).
@@ -148,7 +371,22 @@ impl RowWriter {
         format: Format,
         header: Vec<String>,
     ) -> Result<Self> {
-        Self::start(out, path, format, header, false)
+        Ok(Self::start(out, path, format, header, false, None))
+    }
+
+    /// Like [`RowWriter::new`] for rows made mostly of cells of `table`: those travel to
+    /// the writer thread as offsets into the table's text instead of copies.
+    pub fn with_table(
+        out: BufWriter<File>,
+        path: &Path,
+        format: Format,
+        header: Vec<String>,
+        table: &crate::table::Table,
+    ) -> Result<Self> {
+        let text = table.shared_text();
+        // Offsets must fit beside the TABLE bit; larger tables copy their cells.
+        let text = (text.len() < TABLE as usize).then_some(text);
+        Ok(Self::start(out, path, format, header, true, text))
     }
 
     fn start(
@@ -157,24 +395,35 @@ impl RowWriter {
         format: Format,
         header: Vec<String>,
         bom: bool,
-    ) -> Result<Self> {
-        let mut w = RowWriter {
+        table: Option<std::sync::Arc<String>>,
+    ) -> Self {
+        let mut buf = take_bytes();
+        if format == Format::Csv {
+            if bom {
+                buf.extend_from_slice(b"\xEF\xBB\xBF");
+            }
+            encode_csv(
+                &mut buf,
+                &header.iter().map(String::as_str).collect::<Vec<_>>(),
+            );
+        }
+        let range = table.as_ref().map(|t| (t.as_ptr() as usize, t.len()));
+        let enc = Encoder {
             out,
-            path: path.to_path_buf(),
             format,
-            header,
-            rows: 0,
-            buf: Vec::with_capacity(FLUSH_AT + (1 << 16)),
+            header: header.clone(),
+            table,
+            buf,
             scratch: String::new(),
         };
-        if format == Format::Csv {
-            let header = w.header.clone();
-            if bom {
-                w.buf.extend_from_slice(b"\xEF\xBB\xBF");
-            }
-            w.write_csv(&header.iter().map(String::as_str).collect::<Vec<_>>())?;
+        RowWriter {
+            path: path.to_path_buf(),
+            header,
+            rows: 0,
+            table: range,
+            block: take_block(),
+            pipe: Pipe::spawn(enc),
         }
-        Ok(w)
     }
 
     /// Column names.
@@ -203,62 +452,88 @@ impl RowWriter {
                 self.header.join(",")
             )));
         }
-        match self.format {
-            Format::Csv => self.write_csv(fields)?,
-            Format::Jsonl => self.write_json(fields)?,
+        let b = &mut self.block;
+        for f in fields {
+            let p = f.as_ptr() as usize;
+            match self.table {
+                // A cell of the table: its offset (the address lies inside the text).
+                Some((base, len)) if p >= base && p + f.len() <= base + len => {
+                    b.fields.push((((p - base) as u32) | TABLE, f.len() as u32));
+                }
+                _ if f.len() >= TABLE as usize => {
+                    return Err(Error::Invalid(format!(
+                        "{}: a field of {} bytes is too large to write",
+                        self.path.display(),
+                        f.len()
+                    )));
+                }
+                _ => {
+                    let off = b.arena.len();
+                    b.arena.extend_from_slice(f.as_bytes());
+                    b.fields.push((off as u32, f.len() as u32));
+                }
+            }
         }
+        b.row_ends.push(b.fields.len() as u32);
         self.rows += 1;
-        Ok(())
-    }
-
-    fn write_csv(&mut self, fields: &[&str]) -> Result<()> {
-        let b = &mut self.buf;
-        for (i, f) in fields.iter().enumerate() {
-            if i > 0 {
-                b.push(b',');
-            }
-            push_csv_field(b, f.as_bytes(), fields.len() == 1);
-        }
-        b.push(b'\n');
-        self.maybe_flush()
-    }
-
-    /// Hands the buffered rows to the file once there are [`FLUSH_AT`] bytes of them.
-    #[inline]
-    fn maybe_flush(&mut self) -> Result<()> {
-        if self.buf.len() >= FLUSH_AT {
-            self.out
-                .write_all(&self.buf)
-                .map_err(|e| Error::io(&self.path, e))?;
-            self.buf.clear();
+        if b.row_ends.len() >= BLOCK_ROWS || b.arena.len() >= BLOCK_BYTES {
+            self.send()?;
         }
         Ok(())
     }
 
-    fn write_json(&mut self, fields: &[&str]) -> Result<()> {
-        let s = &mut self.scratch;
-        s.clear();
-        s.push('{');
-        for (i, (k, v)) in self.header.iter().zip(fields).enumerate() {
-            if i > 0 {
-                s.push(',');
+    /// Hands the current block to the writer thread.
+    fn send(&mut self) -> Result<()> {
+        let full = std::mem::take(&mut self.block);
+        match self.pipe.send(full) {
+            Ok(next) => {
+                self.block = next;
+                Ok(())
             }
-            push_json_string(s, k);
-            s.push(':');
-            push_json_string(s, v);
+            Err(()) => {
+                let e = self
+                    .pipe
+                    .finish()
+                    .err()
+                    .unwrap_or_else(|| std::io::Error::other("the writer thread stopped"));
+                Err(Error::io(&self.path, e))
+            }
         }
-        s.push_str("}\n");
-        self.buf.extend_from_slice(s.as_bytes());
-        self.maybe_flush()
     }
 
-    /// Flushes and closes the file (call before [`Staging::commit`]).
-    pub fn finish(mut self) -> Result<u64> {
-        self.out
-            .write_all(&self.buf)
-            .map_err(|e| Error::io(&self.path, e))?;
-        self.buf.clear();
-        self.out.flush().map_err(|e| Error::io(&self.path, e))?;
+    /// Writes what is left, flushes and closes the file (call before [`Staging::commit`]).
+    pub fn finish(self) -> Result<u64> {
+        self.close()?.wait()
+    }
+
+    /// Hands the last rows to the writer thread and lets it finish on its own: the caller
+    /// goes on (with the next part, say) and calls [`Closing::wait`] before committing.
+    pub fn close(mut self) -> Result<Closing> {
+        if !self.block.row_ends.is_empty() {
+            self.send()?;
+        }
+        // No more blocks: the thread drains its queue, flushes and ends.
+        self.pipe.tx = None;
+        give_block(std::mem::take(&mut self.block));
+        Ok(Closing {
+            path: std::mem::take(&mut self.path),
+            rows: self.rows,
+            pipe: self.pipe,
+        })
+    }
+}
+
+/// A file whose last rows are being written by its thread ([`RowWriter::close`]).
+pub struct Closing {
+    path: PathBuf,
+    rows: u64,
+    pipe: Pipe,
+}
+
+impl Closing {
+    /// Waits until the file is written and flushed; returns its row count.
+    pub fn wait(mut self) -> Result<u64> {
+        self.pipe.finish().map_err(|e| Error::io(&self.path, e))?;
         Ok(self.rows)
     }
 }
@@ -378,6 +653,63 @@ mod tests {
             String::from_utf8(got).unwrap(),
             "\u{feff}a,b\nplain,\"with, comma\"\n\"say \"\"hi\"\"\",\"two\nlines\"\n,x\n"
         );
+    }
+
+    /// Many blocks, cells of the table mixed with other text, fields that need quoting:
+    /// the file equals a row-by-row encoding done here by hand.
+    #[test]
+    fn table_cells_and_other_text_across_blocks() {
+        let rows: Vec<Vec<String>> = (0..3 * BLOCK_ROWS + 17)
+            .map(|i| {
+                vec![
+                    format!("셀 {i}"),
+                    if i % 7 == 0 {
+                        format!("a,\"b\" {i}")
+                    } else {
+                        format!("x{i}")
+                    },
+                ]
+            })
+            .collect();
+        let t = crate::Table::from_rows(&["a", "b"], &rows);
+        let dir = tempfile::tempdir().unwrap();
+        for format in [Format::Csv, Format::Jsonl] {
+            let p = dir.path().join(format!("t.{}", format.extension()));
+            let mut st = Staging::default();
+            let header = vec!["a".to_string(), "b".to_string(), "c".to_string()];
+            let mut w =
+                RowWriter::with_table(st.create(&p).unwrap(), &p, format, header, &t).unwrap();
+            let mut want = String::from(if format == Format::Csv {
+                "\u{feff}a,b,c\n"
+            } else {
+                ""
+            });
+            for r in 0..t.n_rows() {
+                let own = format!("own\n{r}");
+                let f = [t.cell(r, 0), t.cell((r * 31) % t.n_rows(), 1), own.as_str()];
+                w.write(&f).unwrap();
+                match format {
+                    Format::Csv => {
+                        let q = |s: &str| {
+                            if s.contains([',', '"', '\n', '\r']) {
+                                format!("\"{}\"", s.replace('"', "\"\""))
+                            } else {
+                                s.to_string()
+                            }
+                        };
+                        want += &format!("{},{},{}\n", q(f[0]), q(f[1]), q(f[2]));
+                    }
+                    Format::Jsonl => {
+                        let v = serde_json::json!({"a": f[0], "b": f[1], "c": f[2]});
+                        want += &format!("{v}\n");
+                    }
+                }
+            }
+            assert_eq!(w.finish().unwrap(), t.n_rows() as u64);
+            st.commit().unwrap();
+            let got = std::fs::read_to_string(&p).unwrap();
+            assert!(got == want, "{format:?} output differs");
+        }
     }
 
     #[test]
