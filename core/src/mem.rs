@@ -24,6 +24,15 @@ pub fn advise_huge<T>(v: &mut Vec<T>) {
     advise_range(spare.as_mut_ptr() as usize, bytes);
 }
 
+/// Like [`advise_huge`] for memory that is allocated but not yet touched, such as a
+/// `vec![0u8; n]` (large zeroed allocations come fresh from the kernel).
+pub fn advise_huge_slice<T>(s: &mut [T]) {
+    let bytes = std::mem::size_of_val(s);
+    if bytes >= MIN_BYTES {
+        advise_range(s.as_mut_ptr() as usize, bytes);
+    }
+}
+
 #[cfg(target_os = "linux")]
 fn advise_range(start: usize, len: usize) {
     const PAGE: usize = 4096;

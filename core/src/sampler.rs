@@ -28,8 +28,8 @@ impl<'a> CandidatePool<'a> {
 
 /// Chooses negatives for anchors.
 ///
-/// Required: [`prepare`](Self::prepare) and [`sample`](Self::sample). There are no optional
-/// hooks.
+/// Required: [`prepare`](Self::prepare) and [`sample`](Self::sample). Optional:
+/// [`resolve`](Self::resolve), for samplers that draw positions in tables of their own.
 ///
 /// Lifecycle: for each part of the table, the strategy calls `prepare` once with that part's
 /// pool, then `sample` for the anchors it emits rows for, in pool order. Calls are
@@ -42,7 +42,8 @@ impl<'a> CandidatePool<'a> {
 /// depends only on the pool, the arguments and the `rng` state (runs are reproducible).
 /// Returning fewer than `k` means the pool has no more suitable candidates: the framework
 /// then repeats the returned ones to fill `k` columns and counts the repeats, and skips the
-/// anchor when none is returned.
+/// anchor when none is returned. (With [`resolve`](Self::resolve), "returned index" means
+/// the resolved one.)
 pub trait NegativeSampler: Send + Sync {
     /// Called once per part, before any `sample` call for that part.
     fn prepare(&mut self, pool: &CandidatePool<'_>) -> Result<()>;
@@ -56,4 +57,13 @@ pub trait NegativeSampler: Send + Sync {
         rng: &mut Rng,
         out: &mut Vec<usize>,
     ) -> Result<()>;
+
+    /// Maps an id that [`sample`](Self::sample) pushed to its pool index. By default ids
+    /// are pool indices. A sampler may push ids that cost nothing to draw (a position in
+    /// its own table, say) and read the pool index here: the framework draws all of a
+    /// row's negatives first and resolves them afterwards in one tight loop, so on large
+    /// tables those memory reads overlap instead of each waiting on the last.
+    fn resolve(&self, id: usize) -> usize {
+        id
+    }
 }

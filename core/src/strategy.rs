@@ -144,6 +144,9 @@ impl<'a> GenContext<'a> {
             scratch.push(pick);
             self.repeats += 1;
         }
+        for id in scratch.iter_mut() {
+            *id = self.sampler.resolve(*id);
+        }
         let anchors = &self.pool.anchors;
         out.extend(scratch.iter().map(|&i| anchors[i]));
         Ok(())
@@ -181,6 +184,10 @@ impl<'a> GenContext<'a> {
                 }
             }
             ends.push(scratch.len());
+        }
+        // Ids to pool indices, then to texts: two tight loops of independent reads.
+        for id in scratch.iter_mut() {
+            *id = self.sampler.resolve(*id);
         }
         let anchors = &self.pool.anchors;
         out.extend(scratch.iter().map(|&i| anchors[i]));

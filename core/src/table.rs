@@ -250,16 +250,40 @@ fn find_separator(b: &[u8], mut i: usize) -> usize {
 }
 
 /// Reads a whole file into a vector sized from its metadata and backed by huge pages
-/// where the system offers them ([`crate::mem::advise_huge`]).
+/// where the system offers them ([`crate::mem::advise_huge`]). Large files are read as two
+/// halves on two threads (the kernel's copy from the page cache is most of the cost).
 fn read_file(path: &Path) -> std::io::Result<Vec<u8>> {
-    use std::io::Read;
+    use std::io::{Read, Seek};
     let mut f = std::fs::File::open(path)?;
     let len = f.metadata().map(|m| m.len() as usize).unwrap_or(0);
+    #[cfg(unix)]
+    if len > PARALLEL_READ_BYTES {
+        use std::os::unix::fs::FileExt;
+        // Zeroed by the kernel, not by us: the pages are first touched by the reads.
+        let mut bytes = vec![0u8; len];
+        crate::mem::advise_huge_slice(&mut bytes);
+        let (a, b) = bytes.split_at_mut(len / 2);
+        let fr = &f;
+        let (ra, rb) = std::thread::scope(|sc| {
+            let second = sc.spawn(move || fr.read_exact_at(b, (len / 2) as u64));
+            let first = fr.read_exact_at(a, 0);
+            (first, second.join())
+        });
+        ra?;
+        rb.unwrap_or_else(|_| Err(std::io::Error::other("a reader thread panicked")))?;
+        // The file may have grown since the metadata was read: take the rest too.
+        f.seek(std::io::SeekFrom::Start(len as u64))?;
+        f.read_to_end(&mut bytes)?;
+        return Ok(bytes);
+    }
     let mut bytes = Vec::with_capacity(len + 1);
     crate::mem::advise_huge(&mut bytes);
     f.read_to_end(&mut bytes)?;
     Ok(bytes)
 }
+
+/// Files larger than this are read on two threads.
+const PARALLEL_READ_BYTES: usize = 4 << 20;
 
 /// The encoding for a WHATWG label, or for a Python codec name that users pass out of habit
 /// (`cp949`, `ms949`, `uhc`, `cp932`, `cp936`, `cp1252`, `utf-8-sig`, ...).
@@ -355,66 +379,186 @@ fn decode(bytes: Vec<u8>, label: &str, path: &Path) -> Result<(String, usize)> {
 /// The table keeps `text` as its cell buffer: a cell is a span of the input (trimmed by
 /// moving its ends), so no cell is copied. Only quoted cells with doubled quotes, whose
 /// text differs from the input, are copied to the end of the buffer.
+///
+/// Large inputs are parsed in two halves on two threads: the second half starts after the
+/// first line break past the middle, on the guess that it is not inside a quoted field. The
+/// guess holds when the first half's last record ends exactly there; otherwise the second
+/// half is parsed again from where the first really ended. Either way the result (and any
+/// error, with its line) is the one a single pass gives.
 fn parse_csv(text: String, start: usize, path: &Path) -> Result<Table> {
+    parse_csv_split(text, start, path, PARALLEL_PARSE_BYTES)
+}
+
+/// [`parse_csv`], parsing in two chunks when the data records hold more than `parallel`
+/// bytes (a parameter so tests can split small inputs).
+fn parse_csv_split(text: String, start: usize, path: &Path, parallel: usize) -> Result<Table> {
     const TOO_BIG: &str = "the table holds more than 4 GiB of text; split the input file";
     if text.len() > u32::MAX as usize {
         return Err(Error::data(path, None, TOO_BIG.to_string()));
     }
     let b = text.as_bytes();
     let n = b.len();
-    let mut i = start;
-    let mut line: u64 = 1;
-    let mut scratch = String::new();
-    let mut fields: Vec<(usize, usize, bool)> = Vec::new(); // (start, end, quoted-with-escapes)
-    let mut table = Table::default();
-    // Cells with undoubled quotes, and the indices of their spans (offsets into `extra`).
-    let mut extra = String::new();
-    let mut in_extra: Vec<usize> = Vec::new();
-    let mut spans: Vec<(u32, u32)> = Vec::new();
-    let mut width = 0usize;
-    let mut header_seen = false;
     let data_err = |line: u64, msg: String| Error::data(path, Some(line), msg);
 
-    while i < n {
-        // Skip fully empty lines.
-        if b[i] == b'\n' || b[i] == b'\r' {
-            if b[i] == b'\r' && i + 1 < n && b[i + 1] == b'\n' {
-                i += 1;
-            }
-            i += 1;
-            line += 1;
-            continue;
+    // The header: the first non-empty record.
+    let mut rec = Record::default();
+    let (mut i, mut line) = skip_empty_lines(b, start, 1);
+    if i >= n {
+        return Err(Error::data(
+            path,
+            None,
+            "empty file: expected a header row and data rows",
+        ));
+    }
+    (i, line) = rec.parse(&text, i, line).map_err(|(l, m)| data_err(l, m))?;
+    let width = rec.fields.len();
+    let mut headers: Vec<String> = Vec::with_capacity(width);
+    for f in &rec.fields {
+        let base = rec.cell(&text, f).trim().to_string();
+        // Duplicate names get pandas' suffixes: `x`, `x.1`, `x.2`.
+        let mut name = base.clone();
+        let mut k = 1;
+        while headers.contains(&name) {
+            name = format!("{base}.{k}");
+            k += 1;
         }
-        let record_line = line;
-        fields.clear();
-        scratch.clear();
-        // One record.
+        headers.push(name);
+    }
+
+    // The data records, in one or two chunks.
+    let split = (n - i > parallel)
+        .then(|| memchr::memchr(b'\n', &b[i + (n - i) / 2..]).map(|o| i + (n - i) / 2 + o + 1))
+        .flatten()
+        .filter(|&s| s < n);
+    let chunks: Vec<Chunk> = match split {
+        None => vec![Chunk::parse(&text, i, n, width).map_err(|(l, m)| data_err(line + l, m))?],
+        Some(mid) => {
+            let (first, second) = std::thread::scope(|sc| {
+                let second = sc.spawn(|| Chunk::parse(&text, mid, n, width));
+                let first = Chunk::parse(&text, i, mid, width);
+                (first, second.join())
+            });
+            let first = first.map_err(|(l, m)| data_err(line + l, m))?;
+            let line2 = line + first.lines;
+            let second = match second {
+                Ok(Ok(c)) if first.end == mid => c,
+                Ok(Err((l, m))) if first.end == mid => return Err(data_err(line2 + l, m)),
+                // The guess was wrong (a quoted field crossed the middle), or the thread
+                // died: parse the rest where the first half really ended.
+                _ => Chunk::parse(&text, first.end, n, width)
+                    .map_err(|(l, m)| data_err(line2 + l, m))?,
+            };
+            vec![first, second]
+        }
+    };
+
+    // Join: spans are offsets into `text`, or into the chunk's `extra` (moved to the end).
+    let rows: usize = chunks.iter().map(|c| c.spans.len()).sum();
+    let mut spans: Vec<(u32, u32)> = Vec::with_capacity(rows);
+    crate::mem::advise_huge(&mut spans);
+    let mut text = text;
+    for c in chunks {
+        let base = text.len();
+        let first = spans.len();
+        spans.extend_from_slice(&c.spans);
+        if !c.extra.is_empty() {
+            if base + c.extra.len() > u32::MAX as usize {
+                return Err(Error::data(path, None, TOO_BIG.to_string()));
+            }
+            text.push_str(&c.extra);
+            for &k in &c.in_extra {
+                spans[first + k].0 += base as u32;
+                spans[first + k].1 += base as u32;
+            }
+        }
+    }
+    if spans.is_empty() {
+        return Err(Error::data(
+            path,
+            Some(1),
+            "the file has a header row but no data rows",
+        ));
+    }
+    Ok(Table {
+        headers,
+        buf: std::sync::Arc::new(text),
+        spans,
+    })
+}
+
+/// Inputs larger than this are parsed on two threads.
+const PARALLEL_PARSE_BYTES: usize = 4 << 20;
+
+/// Skips fully empty lines from `i`; returns the new position and line.
+fn skip_empty_lines(b: &[u8], mut i: usize, mut line: u64) -> (usize, u64) {
+    while i < b.len() && (b[i] == b'\n' || b[i] == b'\r') {
+        if b[i] == b'\r' && i + 1 < b.len() && b[i + 1] == b'\n' {
+            i += 1;
+        }
+        i += 1;
+        line += 1;
+    }
+    (i, line)
+}
+
+/// An error inside a chunk: the line relative to the chunk's first line, and the message.
+type ChunkError = (u64, String);
+
+/// The fields of one record: `(start, end, escaped)`, offsets into the input when not
+/// escaped, else into `scratch` (a quoted field with doubled quotes, undoubled).
+#[derive(Default)]
+struct Record {
+    fields: Vec<(usize, usize, bool)>,
+    scratch: String,
+}
+
+impl Record {
+    fn cell<'t>(&'t self, text: &'t str, f: &(usize, usize, bool)) -> &'t str {
+        if f.2 {
+            &self.scratch[f.0..f.1]
+        } else {
+            &text[f.0..f.1]
+        }
+    }
+
+    /// Parses the record starting at `i` (not an empty line) on line `line`; returns the
+    /// position after its line end and the next line number.
+    fn parse(
+        &mut self,
+        text: &str,
+        mut i: usize,
+        mut line: u64,
+    ) -> std::result::Result<(usize, u64), ChunkError> {
+        let b = text.as_bytes();
+        let n = b.len();
+        self.fields.clear();
+        self.scratch.clear();
         loop {
             if i < n && b[i] == b'"' {
                 // Quoted field: copy into scratch, undoubling quotes.
                 let open_line = line;
                 i += 1;
-                let s0 = scratch.len();
+                let s0 = self.scratch.len();
                 let content = i;
                 let mut escaped = false;
                 loop {
                     let Some(off) = memchr::memchr2(b'"', b'\n', &b[i..]) else {
-                        return Err(data_err(
+                        return Err((
                             open_line,
                             "unclosed quote: a field opened with \" never ends; close it or double the quotes inside (\"\")".into(),
                         ));
                     };
-                    scratch.push_str(&text[i..i + off]);
+                    self.scratch.push_str(&text[i..i + off]);
                     i += off;
                     if b[i] == b'\n' {
-                        scratch.push('\n');
+                        self.scratch.push('\n');
                         line += 1;
                         i += 1;
                         continue;
                     }
                     // b[i] == '"'
                     if i + 1 < n && b[i + 1] == b'"' {
-                        scratch.push('"');
+                        self.scratch.push('"');
                         escaped = true;
                         i += 2;
                         continue;
@@ -428,24 +572,24 @@ fn parse_csv(text: String, start: usize, path: &Path) -> Result<Table> {
                     i += 1;
                 }
                 if i < n && !matches!(b[i], b',' | b'\n' | b'\r') {
-                    return Err(data_err(
+                    return Err((
                         line,
                         format!(
                             "broken quoting: text after a closing quote in field {} (a quote inside a quoted field must be doubled: \"\")",
-                            fields.len() + 1
+                            self.fields.len() + 1
                         ),
                     ));
                 }
                 if escaped {
-                    fields.push((s0, scratch.len(), true));
+                    self.fields.push((s0, self.scratch.len(), true));
                 } else {
                     // The content is the input between the quotes, as it stands.
-                    fields.push((content, close, false));
+                    self.fields.push((content, close, false));
                 }
             } else {
                 let start = i;
                 i = find_separator(b, i);
-                fields.push((start, i, false));
+                self.fields.push((start, i, false));
             }
             // Separator or record end.
             if i < n && b[i] == b',' {
@@ -459,90 +603,130 @@ fn parse_csv(text: String, start: usize, path: &Path) -> Result<Table> {
                 i += 1;
                 line += 1;
             }
-            break;
+            return Ok((i, line));
         }
-        let cell = |f: &(usize, usize, bool)| -> &str {
-            if f.2 {
-                &scratch[f.0..f.1]
-            } else {
-                &text[f.0..f.1]
-            }
+    }
+}
+
+/// The data records that start in `[from, until)` of the input (the last may run past
+/// `until`), as cell spans.
+struct Chunk {
+    spans: Vec<(u32, u32)>,
+    /// Cells with undoubled quotes, and the indices of their spans (offsets into `extra`).
+    extra: String,
+    in_extra: Vec<usize>,
+    /// Where the last record ended, and the number of lines consumed.
+    end: usize,
+    lines: u64,
+}
+
+impl Chunk {
+    fn parse(
+        text: &str,
+        from: usize,
+        until: usize,
+        width: usize,
+    ) -> std::result::Result<Chunk, ChunkError> {
+        let b = text.as_bytes();
+        let mut c = Chunk {
+            spans: Vec::new(),
+            extra: String::new(),
+            in_extra: Vec::new(),
+            end: from,
+            lines: 0,
         };
-        if !header_seen {
-            header_seen = true;
-            width = fields.len();
-            let mut headers: Vec<String> = Vec::with_capacity(width);
-            for f in &fields {
-                let base = cell(f).trim().to_string();
-                // Duplicate names get pandas' suffixes: `x`, `x.1`, `x.2`.
-                let mut name = base.clone();
-                let mut k = 1;
-                while headers.contains(&name) {
-                    name = format!("{base}.{k}");
-                    k += 1;
+        let mut rec = Record::default();
+        // Lines relative to the chunk's first line (0).
+        let (mut i, mut line) = (from, 0u64);
+        loop {
+            (i, line) = skip_empty_lines(b, i, line);
+            if i >= until || i >= b.len() {
+                break;
+            }
+            let record_line = line;
+            (i, line) = rec.parse(text, i, line)?;
+            if rec.fields.len() != width {
+                return Err((
+                    record_line,
+                    format!(
+                        "ragged row: {} field(s) where the header has {width}; quote cells that contain commas",
+                        rec.fields.len()
+                    ),
+                ));
+            }
+            for f in &rec.fields {
+                let cell = rec.cell(text, f);
+                let t = trim_cell(cell);
+                if f.2 {
+                    let off = c.extra.len();
+                    c.extra.push_str(t);
+                    c.in_extra.push(c.spans.len());
+                    c.spans.push((off as u32, (off + t.len()) as u32));
+                } else {
+                    let s = f.0 + (t.as_ptr() as usize - cell.as_ptr() as usize);
+                    c.spans.push((s as u32, (s + t.len()) as u32));
                 }
-                headers.push(name);
-            }
-            table.headers = headers;
-            continue;
-        }
-        if fields.len() != width {
-            return Err(data_err(
-                record_line,
-                format!(
-                    "ragged row: {} field(s) where the header has {width}; quote cells that contain commas",
-                    fields.len()
-                ),
-            ));
-        }
-        for f in &fields {
-            let c = cell(f);
-            let t = trim_cell(c);
-            if f.2 {
-                let off = extra.len();
-                extra.push_str(t);
-                in_extra.push(spans.len());
-                spans.push((off as u32, (off + t.len()) as u32));
-            } else {
-                let s = f.0 + (t.as_ptr() as usize - c.as_ptr() as usize);
-                spans.push((s as u32, (s + t.len()) as u32));
             }
         }
+        c.end = i.min(b.len()).max(from);
+        c.lines = line;
+        Ok(c)
     }
-    if !header_seen {
-        return Err(Error::data(
-            path,
-            None,
-            "empty file: expected a header row and data rows",
-        ));
-    }
-    let mut text = text;
-    if !extra.is_empty() {
-        let base = text.len();
-        if base + extra.len() > u32::MAX as usize {
-            return Err(Error::data(path, None, TOO_BIG.to_string()));
-        }
-        text.push_str(&extra);
-        for &k in &in_extra {
-            spans[k].0 += base as u32;
-            spans[k].1 += base as u32;
-        }
-    }
-    table.buf = std::sync::Arc::new(text);
-    table.spans = spans;
-    if table.spans.is_empty() {
-        return Err(Error::data(
-            path,
-            Some(1),
-            "the file has a header row but no data rows",
-        ));
-    }
-    Ok(table)
 }
 
 #[cfg(test)]
 mod ingest_tests {
     use super::*;
+
+    /// Two-chunk parsing gives the same table, or the same error, as one pass, wherever
+    /// the middle falls: inside quoted fields with line breaks, on empty lines, on CRLF.
+    #[test]
+    fn split_parse_equals_single_pass() {
+        let mut seed = 7u64;
+        let mut next = move |m: u64| {
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (seed >> 33) % m
+        };
+        let pieces = ["a", " b ", "\"q,\n\"", "\"x\"\"y\"", "한글", "", "\"\n\n\""];
+        for case in 0..400 {
+            let mut t = String::from("h1,h2,h3\n");
+            let rows = 1 + next(30);
+            for r in 0..rows {
+                let w = if case % 50 == 7 && r == rows / 2 {
+                    2
+                } else {
+                    3
+                };
+                let cells: Vec<&str> = (0..w).map(|_| pieces[next(7) as usize]).collect();
+                t += &cells.join(",");
+                t += ["\n", "\r\n", "\n\n"][next(3) as usize];
+            }
+            if case % 60 == 11 {
+                t += "\"open,1,2\n";
+            }
+            let p = Path::new("t.csv");
+            let one = parse_csv_split(t.clone(), 0, p, usize::MAX);
+            let two = parse_csv_split(t.clone(), 0, p, 0);
+            match (one, two) {
+                (Ok(a), Ok(b)) => {
+                    assert_eq!(a.n_rows(), b.n_rows(), "{t:?}");
+                    for r in 0..a.n_rows() {
+                        for c in 0..3 {
+                            assert_eq!(a.cell(r, c), b.cell(r, c), "{t:?}");
+                        }
+                    }
+                }
+                (Err(a), Err(b)) => assert_eq!(a.to_string(), b.to_string(), "{t:?}"),
+                (a, b) => panic!(
+                    "{t:?}: {:?} vs {:?}",
+                    a.map(|t| t.n_rows()),
+                    b.map(|t| t.n_rows())
+                ),
+            }
+        }
+    }
 
     #[test]
     fn fast_trim_equals_trim() {

@@ -73,6 +73,9 @@ pub fn run_sampler(
     for i in 0..pool.len() {
         let mut out = Vec::new();
         sampler.sample(pool, i, k, &mut rng, &mut out)?;
+        for id in &mut out {
+            *id = sampler.resolve(*id);
+        }
         all.push(out);
     }
     Ok(all)

@@ -30,8 +30,12 @@ impl NegativeSampler for RandomSampler {
         rng: &mut Rng,
         out: &mut Vec<usize>,
     ) -> Result<()> {
-        self.all.sample_others(anchor, k, rng, out);
+        self.all.sample_other_positions(anchor, k, rng, out);
         Ok(())
+    }
+
+    fn resolve(&self, id: usize) -> usize {
+        self.all.member(id)
     }
 }
 

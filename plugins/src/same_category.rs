@@ -30,8 +30,12 @@ impl NegativeSampler for SameCategory {
         rng: &mut Rng,
         out: &mut Vec<usize>,
     ) -> Result<()> {
-        self.groups.sample_others(anchor, k, rng, out);
+        self.groups.sample_other_positions(anchor, k, rng, out);
         Ok(())
+    }
+
+    fn resolve(&self, id: usize) -> usize {
+        self.groups.member(id)
     }
 }
 

@@ -73,6 +73,41 @@ pub type FxHashSet<K> = HashSet<K, BuildHasherDefault<FxHasher>>;
 /// then draws k distinct texts other than the anchor's own in O(k).
 ///
 /// [`sample_others`]: DistinctGroups::sample_others
+/// Pools smaller than this are hashed on one thread.
+const PARALLEL_MIN: usize = 1 << 16;
+
+/// A 64-bit hash of a text: two independent multiply lanes over 16 bytes per step (so the
+/// multiplies overlap), then a final avalanche (MurmurHash3's fmix64). Used to find equal
+/// texts; equal hashes are always confirmed by comparing the texts.
+#[inline]
+pub fn hash_text(b: &[u8]) -> u64 {
+    const K1: u64 = 0x9E37_79B9_7F4A_7C15;
+    const K2: u64 = 0xC2B2_AE3D_27D4_EB4F;
+    let (mut h1, mut h2) = (K2 ^ b.len() as u64, K1);
+    let mut chunks = b.chunks_exact(16);
+    for c in &mut chunks {
+        let a = u64::from_le_bytes(c[..8].try_into().unwrap_or([0; 8]));
+        let d = u64::from_le_bytes(c[8..].try_into().unwrap_or([0; 8]));
+        h1 = (h1 ^ a).wrapping_mul(K1).rotate_left(31);
+        h2 = (h2 ^ d).wrapping_mul(K2).rotate_left(29);
+    }
+    let rest = chunks.remainder();
+    if !rest.is_empty() {
+        let mut last = [0u8; 16];
+        last[..rest.len()].copy_from_slice(rest);
+        let a = u64::from_le_bytes(last[..8].try_into().unwrap_or([0; 8]));
+        let d = u64::from_le_bytes(last[8..].try_into().unwrap_or([0; 8]));
+        h1 = (h1 ^ a).wrapping_mul(K1).rotate_left(31);
+        h2 = (h2 ^ d).wrapping_mul(K2).rotate_left(29);
+    }
+    let mut h = h1 ^ h2.rotate_left(17);
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+    h ^ (h >> 33)
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct DistinctGroups {
     /// Per pool entry: (group id, index of its text among the group's distinct texts).
@@ -95,22 +130,51 @@ impl DistinctGroups {
     pub fn build<'a>(pool: &CandidatePool<'a>, key: impl Fn(usize) -> &'a str) -> Self {
         let n = pool.len();
         assert!(n < u32::MAX as usize, "a part of more than 4 billion rows");
-        let mut group_of: FxHashMap<&'a str, u32> = FxHashMap::default();
-        let mut sizes: Vec<u32> = Vec::new();
-        let mut gid: Vec<u32> = Vec::with_capacity(n);
+        // Text hashes: the second half on another thread while this one numbers the groups.
         let mut hash: Vec<u64> = Vec::with_capacity(n);
         crate::mem::advise_huge(&mut hash);
-        for i in 0..n {
-            let next = sizes.len() as u32;
-            let g = *group_of.entry(key(i)).or_insert(next);
-            if g == next {
-                sizes.push(0);
-            }
-            sizes[g as usize] += 1;
-            gid.push(g);
-            let mut h = FxHasher::default();
-            h.write(pool.anchors[i].as_bytes());
-            hash.push(h.finish());
+        hash.resize(n, 0);
+        // Keys are copied: comparing with a borrowed key would read the table at the row
+        // where the group first appeared, a cache miss per entry on large tables.
+        let mut group_of: FxHashMap<Box<str>, u32> = FxHashMap::default();
+        let mut sizes: Vec<u32> = Vec::new();
+        let mut gid: Vec<u32> = Vec::with_capacity(n);
+        {
+            let (h1, h2) = hash.split_at_mut(n / 2);
+            let anchors = &pool.anchors;
+            let fill = |out: &mut [u64], from: usize| {
+                for (k, h) in out.iter_mut().enumerate() {
+                    *h = hash_text(anchors[from + k].as_bytes());
+                }
+            };
+            std::thread::scope(|sc| {
+                let helper = if n >= PARALLEL_MIN {
+                    Some(sc.spawn(move || fill(h2, n / 2)))
+                } else {
+                    fill(h2, n / 2);
+                    None
+                };
+                for i in 0..n {
+                    let k = key(i);
+                    let g = match group_of.get(k) {
+                        Some(&g) => g,
+                        None => {
+                            let g = sizes.len() as u32;
+                            group_of.insert(k.into(), g);
+                            sizes.push(0);
+                            g
+                        }
+                    };
+                    sizes[g as usize] += 1;
+                    gid.push(g);
+                }
+                fill(h1, 0);
+                if let Some(h) = helper {
+                    if let Err(p) = h.join() {
+                        std::panic::resume_unwind(p);
+                    }
+                }
+            });
         }
         let mut start = Vec::with_capacity(sizes.len() + 1);
         let mut at = 0u32;
@@ -119,13 +183,18 @@ impl DistinctGroups {
             at += s;
             start.push(at);
         }
+        // Stable counting sort by group, carrying each entry's hash along, so the pass over
+        // the groups reads in order.
         let mut fill = start.clone();
-        let mut order = vec![0u32; n];
+        let mut order: Vec<(u32, u64)> = Vec::with_capacity(n);
+        crate::mem::advise_huge(&mut order);
+        order.resize(n, (0, 0));
         for (i, &g) in gid.iter().enumerate() {
-            order[fill[g as usize] as usize] = i as u32;
+            order[fill[g as usize] as usize] = (i as u32, hash[i]);
             fill[g as usize] += 1;
         }
         drop(gid);
+        drop(hash);
         let mut slot: Vec<(u32, u32)> = Vec::with_capacity(n);
         crate::mem::advise_huge(&mut slot);
         slot.resize(n, (0, 0));
@@ -137,10 +206,10 @@ impl DistinctGroups {
             let base = members.len();
             let mut seen: FxHashMap<u64, u32> = FxHashMap::default();
             seen.reserve(entries.len());
-            for &i in entries {
+            for &(i, h) in entries {
                 let text = pool.anchors[i as usize];
                 let fresh = (members.len() - base) as u32;
-                let local = match seen.entry(hash[i as usize]) {
+                let local = match seen.entry(h) {
                     std::collections::hash_map::Entry::Vacant(e) => {
                         e.insert(fresh);
                         fresh
@@ -200,6 +269,45 @@ impl DistinctGroups {
             return;
         }
         let at = |x: usize| m[if x >= own as usize { x + 1 } else { x }] as usize;
+        Self::draw(n, take, rng, out, at);
+    }
+
+    /// Like [`DistinctGroups::sample_others`], pushing positions in the flat member table
+    /// instead of pool indices: the draw reads nothing but the group's bounds. Map them
+    /// with [`DistinctGroups::member`].
+    pub fn sample_other_positions(
+        &self,
+        anchor: usize,
+        k: usize,
+        rng: &mut Rng,
+        out: &mut Vec<usize>,
+    ) {
+        let (g, own) = self.slot[anchor];
+        let first = self.offsets[g as usize] as usize;
+        let n = (self.offsets[g as usize + 1] as usize - first).saturating_sub(1);
+        let take = k.min(n);
+        if take == 0 {
+            return;
+        }
+        let at = |x: usize| first + if x >= own as usize { x + 1 } else { x };
+        Self::draw(n, take, rng, out, at);
+    }
+
+    /// The pool index at position `pos` of the flat member table.
+    #[inline]
+    pub fn member(&self, pos: usize) -> usize {
+        self.members[pos] as usize
+    }
+
+    /// `take` distinct values of `0..n`, uniformly, mapped by `at`.
+    #[inline]
+    fn draw(
+        n: usize,
+        take: usize,
+        rng: &mut Rng,
+        out: &mut Vec<usize>,
+        at: impl Fn(usize) -> usize,
+    ) {
         let start = out.len();
         if take == 1 {
             out.push(at(rng.gen_range(0..n)));
