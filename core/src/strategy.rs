@@ -132,23 +132,8 @@ impl<'a> GenContext<'a> {
     ) -> Result<()> {
         out.clear();
         scratch.clear();
-        self.sampler
-            .sample(self.pool, anchor, k, self.rng, scratch)?;
-        scratch.truncate(k);
-        if scratch.is_empty() {
-            return Ok(());
-        }
-        let distinct = scratch.len();
-        while scratch.len() < k {
-            let pick = scratch[rand::Rng::gen_range(self.rng, 0..distinct)];
-            scratch.push(pick);
-            self.repeats += 1;
-        }
-        for id in scratch.iter_mut() {
-            *id = self.sampler.resolve(*id);
-        }
-        let anchors = &self.pool.anchors;
-        out.extend(scratch.iter().map(|&i| anchors[i]));
+        self.draw_negatives(anchor, k, scratch)?;
+        self.resolve_negatives(scratch, out);
         Ok(())
     }
 
@@ -171,27 +156,48 @@ impl<'a> GenContext<'a> {
         ends.clear();
         out.clear();
         for _ in 0..times {
-            let start = scratch.len();
-            self.sampler
-                .sample(self.pool, anchor, k, self.rng, scratch)?;
-            scratch.truncate(start + k);
-            let distinct = scratch.len() - start;
-            if distinct > 0 {
-                while scratch.len() < start + k {
-                    let pick = scratch[start + rand::Rng::gen_range(self.rng, 0..distinct)];
-                    scratch.push(pick);
-                    self.repeats += 1;
-                }
-            }
+            self.draw_negatives(anchor, k, scratch)?;
             ends.push(scratch.len());
         }
+        self.resolve_negatives(scratch, out);
+        Ok(())
+    }
+
+    /// The draws of one [`GenContext::negatives`] call without the text lookup: appends
+    /// exactly `k` sampler ids to `ids` (repeats filled in and counted as there), or none
+    /// when the sampler has no candidate, and returns how many were appended. Strategies
+    /// that handle many rows at once draw for all of them first and then call
+    /// [`GenContext::resolve_negatives`] once: the same draws in the same order, with the
+    /// memory reads of the lookups overlapping.
+    pub fn draw_negatives(
+        &mut self,
+        anchor: usize,
+        k: usize,
+        ids: &mut Vec<usize>,
+    ) -> Result<usize> {
+        let start = ids.len();
+        self.sampler.sample(self.pool, anchor, k, self.rng, ids)?;
+        ids.truncate(start + k);
+        let distinct = ids.len() - start;
+        if distinct > 0 {
+            while ids.len() < start + k {
+                let pick = ids[start + rand::Rng::gen_range(self.rng, 0..distinct)];
+                ids.push(pick);
+                self.repeats += 1;
+            }
+        }
+        Ok(ids.len() - start)
+    }
+
+    /// Appends the texts of ids from [`GenContext::draw_negatives`] to `out`, in order;
+    /// `ids` are replaced by their pool indices on the way.
+    pub fn resolve_negatives(&self, ids: &mut [usize], out: &mut Vec<&'a str>) {
         // Ids to pool indices, then to texts: two tight loops of independent reads.
-        for id in scratch.iter_mut() {
+        for id in ids.iter_mut() {
             *id = self.sampler.resolve(*id);
         }
         let anchors = &self.pool.anchors;
-        out.extend(scratch.iter().map(|&i| anchors[i]));
-        Ok(())
+        out.extend(ids.iter().map(|&i| anchors[i]));
     }
 
     /// The original's unsupervised template for table row `row`: for each column of

@@ -453,14 +453,17 @@ fn parse_csv_split(text: String, start: usize, path: &Path, parallel: usize) -> 
     };
 
     // Join: spans are offsets into `text`, or into the chunk's `extra` (moved to the end).
-    let rows: usize = chunks.iter().map(|c| c.spans.len()).sum();
-    let mut spans: Vec<(u32, u32)> = Vec::with_capacity(rows);
-    crate::mem::advise_huge(&mut spans);
+    // The first chunk's spans become the table's (no copy of them).
     let mut text = text;
-    for c in chunks {
+    let mut spans: Vec<(u32, u32)> = Vec::new();
+    for mut c in chunks {
         let base = text.len();
         let first = spans.len();
-        spans.extend_from_slice(&c.spans);
+        if first == 0 {
+            spans = std::mem::take(&mut c.spans);
+        } else {
+            spans.extend_from_slice(&c.spans);
+        }
         if !c.extra.is_empty() {
             if base + c.extra.len() > u32::MAX as usize {
                 return Err(Error::data(path, None, TOO_BIG.to_string()));
@@ -628,8 +631,15 @@ impl Chunk {
         width: usize,
     ) -> std::result::Result<Chunk, ChunkError> {
         let b = text.as_bytes();
+        // Room for the chunk's cells, estimated from the line length of its first 64 KiB
+        // (one allocation, huge pages where offered; it grows if the guess is short).
+        let sample = &b[from..until.min(from + (64 << 10))];
+        let lines = memchr::memchr_iter(b'\n', sample).count().max(1);
+        let rows = (until - from) / sample.len().div_ceil(lines).max(1);
+        let mut spans = Vec::with_capacity((rows + rows / 8 + 16) * width);
+        crate::mem::advise_huge(&mut spans);
         let mut c = Chunk {
-            spans: Vec::new(),
+            spans,
             extra: String::new(),
             in_extra: Vec::new(),
             end: from,

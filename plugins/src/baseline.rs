@@ -24,6 +24,10 @@ pub const DEFAULTS: DefaultColumns = DefaultColumns {
     num_negatives: 1,
 };
 
+/// Rows whose negatives are drawn before their texts are looked up (see
+/// [`GenContext::draw_negatives`]).
+pub const ROWS_AT_ONCE: usize = 32;
+
 /// `anchor, positive, hard_negative` for k = 1 (the original), `hard_negative_1..k` else.
 pub fn header(spec: &ColumnSpec) -> Vec<String> {
     let mut h = vec!["anchor".to_string(), "positive".to_string()];
@@ -46,28 +50,36 @@ pub fn generate_rows(ctx: &mut GenContext<'_>, sink: &mut dyn ExampleSink) -> Re
         .collect();
     let k = ctx.spec.num_negatives;
     let mut text = String::new();
-    let mut scratch = Vec::new();
-    let mut ends = Vec::new();
+    // Rows go in groups of ROWS_AT_ONCE: every draw of the group first (in row order, so
+    // the same draws as one row at a time), then one lookup of all their texts, then the
+    // rows. Output order is unchanged.
+    let mut ids: Vec<usize> = Vec::new();
     let mut negs: Vec<&str> = Vec::new();
-    let mut positives: Vec<&str> = Vec::with_capacity(cols.len());
+    // (anchor, positive, number of negatives drawn: k or 0)
+    let mut pending: Vec<(&str, &str, usize)> = Vec::new();
     let mut fields: Vec<&str> = Vec::with_capacity(2 + k);
-    for (i, &row) in ctx.rows.iter().enumerate() {
-        let anchor = ctx.pool.anchors[i];
-        ctx.unsupervised_text_into(row, &mut text);
-        sink.unsupervised(anchor, &text)?;
-        positives.clear();
-        for c in cols.iter().flatten() {
-            let positive = table.cell(row, *c);
-            if !positive.is_empty() && positive != anchor {
-                positives.push(positive);
+    for (g, rows) in ctx.rows.chunks(ROWS_AT_ONCE).enumerate() {
+        ids.clear();
+        pending.clear();
+        for (j, &row) in rows.iter().enumerate() {
+            let i = g * ROWS_AT_ONCE + j;
+            let anchor = ctx.pool.anchors[i];
+            ctx.unsupervised_text_into(row, &mut text);
+            sink.unsupervised(anchor, &text)?;
+            for c in cols.iter().flatten() {
+                let positive = table.cell(row, *c);
+                if !positive.is_empty() && positive != anchor {
+                    let n = ctx.draw_negatives(i, k, &mut ids)?;
+                    pending.push((anchor, positive, n));
+                }
             }
         }
-        // One batch per row: the same draws, in order, as one call per positive.
-        ctx.negatives_batch(i, k, positives.len(), &mut scratch, &mut ends, &mut negs)?;
-        let mut start = 0;
-        for (positive, &end) in positives.iter().zip(&ends) {
-            let row_negs = &negs[start..end];
-            start = end;
+        negs.clear();
+        ctx.resolve_negatives(&mut ids, &mut negs);
+        let mut at = 0;
+        for &(anchor, positive, n) in &pending {
+            let row_negs = &negs[at..at + n];
+            at += n;
             if row_negs.is_empty() {
                 continue;
             }

@@ -66,25 +66,49 @@ impl PairStrategy for FusionMultineg {
         let k = spec.num_negatives;
         let mut text = String::new();
         let mut positive = String::new();
-        let mut scratch = Vec::with_capacity(k);
-        let mut negs: Vec<&str> = Vec::with_capacity(k);
-        for (i, &row) in ctx.rows.iter().enumerate() {
-            let anchor = ctx.pool.anchors[i];
-            ctx.unsupervised_text_into(row, &mut text);
-            sink.unsupervised(anchor, &text)?;
-            fused_positive(ctx, &cols, row, &mut positive);
-            if positive.is_empty() {
-                continue;
+        // Rows in groups, draws first and text lookups after (as in `baseline`).
+        let group = crate::baseline::ROWS_AT_ONCE;
+        let mut ids: Vec<usize> = Vec::new();
+        let mut negs: Vec<&str> = Vec::new();
+        // Fused positives of the group, one after the other, and per row
+        // (anchor, end of its positive in `fused`, negatives drawn).
+        let mut fused = String::new();
+        let mut pending: Vec<(&str, usize, usize)> = Vec::new();
+        for (g, rows) in ctx.rows.chunks(group).enumerate() {
+            ids.clear();
+            pending.clear();
+            fused.clear();
+            for (j, &row) in rows.iter().enumerate() {
+                let i = g * group + j;
+                let anchor = ctx.pool.anchors[i];
+                ctx.unsupervised_text_into(row, &mut text);
+                sink.unsupervised(anchor, &text)?;
+                fused_positive(ctx, &cols, row, &mut positive);
+                if positive.is_empty() {
+                    continue;
+                }
+                let n = ctx.draw_negatives(i, k, &mut ids)?;
+                fused.push_str(&positive);
+                pending.push((anchor, fused.len(), n));
             }
-            ctx.negatives_into(i, k, &mut scratch, &mut negs)?;
-            if negs.is_empty() {
-                continue;
-            }
+            negs.clear();
+            ctx.resolve_negatives(&mut ids, &mut negs);
+            let (mut at, mut from) = (0, 0);
             let mut fields: Vec<&str> = Vec::with_capacity(2 + k);
-            fields.push(anchor);
-            fields.push(&positive);
-            fields.extend_from_slice(&negs);
-            sink.supervised(&fields)?;
+            for &(anchor, end, n) in &pending {
+                let row_negs = &negs[at..at + n];
+                let pos = &fused[from..end];
+                at += n;
+                from = end;
+                if row_negs.is_empty() {
+                    continue;
+                }
+                fields.clear();
+                fields.push(anchor);
+                fields.push(pos);
+                fields.extend_from_slice(row_negs);
+                sink.supervised(&fields)?;
+            }
         }
         Ok(())
     }

@@ -66,6 +66,7 @@ struct Opts {
     python: PathBuf,
     embtune: Option<PathBuf>,
     full: bool,
+    repeat: usize,
 }
 
 const LITE: &str = "target/lite/release/embtune";
@@ -141,6 +142,7 @@ fn parse(args: &[String]) -> Result<Opts, String> {
             .unwrap_or_else(|| PathBuf::from(".venv-ref/bin/python")),
         embtune: None,
         full: false,
+        repeat: 5,
     };
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -157,6 +159,10 @@ fn parse(args: &[String]) -> Result<Opts, String> {
             "--python" => o.python = PathBuf::from(val()?),
             "--embtune" => o.embtune = Some(PathBuf::from(val()?)),
             "--full" => o.full = true,
+            "--repeat" => {
+                o.repeat = val()?.parse().map_err(|e| format!("--repeat: {e}"))?;
+                o.repeat = o.repeat.max(1);
+            }
             other => {
                 return Err(format!(
                     "unknown option {other}; see the header of bench/src/bin/gen-bench.rs"
@@ -433,12 +439,29 @@ fn bench(args: &[String]) -> Result<(), String> {
         );
         for (strategy, script) in STRATEGIES {
             let out = o.out.join(format!("ours_{strategy}_{n}"));
-            let (m, inproc, sup) = run_ours(&gen_exe, &data, &out, strategy, child_timing)?;
+            // Repeated runs, each after `sync` (so the previous run's files are not being
+            // written back to disk during this one): the median is reported.
+            let runs = if n == o.rows {
+                o.repeat
+            } else {
+                o.repeat.div_ceil(2)
+            };
+            let mut all = Vec::with_capacity(runs);
+            for _ in 0..runs {
+                let _ = std::fs::remove_dir_all(&out);
+                let _ = Command::new("sync").status();
+                all.push(run_ours(&gen_exe, &data, &out, strategy, child_timing)?);
+            }
+            all.sort_by(|a, b| a.0.wall_s.total_cmp(&b.0.wall_s));
+            let (min_w, max_w) = (all[0].0.wall_s, all[all.len() - 1].0.wall_s);
+            let peak = all.iter().map(|r| r.0.peak_rss_mib).fold(0.0, f64::max);
+            let (mut m, inproc, sup) = all[all.len() / 2];
+            m.peak_rss_mib = peak;
             let in_gen = inproc
                 .map(|t| format!(" ({t:.3} s in gen)"))
                 .unwrap_or_default();
             println!(
-                "  embtune {strategy:16} {:6.3} s wall{in_gen}, {:.3} s CPU ({:.3} above floor), {:6.1} MiB peak RSS (+{:.1} above floor), {:>9.0} rows/s, {sup} supervised rows",
+                "  embtune {strategy:16} {:6.3} s wall (median of {runs}; {min_w:.3}-{max_w:.3}){in_gen}, {:.3} s CPU ({:.3} above floor), {:6.1} MiB peak RSS (+{:.1} above floor), {:>9.0} rows/s, {sup} supervised rows",
                 m.wall_s,
                 m.cpu_s,
                 m.cpu_s - floor.cpu_s,

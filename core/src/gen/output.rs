@@ -149,10 +149,10 @@ const TABLE: u32 = 1 << 31;
 const BLOCK_ROWS: usize = 8192;
 const BLOCK_BYTES: usize = 1 << 20;
 
-/// Encoded bytes are handed to the file in chunks this large: one `write_all` per chunk
-/// (the `BufWriter` of [`Staging::create`] has the same capacity, so chunks bypass its
-/// buffer).
-const FLUSH_AT: usize = 1 << 20;
+/// Encoded bytes are handed to the file (directly, not through a `BufWriter`) in chunks
+/// this large: small enough that the kernel copies them out of the CPU's cache, large
+/// enough that system calls are few.
+const FLUSH_AT: usize = 128 << 10;
 
 /// How many rows ahead of the one being encoded the thread prefetches.
 const PREFETCH_ROWS: usize = 8;
@@ -165,7 +165,7 @@ const SPARES_KEPT: usize = 8;
 
 fn take_bytes() -> Vec<u8> {
     let spare = SPARE_BYTES.lock().ok().and_then(|mut v| v.pop());
-    spare.unwrap_or_else(|| Vec::with_capacity(FLUSH_AT + (1 << 16)))
+    spare.unwrap_or_else(|| Vec::with_capacity(2 * FLUSH_AT))
 }
 
 fn give_bytes(mut b: Vec<u8>) {
@@ -257,7 +257,7 @@ impl Drop for Pipe {
 
 /// The writer thread's side: encodes blocks and writes the bytes.
 struct Encoder {
-    out: BufWriter<File>,
+    out: Option<BufWriter<File>>,
     format: Format,
     header: Vec<String>,
     table: Option<std::sync::Arc<String>>,
@@ -273,6 +273,12 @@ impl Encoder {
     ) -> std::io::Result<()> {
         let table = self.table.take();
         let text: &str = table.as_deref().map_or("", String::as_str);
+        // Chunks go straight to the file (the buffered writer is empty: nothing is lost).
+        let mut file = self
+            .out
+            .take()
+            .map(|w| w.into_inner().map_err(|e| e.into_error()))
+            .transpose()?;
         for mut block in rx {
             // Whole `&str`s were appended, so the arena is UTF-8 (checked, cheaply, anyway).
             let arena = simdutf8::basic::from_utf8(&block.arena).unwrap_or("");
@@ -310,7 +316,9 @@ impl Encoder {
                     }
                 }
                 if self.buf.len() >= FLUSH_AT {
-                    self.out.write_all(&self.buf)?;
+                    if let Some(f) = &mut file {
+                        f.write_all(&self.buf)?;
+                    }
                     self.buf.clear();
                 }
             }
@@ -320,9 +328,12 @@ impl Encoder {
             block.arena.clear();
             let _ = back.send(block);
         }
-        self.out.write_all(&self.buf)?;
+        if let Some(f) = &mut file {
+            f.write_all(&self.buf)?;
+            f.flush()?;
+        }
         give_bytes(std::mem::take(&mut self.buf));
-        self.out.flush()
+        Ok(())
     }
 }
 
@@ -409,7 +420,7 @@ impl RowWriter {
         }
         let range = table.as_ref().map(|t| (t.as_ptr() as usize, t.len()));
         let enc = Encoder {
-            out,
+            out: Some(out),
             format,
             header: header.clone(),
             table,
