@@ -64,8 +64,12 @@ pub struct FlatAdamW {
     flat: Tensor,
     exp_avg: Tensor,
     exp_avg_sq: Tensor,
-    /// 1 where weight decay applies, 0 elsewhere (flat).
-    decay_mask: Tensor,
+    /// The flat ranges (offset, length) of the parameters that get weight decay.
+    decayed: Vec<(i64, i64)>,
+    /// Work space of the flat size, reused every step (no allocation per step).
+    scratch: Tensor,
+    /// The flat gradient, rewritten by [`FlatAdamW::flat_grad`] every step.
+    grad_buf: Tensor,
     /// Steps taken (t in the bias corrections).
     pub step: i64,
 }
@@ -88,7 +92,6 @@ impl FlatAdamW {
         }
         let opts = (Kind::Float, device);
         let flat = Tensor::f_zeros([total], opts)?;
-        let mut mask_host = vec![0f32; total as usize];
         let mut names = Vec::with_capacity(params.len());
         let mut tensors = Vec::with_capacity(params.len());
         for ((name, mut p), &(off, n)) in params.into_iter().zip(&offsets) {
@@ -103,16 +106,24 @@ impl FlatAdamW {
             });
             let view = slice.view(p.size().as_slice());
             p.set_data(&view);
-            if !no_decay(&name) {
-                mask_host[off as usize..(off + n) as usize]
-                    .iter_mut()
-                    .for_each(|m| *m = 1.0);
-            }
             names.push(name);
             tensors.push(p);
         }
-        let decay_mask = Tensor::from_slice(&mask_host).to_device(device);
+        // Adjacent decayed parameters merge into one range.
+        let mut decayed: Vec<(i64, i64)> = Vec::new();
+        for (name, &(off, n)) in names.iter().zip(&offsets) {
+            if no_decay(name) {
+                continue;
+            }
+            match decayed.last_mut() {
+                Some((o, len)) if *o + *len == off => *len += n,
+                _ => decayed.push((off, n)),
+            }
+        }
         Ok(FlatAdamW {
+            scratch: flat.zeros_like(),
+            grad_buf: flat.zeros_like(),
+            decayed,
             config,
             names,
             params: tensors,
@@ -120,7 +131,6 @@ impl FlatAdamW {
             exp_avg: flat.zeros_like(),
             exp_avg_sq: flat.zeros_like(),
             flat,
-            decay_mask,
             step: 0,
         })
     }
@@ -142,7 +152,8 @@ impl FlatAdamW {
         }
     }
 
-    /// The gradients as one flat tensor (zeros where a parameter got none).
+    /// The gradients as one flat tensor (zeros where a parameter got none). The tensor is
+    /// the optimizer's own buffer: it holds this step's gradient until the next call.
     pub fn flat_grad(&self) -> Tensor {
         let parts: Vec<Tensor> = self
             .params
@@ -157,12 +168,19 @@ impl FlatAdamW {
                 }
             })
             .collect();
-        Tensor::cat(&parts, 0)
+        // Into the same buffer every step: no 4-bytes-per-parameter allocation per step.
+        tch::no_grad(|| Tensor::cat_out(&self.grad_buf, &parts, 0))
     }
 
     /// One AdamW step at learning rate `lr` with the given flat gradient. When `ok` (a 0-d
     /// bool tensor) is false the step leaves parameters and moments untouched, without a
-    /// host sync; the caller checks `ok` when it syncs anyway.
+    /// host sync (the gradient is zeroed in place then); the caller checks `ok` when it
+    /// syncs anyway.
+    ///
+    /// torch.optim.AdamW's update (torch/optim/adamw.py, single-tensor path), in place on
+    /// the flat buffers with one work buffer, so a step allocates nothing:
+    /// `p *= 1 - lr*wd` (decayed parameters), `m = lerp(m, g, 1 - b1)`,
+    /// `v = lerp(v, g*g, 1 - b2)`, `p -= lr/bc1 * m / (sqrt(v)/sqrt(bc2) + eps)`.
     pub fn step(&mut self, grad: &Tensor, lr: f64, ok: Option<&Tensor>) {
         let c = self.config;
         self.step += 1;
@@ -170,27 +188,50 @@ impl FlatAdamW {
         tch::no_grad(|| {
             let bias1 = 1.0 - c.beta1.powf(t);
             let bias2 = 1.0 - c.beta2.powf(t);
-            let m = &self.exp_avg * c.beta1 + grad * (1.0 - c.beta1);
-            let v = &self.exp_avg_sq * c.beta2 + grad * grad * (1.0 - c.beta2);
-            let decayed = if c.weight_decay != 0.0 {
-                &self.flat * (1.0 - (&self.decay_mask * (lr * c.weight_decay)))
-            } else {
-                self.flat.shallow_clone()
-            };
-            let denom = v.sqrt() / bias2.sqrt() + c.eps;
-            let p = decayed - (&m / denom) * (lr / bias1);
-            match ok {
-                Some(ok) => {
-                    self.flat.copy_(&p.where_self(ok, &self.flat));
-                    self.exp_avg.copy_(&m.where_self(ok, &self.exp_avg));
-                    self.exp_avg_sq.copy_(&v.where_self(ok, &self.exp_avg_sq));
-                }
-                None => {
-                    self.flat.copy_(&p);
-                    self.exp_avg.copy_(&m);
-                    self.exp_avg_sq.copy_(&v);
+            let mut g = grad.shallow_clone();
+            // Not ok: g = 0, the moments' weights and the decay times 0, and the denominator
+            // divided by 0 (infinite), so nothing moves.
+            let okf = ok.map(|o| {
+                let _ = g.masked_fill_(&o.logical_not(), 0.0);
+                o.to_kind(Kind::Float)
+            });
+            let weight = |w: f64| okf.as_ref().map(|o| o * w);
+            if c.weight_decay != 0.0 {
+                let keep = match &okf {
+                    Some(o) => Some(1.0 - o * (lr * c.weight_decay)),
+                    None => None,
+                };
+                for &(off, n) in &self.decayed {
+                    let mut p = self.flat.narrow(0, off, n);
+                    match &keep {
+                        Some(k) => {
+                            let _ = p.g_mul_(k);
+                        }
+                        None => {
+                            let _ = p.g_mul_scalar_(1.0 - lr * c.weight_decay);
+                        }
+                    }
                 }
             }
+            let _ = match weight(1.0 - c.beta1) {
+                Some(w) => self.exp_avg.lerp_tensor_(&g, &w),
+                None => self.exp_avg.lerp_(&g, 1.0 - c.beta1),
+            };
+            let mut s = self.scratch.shallow_clone();
+            let _ = g.mul_out(&s, &g);
+            let _ = match weight(1.0 - c.beta2) {
+                Some(w) => self.exp_avg_sq.lerp_tensor_(&s, &w),
+                None => self.exp_avg_sq.lerp_(&s, 1.0 - c.beta2),
+            };
+            let _ = self.exp_avg_sq.sqrt_out(&s);
+            let _ = s.g_div_scalar_(bias2.sqrt());
+            let _ = s.g_add_scalar_(c.eps);
+            if let Some(o) = &okf {
+                let _ = s.g_div_(o);
+            }
+            let _ = self.exp_avg.div_out(&s, &s);
+            let _ = s.g_mul_scalar_(-(lr / bias1));
+            let _ = self.flat.g_add_(&s);
         });
     }
 
