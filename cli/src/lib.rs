@@ -72,6 +72,14 @@ where
 }
 
 fn dispatch(cmd: Command) -> anyhow::Result<()> {
+    #[cfg(feature = "torch")]
+    if matches!(
+        cmd,
+        Command::Train(_) | Command::Eval(_) | Command::Encode(_) | Command::Score(_)
+    ) {
+        // Tensor work: reuse freed activation buffers instead of mapping them afresh.
+        embtune_core::mem::keep_large_allocations();
+    }
     match cmd {
         Command::Gen(a) => commands::gen::run(a),
         Command::List(a) => commands::list::run(a),

@@ -78,6 +78,25 @@ pub fn prefetch(p: *const u8, len: usize) {
     let _ = (p, len);
 }
 
+/// Keeps large freed blocks in the process heap instead of returning them to the kernel
+/// (glibc's defaults: blocks over 32 MiB always come from `mmap` and go back with
+/// `munmap`). Tensor work allocates and frees the same large activation buffers at every
+/// layer of every batch; with the defaults each of them is faulted in, zeroed by the
+/// kernel and unmapped again. Called once before encoding or training; the price is that
+/// the process keeps its peak heap until it exits. Does nothing outside glibc Linux.
+pub fn keep_large_allocations() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only changes allocator thresholds; called before the tensor work
+    // starts, with documented parameter values.
+    unsafe {
+        // No mmap'd blocks at all (the threshold cannot be raised past 32 MiB), and no
+        // trimming of the heap's top.
+        libc::mallopt(libc::M_MMAP_MAX, 0);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, i32::MAX);
+        libc::mallopt(libc::M_TOP_PAD, 64 << 20);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
