@@ -13,7 +13,7 @@ same number of optimizer steps. With `--warmup-steps K` each side also runs K st
 and the figure becomes (N * batch) / (t[K+N] - t[K]), which removes start-up costs (first
 CUDA kernels, allocator growth, trainer set-up) from both sides alike; with K = 0 (the
 default) the whole loop of N steps is timed, first step included. Each measurement is
-repeated `--repeats` times (default 2) and the best (shortest) time is kept.
+repeated `--repeats` times (default 2; the two sides alternate) and the best (shortest) time is kept.
 
 Threads: both sides get the same OMP_NUM_THREADS / MKL_NUM_THREADS (`--threads`, default
 the machine's core count), and the reference also `torch.set_num_threads(--threads)`.
@@ -237,18 +237,21 @@ def measure(a, side: str, data: Path, work: Path, env: dict, steps: int, rep: in
             "smi_peak_mib": smi, "cmd": cmd, "versions": report.get("versions"), "device": report.get("device")}
 
 
-def side_figures(a, side: str, data: Path, work: Path, env: dict) -> dict:
-    runs = []
-    best = {}
+def side_runs(a, side: str, data: Path, work: Path, env: dict, rep: int, runs: list) -> None:
+    """One repeat of one side: the timed run (and the warm-up-only run when asked)."""
     plan = [a.warmup_steps + a.steps] + ([a.warmup_steps] if a.warmup_steps > 0 else [])
-    for rep in range(a.repeats):
-        for steps in plan:
-            r = measure(a, side, data, work, env, steps, rep)
-            runs.append(r)
-            print(f"  {side:9s} rep {rep + 1}: {steps:4d} steps in {r['seconds']:8.3f} s "
-                  f"({r['examples'] / max(r['seconds'], 1e-9):7.2f} triplets/s)", file=sys.stderr, flush=True)
-            if steps not in best or r["seconds"] < best[steps]["seconds"]:
-                best[steps] = r
+    for steps in plan:
+        r = measure(a, side, data, work, env, steps, rep)
+        runs.append(r)
+        print(f"  {side:9s} rep {rep + 1}: {steps:4d} steps in {r['seconds']:8.3f} s "
+              f"({r['examples'] / max(r['seconds'], 1e-9):7.2f} triplets/s)", file=sys.stderr, flush=True)
+
+
+def side_figures(a, runs: list) -> dict:
+    best = {}
+    for r in runs:
+        if r["steps"] not in best or r["seconds"] < best[r["steps"]]["seconds"]:
+            best[r["steps"]] = r
     long = best[a.warmup_steps + a.steps]
     if a.warmup_steps > 0:
         short = best[a.warmup_steps]
@@ -324,9 +327,13 @@ def main(argv=None) -> int:
           f"batch {a.batch_size}, steps {a.steps} (+{a.warmup_steps} warm-up), {a.device}/{a.precision}, "
           f"threads {a.threads}, repeats {a.repeats}", file=sys.stderr, flush=True)
     started = datetime.datetime.now(datetime.timezone.utc)
-    res = {}
-    for side in ("embtune", "reference"):
-        res[side] = side_figures(a, side, data, work, env)
+    # The sides alternate repeat by repeat, so a change in the machine's load hits both
+    # alike; the best run of each side is kept.
+    runs = {"embtune": [], "reference": []}
+    for rep in range(a.repeats):
+        for side in ("embtune", "reference"):
+            side_runs(a, side, data, work, env, rep, runs[side])
+    res = {side: side_figures(a, runs[side]) for side in runs}
 
     e, r = res["embtune"], res["reference"]
     ratio = e["triplets_per_s"] / r["triplets_per_s"] if e["triplets_per_s"] and r["triplets_per_s"] else None
