@@ -154,6 +154,10 @@ const BLOCK_BYTES: usize = 1 << 20;
 /// enough that system calls are few.
 const FLUSH_AT: usize = 128 << 10;
 
+/// Files are written by the encoding thread itself up to this size; past it, a thread of
+/// their own does the writing.
+const DIRECT_BYTES: usize = 4 << 20;
+
 /// How many rows ahead of the one being encoded the thread prefetches.
 const PREFETCH_ROWS: usize = 8;
 
@@ -273,67 +277,130 @@ impl Encoder {
     ) -> std::io::Result<()> {
         let table = self.table.take();
         let text: &str = table.as_deref().map_or("", String::as_str);
-        // Chunks go straight to the file (the buffered writer is empty: nothing is lost).
-        let mut file = self
+        // Chunks go straight to the file (the buffered writer is empty: nothing is lost),
+        // from a thread of their own: the kernel's copy into the page cache then overlaps
+        // the encoding of the next chunk.
+        let file = self
             .out
             .take()
             .map(|w| w.into_inner().map_err(|e| e.into_error()))
             .transpose()?;
-        for mut block in rx {
-            // Whole `&str`s were appended, so the arena is UTF-8 (checked, cheaply, anyway).
-            let arena = simdutf8::basic::from_utf8(&block.arena).unwrap_or("");
-            let resolve = |&(off, len): &(u32, u32)| -> &str {
-                let (src, off) = if off & TABLE != 0 {
-                    (text, (off & !TABLE) as usize)
-                } else {
-                    (arena, off as usize)
+        let (io_tx, io_rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(4);
+        let (free_tx, free_rx) = std::sync::mpsc::channel::<Vec<u8>>();
+        std::thread::scope(|sc| -> std::io::Result<()> {
+            // Small files are written from this thread; the file's own writer thread starts
+            // once the file passes DIRECT_BYTES (a thread costs more than it saves there).
+            let mut file = file;
+            let mut written = 0usize;
+            let mut io: Option<std::thread::ScopedJoinHandle<'_, std::io::Result<()>>> = None;
+            let mut io_rx = Some(io_rx);
+            let mut free_tx = Some(free_tx);
+            let mut stopped = false;
+            'blocks: for mut block in rx {
+                // Whole `&str`s were appended, so the arena is UTF-8 (checked, cheaply).
+                let arena = simdutf8::basic::from_utf8(&block.arena).unwrap_or("");
+                let resolve = |&(off, len): &(u32, u32)| -> &str {
+                    let (src, off) = if off & TABLE != 0 {
+                        (text, (off & !TABLE) as usize)
+                    } else {
+                        (arena, off as usize)
+                    };
+                    src.get(off..off + len as usize).unwrap_or("")
                 };
-                src.get(off..off + len as usize).unwrap_or("")
-            };
-            let mut fields: Vec<&str> = Vec::with_capacity(8);
-            let mut start = 0usize;
-            for (r, &end) in block.row_ends.iter().enumerate() {
-                if let Some(&ahead_end) = block.row_ends.get(r + PREFETCH_ROWS) {
-                    let ahead_start = block.row_ends[r + PREFETCH_ROWS - 1] as usize;
-                    for &(off, len) in &block.fields[ahead_start..ahead_end as usize] {
-                        let (src, off) = if off & TABLE != 0 {
-                            (text.as_bytes(), (off & !TABLE) as usize)
-                        } else {
-                            (block.arena.as_slice(), off as usize)
-                        };
-                        // Addresses only: the bounds and boundary checks of `resolve` read
-                        // memory, which is what the prefetch is for.
-                        crate::mem::prefetch(src.as_ptr().wrapping_add(off), len as usize);
+                let mut fields: Vec<&str> = Vec::with_capacity(8);
+                let mut start = 0usize;
+                for (r, &end) in block.row_ends.iter().enumerate() {
+                    if let Some(&ahead_end) = block.row_ends.get(r + PREFETCH_ROWS) {
+                        let ahead_start = block.row_ends[r + PREFETCH_ROWS - 1] as usize;
+                        for &(off, len) in &block.fields[ahead_start..ahead_end as usize] {
+                            let (src, off) = if off & TABLE != 0 {
+                                (text.as_bytes(), (off & !TABLE) as usize)
+                            } else {
+                                (block.arena.as_slice(), off as usize)
+                            };
+                            // Addresses only: the bounds and boundary checks of `resolve`
+                            // read memory, which is what the prefetch is for.
+                            crate::mem::prefetch(src.as_ptr().wrapping_add(off), len as usize);
+                        }
+                    }
+                    fields.clear();
+                    fields.extend(block.fields[start..end as usize].iter().map(resolve));
+                    start = end as usize;
+                    match self.format {
+                        Format::Csv => encode_csv(&mut self.buf, &fields),
+                        Format::Jsonl => {
+                            encode_json(&mut self.buf, &mut self.scratch, &self.header, &fields)
+                        }
+                    }
+                    if self.buf.len() >= FLUSH_AT {
+                        written += self.buf.len();
+                        if io.is_none() && written < DIRECT_BYTES {
+                            if let Some(f) = &mut file {
+                                f.write_all(&self.buf)?;
+                            }
+                            self.buf.clear();
+                            continue;
+                        }
+                        if io.is_none() {
+                            let (mut file, rx, back) = (file.take(), io_rx.take(), free_tx.take());
+                            io = Some(sc.spawn(move || -> std::io::Result<()> {
+                                for mut chunk in rx.into_iter().flatten() {
+                                    if let Some(f) = &mut file {
+                                        f.write_all(&chunk)?;
+                                    }
+                                    chunk.clear();
+                                    if let Some(b) = &back {
+                                        let _ = b.send(chunk);
+                                    }
+                                }
+                                if let Some(f) = &mut file {
+                                    f.flush()?;
+                                }
+                                Ok(())
+                            }));
+                        }
+                        let next = free_rx
+                            .try_recv()
+                            .unwrap_or_else(|_| Vec::with_capacity(2 * FLUSH_AT));
+                        let full = std::mem::replace(&mut self.buf, next);
+                        if io_tx.send(full).is_err() {
+                            stopped = true; // the write failed: its error comes from join
+                            break 'blocks;
+                        }
                     }
                 }
-                fields.clear();
-                fields.extend(block.fields[start..end as usize].iter().map(resolve));
-                start = end as usize;
-                match self.format {
-                    Format::Csv => encode_csv(&mut self.buf, &fields),
-                    Format::Jsonl => {
-                        encode_json(&mut self.buf, &mut self.scratch, &self.header, &fields)
-                    }
-                }
-                if self.buf.len() >= FLUSH_AT {
-                    if let Some(f) = &mut file {
-                        f.write_all(&self.buf)?;
-                    }
-                    self.buf.clear();
-                }
+                drop(fields);
+                block.fields.clear();
+                block.row_ends.clear();
+                block.arena.clear();
+                let _ = back.send(block);
             }
-            drop(fields);
-            block.fields.clear();
-            block.row_ends.clear();
-            block.arena.clear();
-            let _ = back.send(block);
-        }
-        if let Some(f) = &mut file {
-            f.write_all(&self.buf)?;
-            f.flush()?;
-        }
-        give_bytes(std::mem::take(&mut self.buf));
-        Ok(())
+            let rest = std::mem::take(&mut self.buf);
+            let r = match io {
+                Some(io) => {
+                    if !stopped {
+                        let _ = io_tx.send(rest);
+                    }
+                    drop(io_tx);
+                    io.join().unwrap_or_else(|_| {
+                        Err(std::io::Error::other("the file writer thread panicked"))
+                    })
+                }
+                None => {
+                    drop(io_tx);
+                    let r = match &mut file {
+                        Some(f) => f.write_all(&rest).and_then(|()| f.flush()),
+                        None => Ok(()),
+                    };
+                    give_bytes(rest);
+                    r
+                }
+            };
+            while let Ok(b) = free_rx.try_recv() {
+                give_bytes(b);
+            }
+            r
+        })
     }
 }
 
