@@ -763,7 +763,8 @@ mod tests {
                 ""
             });
             for r in 0..t.n_rows() {
-                let own = format!("own\n{r}");
+                // Long enough that the file passes DIRECT_BYTES (its writer thread starts).
+                let own = format!("own\n{r} {}", "x".repeat(160));
                 let f = [t.cell(r, 0), t.cell((r * 31) % t.n_rows(), 1), own.as_str()];
                 w.write(&f).unwrap();
                 match format {
@@ -786,6 +787,7 @@ mod tests {
             assert_eq!(w.finish().unwrap(), t.n_rows() as u64);
             st.commit().unwrap();
             let got = std::fs::read_to_string(&p).unwrap();
+            assert!(got.len() > DIRECT_BYTES, "the test must cover the writer thread");
             assert!(got == want, "{format:?} output differs");
         }
     }
