@@ -73,6 +73,9 @@ pub type FxHashSet<K> = HashSet<K, BuildHasherDefault<FxHasher>>;
 /// then draws k distinct texts other than the anchor's own in O(k).
 ///
 /// [`sample_others`]: DistinctGroups::sample_others
+/// Groups of at most this many entries find equal texts by a linear scan of hashes.
+const SMALL_GROUP: usize = 32;
+
 /// Pools smaller than this are hashed on one thread.
 const PARALLEL_MIN: usize = 1 << 16;
 
@@ -201,30 +204,49 @@ impl DistinctGroups {
         let mut offsets = Vec::with_capacity(sizes.len() + 1);
         offsets.push(0u32);
         let mut members: Vec<u32> = Vec::new();
+        let mut seen: FxHashMap<u64, u32> = FxHashMap::default();
+        let mut small: Vec<(u64, u32)> = Vec::with_capacity(SMALL_GROUP);
         for g in 0..sizes.len() {
             let entries = &order[start[g] as usize..start[g + 1] as usize];
             let base = members.len();
-            let mut seen: FxHashMap<u64, u32> = FxHashMap::default();
-            seen.reserve(entries.len());
+            // The local id of an earlier text with hash `h`, if it is `text` (or, after a
+            // hash collision, whichever earlier text of the group equals it).
+            let confirm = |members: &[u32], l: u32, text: &str, fresh: u32| -> u32 {
+                if pool.anchors[members[base + l as usize] as usize] == text {
+                    l
+                } else {
+                    members[base..]
+                        .iter()
+                        .position(|&m| pool.anchors[m as usize] == text)
+                        .map_or(fresh, |p| p as u32)
+                }
+            };
+            // Small groups (most of them) look hashes up in a short list; large ones in a
+            // map reused from group to group.
+            let small_group = entries.len() <= SMALL_GROUP;
+            if small_group {
+                small.clear();
+            } else {
+                seen.clear();
+                seen.reserve(entries.len());
+            }
             for &(i, h) in entries {
                 let text = pool.anchors[i as usize];
                 let fresh = (members.len() - base) as u32;
-                let local = match seen.entry(h) {
-                    std::collections::hash_map::Entry::Vacant(e) => {
-                        e.insert(fresh);
-                        fresh
-                    }
-                    std::collections::hash_map::Entry::Occupied(e) => {
-                        let l = *e.get();
-                        if pool.anchors[members[base + l as usize] as usize] == text {
-                            l
+                let earlier = if small_group {
+                    small.iter().find(|e| e.0 == h).map(|e| e.1)
+                } else {
+                    seen.get(&h).copied()
+                };
+                let local = match earlier {
+                    Some(l) => confirm(&members, l, text, fresh),
+                    None => {
+                        if small_group {
+                            small.push((h, fresh));
                         } else {
-                            // A hash collision: look among the group's texts so far.
-                            members[base..]
-                                .iter()
-                                .position(|&m| pool.anchors[m as usize] == text)
-                                .map_or(fresh, |p| p as u32)
+                            seen.insert(h, fresh);
                         }
+                        fresh
                     }
                 };
                 if local == fresh {

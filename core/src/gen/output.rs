@@ -787,7 +787,10 @@ mod tests {
             assert_eq!(w.finish().unwrap(), t.n_rows() as u64);
             st.commit().unwrap();
             let got = std::fs::read_to_string(&p).unwrap();
-            assert!(got.len() > DIRECT_BYTES, "the test must cover the writer thread");
+            assert!(
+                got.len() > DIRECT_BYTES,
+                "the test must cover the writer thread"
+            );
             assert!(got == want, "{format:?} output differs");
         }
     }
