@@ -118,7 +118,15 @@ fn bench(o: &Opts) -> Result<(), String> {
         std::fs::write(&file, texts.join("\n") + "\n")
             .map_err(|e| format!("{}: {e}", file.display()))?;
     }
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("reference/st_encode.py");
+    // The script beside the sources this binary was built from, else the one under the
+    // current folder (a binary carried to another machine runs from a copy of the tree).
+    let script = [
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("reference/st_encode.py"),
+        PathBuf::from("bench/reference/st_encode.py"),
+    ]
+    .into_iter()
+    .find(|p| p.exists())
+    .ok_or("bench/reference/st_encode.py not found: run from the repository root")?;
     // One reference run (its own process: model load, warm-up, one timed pass).
     let run_reference = || -> Result<serde_json::Value, String> {
         let out = Command::new(&o.python)
