@@ -56,6 +56,9 @@ train() { # model batch name
   timeout 420 $PY bench/train_bench.py --model "/tmp/rm/$1" --batch-size "$2" --steps $STEPS \
     --warmup-steps $WARM --repeats 2 --device $DEV --precision $PREC --embtune $BIN/embtune \
     --python "$PY" --out "$OUT/train_$3.json" 2>&1 | tail -8 | tee -a "$S"
+  # A timeout stops the bench, not the training process it started.
+  pkill -f "$BIN/embtune train" 2>/dev/null || true
+  pkill -f "bench/reference/st_train.py" 2>/dev/null || true
 }
 train minilm-random $B_MINI minilm
 train embeddinggemma-random $B_GEMMA gemma
