@@ -605,7 +605,7 @@ const PROGRESS_EVERY: u64 = 1 << 14;
 impl ExampleSink for PartSink<'_, '_> {
     fn unsupervised(&mut self, anchor: &str, text: &str) -> Result<()> {
         self.seen += 1;
-        if self.seen % PROGRESS_EVERY == 0 {
+        if self.seen.is_multiple_of(PROGRESS_EVERY) {
             (self.progress)(GenProgress {
                 done_rows: self.done_before + self.seen,
                 total_rows: self.total_rows,

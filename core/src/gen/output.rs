@@ -623,7 +623,7 @@ impl Closing {
 #[inline]
 fn push_csv_field(b: &mut Vec<u8>, f: &[u8], only: bool) {
     let special = needs_quoting(f);
-    if !special && !(only && f.is_empty()) {
+    if !(special || only && f.is_empty()) {
         b.extend_from_slice(f);
         return;
     }
