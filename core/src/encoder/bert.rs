@@ -14,6 +14,7 @@ use serde::Deserialize;
 use tch::{Kind, Tensor};
 
 use super::params::{Checkpoint, ParamId, ParamTable};
+use super::unpad::Unpad;
 use crate::error::{Error, Result};
 
 /// The fields of a BERT `config.json` that the forward pass uses.
@@ -281,31 +282,18 @@ impl Bert {
             )));
         }
         let kind = w.kind;
-        let device = ids.device();
         let p_hidden = self.cfg.hidden_dropout_prob;
         let p_attn = if train {
             self.cfg.attention_probs_dropout_prob
         } else {
             0.0
         };
-        // Unpadding: the linear layers, layer norms and dropout (nearly all the work) run
-        // on the real tokens only, as a (t, h) matrix; attention alone needs the (b, s)
-        // layout and gets the rows scattered into it (zeros at padding, which the key mask
-        // hides) and gathered back. Row results equal the padded computation's. Batches
-        // without padding keep the plain layout.
-        let real = mask.view([-1]).nonzero().squeeze_dim(1); // (t,) flat indices
-        let t = real.size()[0];
-        let unpad = t < b * s;
-        let positions = Tensor::arange(s, (Kind::Int64, device));
+        // Unpadded: everything but attention on the real tokens only (encoder/unpad.rs).
+        let unpad = Unpad::new(mask, b, s);
         let type0 = w.tok_type.get(0);
-        let (tok_ids, tok_pos) = if unpad {
-            (ids.view([-1]).index_select(0, &real), real.remainder(s))
-        } else {
-            (ids.view([-1]), positions.repeat([b]))
-        };
         // Embeddings: gathered from the fp32 tables, then cast.
-        let emb = Tensor::f_embedding(&w.word, &tok_ids, -1, false, false)?;
-        let emb = emb + type0 + w.pos.index_select(0, &tok_pos); // (t, h)
+        let emb = Tensor::f_embedding(&w.word, &unpad.tokens(ids), -1, false, false)?;
+        let emb = emb + type0 + w.pos.index_select(0, &unpad.positions()); // (t, h)
         let emb = emb.to_kind(kind);
         let mut x = emb
             .layer_norm(
@@ -316,22 +304,6 @@ impl Bert {
                 true,
             )
             .dropout(p_hidden, train);
-        // (t, c) rows to the (b * s, c) layout and back.
-        let to_padded = |m: &Tensor| -> Tensor {
-            if unpad {
-                let c = m.size()[1];
-                Tensor::zeros([b * s, c], (m.kind(), device)).index_copy(0, &real, m)
-            } else {
-                m.shallow_clone()
-            }
-        };
-        let from_padded = |m: &Tensor| -> Tensor {
-            if unpad {
-                m.index_select(0, &real)
-            } else {
-                m.shallow_clone()
-            }
-        };
         // Additive key mask (b, 1, 1, s): 0 on real keys, the dtype's minimum on padding.
         let min = if kind == Kind::BFloat16 {
             -3.3895313892515355e38
@@ -342,7 +314,7 @@ impl Bert {
             .multiply_scalar(min)
             .view([b, 1, 1, s]);
         for l in &w.layers {
-            let qkv = to_padded(&x.linear(&l.qkv_w, Some(&l.qkv_b))); // (b * s, 3h)
+            let qkv = unpad.to_padded(&x.linear(&l.qkv_w, Some(&l.qkv_b))); // (b * s, 3h)
             let qkv = qkv.view([b, s, 3, nh, hd]).permute([2, 0, 3, 1, 4]); // (3, b, nh, s, hd)
             let (q, k, v) = (qkv.get(0), qkv.get(1), qkv.get(2));
             let a = Tensor::f_scaled_dot_product_attention(
@@ -355,7 +327,7 @@ impl Bert {
                 None,
                 false,
             )?;
-            let a = from_padded(&a.transpose(1, 2).reshape([b * s, h])); // (t, h)
+            let a = unpad.from_padded(&a.transpose(1, 2).reshape([b * s, h])); // (t, h)
             let a = a.linear(&l.o_w, Some(&l.o_b)).dropout(p_hidden, train);
             let a = (a + &x).layer_norm(
                 [h],
@@ -379,7 +351,7 @@ impl Bert {
                 true,
             );
         }
-        let x = to_padded(&x).view([b, s, h]);
+        let x = unpad.to_padded(&x).view([b, s, h]);
         Ok(x)
     }
 }

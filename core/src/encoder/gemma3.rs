@@ -23,6 +23,7 @@ use serde::Deserialize;
 use tch::{Kind, Tensor};
 
 use super::params::{Checkpoint, ParamId, ParamTable};
+use super::unpad::Unpad;
 use crate::error::{Error, Result};
 
 /// The fields of a Gemma3 text `config.json` that the forward pass uses.
@@ -434,31 +435,11 @@ impl Gemma3 {
         let scale = Tensor::from((h as f64).sqrt() as f32)
             .to_kind(kind)
             .to_device(device);
-        // Unpadding as in BERT: linear layers, norms and residuals on the real tokens only
-        // ((t, c) matrices); q, k, v are scattered into the (b, s) layout for rotary
-        // embeddings and attention, and the attention output gathered back.
-        let real = mask.view([-1]).nonzero().squeeze_dim(1); // (t,) flat indices
-        let unpad = real.size()[0] < b * s;
-        let to_padded = |m: &Tensor| -> Tensor {
-            if unpad {
-                let c = m.size()[1];
-                Tensor::zeros([b * s, c], (m.kind(), device)).index_copy(0, &real, m)
-            } else {
-                m.shallow_clone()
-            }
-        };
-        let from_padded = |m: &Tensor| -> Tensor {
-            if unpad {
-                m.index_select(0, &real)
-            } else {
-                m.shallow_clone()
-            }
-        };
-        let tok_ids = if unpad {
-            ids.view([-1]).index_select(0, &real)
-        } else {
-            ids.view([-1])
-        };
+        // Unpadded: linear layers, norms and residuals on the real tokens only; q, k, v are
+        // scattered into the (b, s) layout for rotary embeddings and attention, and the
+        // attention output gathered back (encoder/unpad.rs).
+        let unpad = Unpad::new(mask, b, s);
+        let tok_ids = unpad.tokens(ids);
         let mut x =
             Tensor::f_embedding(&w.embed, &tok_ids, -1, false, false)?.to_kind(kind) * scale; // (t, h)
                                                                                               // Masks: additive (b, 1, 1, s) on padded keys; sliding adds the band |q - k| >= window.
@@ -492,7 +473,9 @@ impl Gemma3 {
                 (&cos_f, &sin_f, &full)
             };
             let r = rms_norm(&x, &lw.ln_in, eps);
-            let qkv = to_padded(&r.linear::<Tensor>(&lw.qkv, None)).view([b, s, -1]); // (b, s, (nh + 2 nkv) hd)
+            let qkv = unpad
+                .to_padded(&r.linear::<Tensor>(&lw.qkv, None))
+                .view([b, s, -1]); // (b, s, (nh + 2 nkv) hd)
             let parts = qkv.split_with_sizes([nh * hd, nkv * hd, nkv * hd], -1);
             let q = parts[0].view([b, s, nh, hd]).transpose(1, 2); // (b, nh, s, hd)
             let k = parts[1].view([b, s, nkv, hd]).transpose(1, 2); // (b, nkv, s, hd)
@@ -520,7 +503,8 @@ impl Gemma3 {
                 scaling,
                 false,
             )?;
-            let a = from_padded(&a.transpose(1, 2).reshape([b * s, nh * hd]))
+            let a = unpad
+                .from_padded(&a.transpose(1, 2).reshape([b * s, nh * hd]))
                 .linear::<Tensor>(&lw.o, None); // (t, h)
             x = x + rms_norm(&a, &lw.ln_post_attn, eps);
             let r = rms_norm(&x, &lw.ln_pre_ff, eps);
@@ -530,6 +514,6 @@ impl Gemma3 {
             let f = (gate.gelu("tanh") * up).linear::<Tensor>(&lw.down, None);
             x = x + rms_norm(&f, &lw.ln_post_ff, eps);
         }
-        Ok(to_padded(&rms_norm(&x, &w.norm, eps)).view([b, s, h]))
+        Ok(unpad.to_padded(&rms_norm(&x, &w.norm, eps)).view([b, s, h]))
     }
 }

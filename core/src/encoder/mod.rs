@@ -17,6 +17,7 @@ pub mod params;
 pub mod pooling;
 pub mod safetensors;
 pub mod tokenize;
+pub mod unpad;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
