@@ -117,50 +117,10 @@ impl<'a> GenContext<'a> {
         scratch: &mut Vec<usize>,
     ) -> Result<Vec<&'a str>> {
         let mut out = Vec::with_capacity(k);
-        self.negatives_into(anchor, k, scratch, &mut out)?;
-        Ok(out)
-    }
-
-    /// Like [`GenContext::negatives`], into `out` (cleared first), so a strategy's
-    /// loop reuses one vector: the hot path of generation allocates nothing per row.
-    pub fn negatives_into(
-        &mut self,
-        anchor: usize,
-        k: usize,
-        scratch: &mut Vec<usize>,
-        out: &mut Vec<&'a str>,
-    ) -> Result<()> {
-        out.clear();
         scratch.clear();
         self.draw_negatives(anchor, k, scratch)?;
-        self.resolve_negatives(scratch, out);
-        Ok(())
-    }
-
-    /// `times` calls of [`GenContext::negatives`] for the same anchor in one go, with the
-    /// same draws in the same order: call `j`'s texts are `out[ends[j - 1]..ends[j]]`
-    /// (`ends[-1]` = 0; an empty range = no candidate). The samplers' draws all happen
-    /// first and the texts are looked up after, so the memory reads of the `times` calls
-    /// overlap instead of waiting on each other (on large tables each lookup is a cache
-    /// miss).
-    pub fn negatives_batch(
-        &mut self,
-        anchor: usize,
-        k: usize,
-        times: usize,
-        scratch: &mut Vec<usize>,
-        ends: &mut Vec<usize>,
-        out: &mut Vec<&'a str>,
-    ) -> Result<()> {
-        scratch.clear();
-        ends.clear();
-        out.clear();
-        for _ in 0..times {
-            self.draw_negatives(anchor, k, scratch)?;
-            ends.push(scratch.len());
-        }
-        self.resolve_negatives(scratch, out);
-        Ok(())
+        self.resolve_negatives(scratch, &mut out);
+        Ok(out)
     }
 
     /// The draws of one [`GenContext::negatives`] call without the text lookup: appends

@@ -66,13 +66,6 @@ pub type FxHashMap<K, V> = HashMap<K, V, BuildHasherDefault<FxHasher>>;
 /// `HashSet` with [`FxHasher`].
 pub type FxHashSet<K> = HashSet<K, BuildHasherDefault<FxHasher>>;
 
-/// The pool's entries grouped by a key (e.g. the category), with each group's **distinct**
-/// anchor texts numbered in first-appearance order.
-///
-/// Built once per part in O(n) with one hash lookup per entry; [`sample_others`]
-/// then draws k distinct texts other than the anchor's own in O(k).
-///
-/// [`sample_others`]: DistinctGroups::sample_others
 /// Groups of at most this many entries find equal texts by a linear scan of hashes.
 const SMALL_GROUP: usize = 32;
 
@@ -111,6 +104,12 @@ pub fn hash_text(b: &[u8]) -> u64 {
     h ^ (h >> 33)
 }
 
+/// The pool's entries grouped by a key (e.g. the category), with each group's **distinct**
+/// anchor texts numbered in first-appearance order.
+///
+/// Built once per part in O(n) (see [`DistinctGroups::build`]);
+/// [`sample_other_positions`](DistinctGroups::sample_other_positions) then draws k distinct
+/// texts other than the anchor's own in O(k).
 #[derive(Debug, Clone, Default)]
 pub struct DistinctGroups {
     /// Per pool entry: (group id, index of its text among the group's distinct texts).
@@ -279,24 +278,11 @@ impl DistinctGroups {
         self.group(self.slot[i].0).len() - 1
     }
 
-    /// Pushes onto `out` up to `k` pool indices from `anchor`'s group whose texts are
-    /// distinct and differ from the anchor's text, uniformly at random (a uniformly random
-    /// subset of size `min(k, others)`, in random order).
-    pub fn sample_others(&self, anchor: usize, k: usize, rng: &mut Rng, out: &mut Vec<usize>) {
-        let (g, own) = self.slot[anchor];
-        let m = self.group(g);
-        let n = m.len() - 1; // candidates: every distinct text but the anchor's own
-        let take = k.min(n);
-        if take == 0 {
-            return;
-        }
-        let at = |x: usize| m[if x >= own as usize { x + 1 } else { x }] as usize;
-        Self::draw(n, take, rng, out, at);
-    }
-
-    /// Like [`DistinctGroups::sample_others`], pushing positions in the flat member table
-    /// instead of pool indices: the draw reads nothing but the group's bounds. Map them
-    /// with [`DistinctGroups::member`].
+    /// Pushes onto `out` up to `k` positions in the flat member table, from `anchor`'s
+    /// group, whose texts are distinct and differ from the anchor's text, uniformly at
+    /// random (a uniformly random subset of size `min(k, others)`, in random order). The
+    /// draw reads nothing but the group's bounds; [`DistinctGroups::member`] maps a
+    /// position to its pool index.
     pub fn sample_other_positions(
         &self,
         anchor: usize,
@@ -366,6 +352,14 @@ mod tests {
     use super::*;
     use crate::testing;
 
+    /// Pool indices drawn for `anchor` (positions mapped through the member table).
+    fn sample(g: &DistinctGroups, anchor: usize, k: usize, rng: &mut Rng, out: &mut Vec<usize>) {
+        g.sample_other_positions(anchor, k, rng, out);
+        for p in out.iter_mut() {
+            *p = g.member(*p);
+        }
+    }
+
     #[test]
     fn groups_distinct_texts_in_first_appearance_order() {
         let t = testing::table(
@@ -402,7 +396,7 @@ mod tests {
         for k in [1usize, 2, 3, 5, 7, 12, 20] {
             for a in 0..pool.len() {
                 let mut out = Vec::new();
-                g.sample_others(a, k, &mut rng, &mut out);
+                sample(&g, a, k, &mut rng, &mut out);
                 assert_eq!(out.len(), k.min(12));
                 let texts: FxHashSet<&str> = out.iter().map(|&i| pool.anchors[i]).collect();
                 assert_eq!(texts.len(), out.len(), "texts not distinct");
@@ -425,7 +419,7 @@ mod tests {
         let mut counts = [0usize; 4];
         for _ in 0..30_000 {
             let mut out = Vec::new();
-            g.sample_others(0, 1, &mut rng, &mut out);
+            sample(&g, 0, 1, &mut rng, &mut out);
             counts[out[0]] += 1;
         }
         assert_eq!(counts[0], 0);
