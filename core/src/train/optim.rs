@@ -197,10 +197,7 @@ impl FlatAdamW {
             });
             let weight = |w: f64| okf.as_ref().map(|o| o * w);
             if c.weight_decay != 0.0 {
-                let keep = match &okf {
-                    Some(o) => Some(1.0 - o * (lr * c.weight_decay)),
-                    None => None,
-                };
+                let keep = okf.as_ref().map(|o| 1.0 - o * (lr * c.weight_decay));
                 for &(off, n) in &self.decayed {
                     let mut p = self.flat.narrow(0, off, n);
                     match &keep {
