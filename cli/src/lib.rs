@@ -28,7 +28,7 @@ pub enum Command {
     Doctor(commands::doctor::DoctorArgs),
     /// Fine-tune a sentence encoder with a named loss.
     #[cfg(feature = "torch")]
-    Train(commands::train::TrainArgs),
+    Train(Box<commands::train::TrainArgs>),
     /// Evaluate a model folder (retrieval, triplet accuracy, combined margin); prints JSON.
     #[cfg(feature = "torch")]
     Eval(commands::eval::EvalArgs),
@@ -86,7 +86,7 @@ fn dispatch(cmd: Command) -> anyhow::Result<()> {
         #[cfg(feature = "torch")]
         Command::Doctor(a) => commands::doctor::run(a),
         #[cfg(feature = "torch")]
-        Command::Train(a) => commands::train::run(a),
+        Command::Train(a) => commands::train::run(*a),
         #[cfg(feature = "torch")]
         Command::Eval(a) => commands::eval::run(a),
         #[cfg(feature = "torch")]

@@ -1,43 +1,14 @@
 //! `random`: negatives drawn uniformly from the anchors of any other row of the part
 //! (distinct texts, never the anchor's own text): an easy-negative baseline.
 
-use embtune_core::gen::groups::DistinctGroups;
-use embtune_core::{register_sampler, CandidatePool, NegativeSampler, Result, Rng};
+use embtune_core::gen::groups::GroupSampler;
+use embtune_core::register_sampler;
 use serde::{Deserialize, Serialize};
 
 /// Config of `random` (no options).
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct RandomConfig {}
-
-/// Negatives from the whole part.
-#[derive(Debug, Default)]
-pub struct RandomSampler {
-    all: DistinctGroups,
-}
-
-impl NegativeSampler for RandomSampler {
-    fn prepare(&mut self, pool: &CandidatePool<'_>) -> Result<()> {
-        self.all = DistinctGroups::build(pool, |_| "");
-        Ok(())
-    }
-
-    fn sample(
-        &self,
-        _pool: &CandidatePool<'_>,
-        anchor: usize,
-        k: usize,
-        rng: &mut Rng,
-        out: &mut Vec<usize>,
-    ) -> Result<()> {
-        self.all.sample_other_positions(anchor, k, rng, out);
-        Ok(())
-    }
-
-    fn resolve(&self, id: usize) -> usize {
-        self.all.member(id)
-    }
-}
 
 register_sampler!(
     name: "random",
@@ -46,7 +17,7 @@ register_sampler!(
            whatever their category: in-domain random negatives, an easy baseline against\n\
            same-category hard negatives. O(k) per draw.",
     config: RandomConfig,
-    build: |_c| Ok(Box::new(RandomSampler::default())),
+    build: |_c| Ok(Box::new(GroupSampler::new(|_, _| ""))),
 );
 
 #[cfg(test)]
@@ -68,7 +39,7 @@ mod tests {
             ],
         );
         let pool = testing::pool(&t, "d", "c");
-        let mut s = RandomSampler::default();
+        let mut s = GroupSampler::new(|_, _| "");
         let got = testing::run_sampler(&mut s, &pool, 5, 3).unwrap();
         for (i, negs) in got.iter().enumerate() {
             let texts: HashSet<&str> = negs.iter().map(|&n| pool.anchors[n]).collect();
@@ -89,7 +60,7 @@ mod tests {
     fn single_text_part_has_no_candidates() {
         let t = testing::table(&["d", "c"], &[&["a", "x"], &["a", "y"]]);
         let pool = testing::pool(&t, "d", "c");
-        let got = testing::run_sampler(&mut RandomSampler::default(), &pool, 2, 1).unwrap();
+        let got = testing::run_sampler(&mut GroupSampler::new(|_, _| ""), &pool, 2, 1).unwrap();
         assert!(got.iter().all(Vec::is_empty));
     }
 }

@@ -1,8 +1,8 @@
 //! `same-category`: the original's hard negatives: other anchors of the same category
 //! value. Distinct texts, never empty, never equal to the anchor; linear time.
 
-use embtune_core::gen::groups::DistinctGroups;
-use embtune_core::{register_sampler, CandidatePool, NegativeSampler, Result, Rng};
+use embtune_core::gen::groups::GroupSampler;
+use embtune_core::{register_sampler, CandidatePool};
 use serde::{Deserialize, Serialize};
 
 /// Config of `same-category` (no options).
@@ -10,33 +10,9 @@ use serde::{Deserialize, Serialize};
 #[serde(default, deny_unknown_fields)]
 pub struct SameCategoryConfig {}
 
-/// Negatives from the anchor's category group.
-#[derive(Debug, Default)]
-pub struct SameCategory {
-    groups: DistinctGroups,
-}
-
-impl NegativeSampler for SameCategory {
-    fn prepare(&mut self, pool: &CandidatePool<'_>) -> Result<()> {
-        self.groups = DistinctGroups::build(pool, |i| pool.categories[i]);
-        Ok(())
-    }
-
-    fn sample(
-        &self,
-        _pool: &CandidatePool<'_>,
-        anchor: usize,
-        k: usize,
-        rng: &mut Rng,
-        out: &mut Vec<usize>,
-    ) -> Result<()> {
-        self.groups.sample_other_positions(anchor, k, rng, out);
-        Ok(())
-    }
-
-    fn resolve(&self, id: usize) -> usize {
-        self.groups.member(id)
-    }
+/// The group of a pool entry: its category value.
+fn category<'a>(pool: &CandidatePool<'a>, i: usize) -> &'a str {
+    pool.categories[i]
 }
 
 register_sampler!(
@@ -48,7 +24,7 @@ register_sampler!(
            them to fill k columns and records the repeats. Each (category, text) gets an id once\n\
            per part, so a draw costs O(k) (the original scanned the group for every positive).",
     config: SameCategoryConfig,
-    build: |_c| Ok(Box::new(SameCategory::default())),
+    build: |_c| Ok(Box::new(GroupSampler::new(category))),
 );
 
 #[cfg(test)]
@@ -85,7 +61,7 @@ mod tests {
                     .insert(pool.anchors[i]);
             }
             for k in [1usize, 3, 5] {
-                let mut s = SameCategory::default();
+                let mut s = GroupSampler::new(category);
                 let got = testing::run_sampler(&mut s, &pool, k, seed).unwrap();
                 for (a, negs) in got.iter().enumerate() {
                     let allowed: HashSet<&str> = by_cat[pool.categories[a]]
@@ -110,9 +86,9 @@ mod tests {
     fn reproducible_for_a_seed() {
         let t = random_table(9, 300);
         let pool = testing::pool(&t, "d", "c");
-        let a = testing::run_sampler(&mut SameCategory::default(), &pool, 4, 11).unwrap();
-        let b = testing::run_sampler(&mut SameCategory::default(), &pool, 4, 11).unwrap();
-        let c = testing::run_sampler(&mut SameCategory::default(), &pool, 4, 12).unwrap();
+        let a = testing::run_sampler(&mut GroupSampler::new(category), &pool, 4, 11).unwrap();
+        let b = testing::run_sampler(&mut GroupSampler::new(category), &pool, 4, 11).unwrap();
+        let c = testing::run_sampler(&mut GroupSampler::new(category), &pool, 4, 12).unwrap();
         assert_eq!(a, b);
         assert_ne!(a, c);
     }

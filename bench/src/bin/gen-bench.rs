@@ -226,7 +226,7 @@ fn synthesize(path: &Path, rows: usize) -> std::io::Result<(usize, usize)> {
     let mut cat_of: Vec<u32> = sizes
         .iter()
         .enumerate()
-        .flat_map(|(c, &n)| std::iter::repeat(c as u32).take(n))
+        .flat_map(|(c, &n)| std::iter::repeat_n(c as u32, n))
         .collect();
     for i in (1..cat_of.len()).rev() {
         let j = rng.gen_range(0..=i);

@@ -6,7 +6,7 @@ use std::hash::{BuildHasherDefault, Hasher};
 
 use rand::Rng as _;
 
-use crate::sampler::CandidatePool;
+use crate::sampler::{CandidatePool, NegativeSampler};
 use crate::Rng;
 
 /// A small, fast, non-cryptographic hasher (the Fx hash of rustc) for string keys built
@@ -344,6 +344,54 @@ impl DistinctGroups {
             out.extend(chosen.into_iter().map(at));
         }
         debug_assert_eq!(out.len() - start, take);
+    }
+}
+
+/// Which group a pool entry belongs to, for [`GroupSampler`]: a plain function so that a
+/// sampler stays `Send + Sync` and costs no allocation.
+pub type GroupKey = for<'a> fn(&CandidatePool<'a>, usize) -> &'a str;
+
+/// A ready [`NegativeSampler`]: the negatives of an anchor are distinct anchor texts of its own
+/// group (by a [`GroupKey`]) other than its own text, drawn uniformly in O(k) through
+/// [`DistinctGroups`]. `same-category` is this keyed by the category, `random` with one group
+/// for the whole part; a plugin can key it by anything the pool holds.
+#[derive(Debug)]
+pub struct GroupSampler {
+    key: GroupKey,
+    groups: DistinctGroups,
+}
+
+impl GroupSampler {
+    /// A sampler grouping by `key` (e.g. `|pool, i| pool.categories[i]`).
+    pub fn new(key: GroupKey) -> Self {
+        GroupSampler {
+            key,
+            groups: DistinctGroups::default(),
+        }
+    }
+}
+
+impl NegativeSampler for GroupSampler {
+    fn prepare(&mut self, pool: &CandidatePool<'_>) -> crate::Result<()> {
+        let key = self.key;
+        self.groups = DistinctGroups::build(pool, |i| key(pool, i));
+        Ok(())
+    }
+
+    fn sample(
+        &self,
+        _pool: &CandidatePool<'_>,
+        anchor: usize,
+        k: usize,
+        rng: &mut Rng,
+        out: &mut Vec<usize>,
+    ) -> crate::Result<()> {
+        self.groups.sample_other_positions(anchor, k, rng, out);
+        Ok(())
+    }
+
+    fn resolve(&self, id: usize) -> usize {
+        self.groups.member(id)
     }
 }
 

@@ -178,7 +178,10 @@ impl Dataset {
     }
 }
 
-fn read_csv(path: &Path, text: &str) -> Result<(Vec<String>, Vec<(u64, Vec<String>)>)> {
+/// A header and the rows under it, each with its line number in the file.
+type HeaderAndRows = (Vec<String>, Vec<(u64, Vec<String>)>);
+
+fn read_csv(path: &Path, text: &str) -> Result<HeaderAndRows> {
     let mut rdr = csv::ReaderBuilder::new()
         .has_headers(true)
         .flexible(false)
@@ -208,7 +211,7 @@ fn read_csv(path: &Path, text: &str) -> Result<(Vec<String>, Vec<(u64, Vec<Strin
     Ok((header, rows))
 }
 
-fn read_jsonl(path: &Path, text: &str) -> Result<(Vec<String>, Vec<(u64, Vec<String>)>)> {
+fn read_jsonl(path: &Path, text: &str) -> Result<HeaderAndRows> {
     let mut header: Option<Vec<String>> = None;
     let mut rows = Vec::new();
     for (i, line) in text.lines().enumerate() {

@@ -360,7 +360,7 @@ pub fn train(
             examples_since += rows.len();
             examples_total += rows.len();
             state.micro_batches += 1;
-            if state.micro_batches % per_epoch == 0 {
+            if state.micro_batches.is_multiple_of(per_epoch) {
                 break; // an optimizer step never spans two epochs
             }
         }
@@ -376,14 +376,13 @@ pub fn train(
         observer.step(state.step);
 
         let interrupted = stop.load(Ordering::SeqCst);
-        let do_log = state.step % cfg.log_every == 0 || state.step == total_steps || interrupted;
-        if sync_every_step || do_log {
-            if !bool::try_from(&all_ok).unwrap_or(false) {
-                return Err(non_finite(state.step, &cfg.output));
-            }
+        let do_log =
+            state.step.is_multiple_of(cfg.log_every) || state.step == total_steps || interrupted;
+        if (sync_every_step || do_log) && !bool::try_from(&all_ok).unwrap_or(false) {
+            return Err(non_finite(state.step, &cfg.output));
         }
-        let do_eval =
-            cfg.eval_every.is_some_and(|n| state.step % n == 0) && state.step < total_steps;
+        let do_eval = cfg.eval_every.is_some_and(|n| state.step.is_multiple_of(n))
+            && state.step < total_steps;
         if do_log || do_eval {
             let side_clock = Instant::now();
             let elapsed = clock.elapsed().as_secs_f64().max(1e-9);
