@@ -2,27 +2,10 @@
 //! of the two halves of each vector) instead of cosine, as
 //! `sentence_transformers/sentence_transformer/losses/angle.py` (6.0.1), n-tuples included.
 
-use embtune_core::{register_loss, ContrastiveLoss, LossBatch, LossInputs, Result};
-use tch::Tensor;
+use embtune_core::register_loss;
 
-use crate::cosent::{cosent_from_scores, scored_pairs, ScoredPairConfig};
+use crate::cosent::{ScoredPairConfig, ScoredPairLoss};
 use crate::loss_math::pairwise_angle_sim;
-
-/// The `angle` loss.
-pub struct Angle {
-    cfg: ScoredPairConfig,
-}
-
-impl ContrastiveLoss for Angle {
-    fn inputs(&self) -> LossInputs {
-        self.cfg.inputs()
-    }
-
-    fn forward(&self, batch: &LossBatch<'_>) -> Result<Tensor> {
-        let (left, right, labels) = scored_pairs("angle", batch, &self.cfg)?;
-        cosent_from_scores(&pairwise_angle_sim(&left, &right)?, &labels, self.cfg.scale)
-    }
-}
 
 register_loss!(
     name: "angle",
@@ -36,17 +19,15 @@ real, second half imaginary; an odd dimension is padded with a zero); the loss i
   positive_label=0.95  label of (anchor, positive) pairs made from triplets (the original's)
   negative_label=0.05  label of (anchor, negative) pairs made from triplets",
     config: ScoredPairConfig,
-    build: |c| {
-        c.check("angle")?;
-        Ok(Box::new(Angle { cfg: c }))
-    },
+    build: |c| Ok(Box::new(ScoredPairLoss::new("angle", c, pairwise_angle_sim)?)),
 );
 
 #[cfg(test)]
 mod tests {
-    use super::*;
     use crate::loss_math::test_support::{logsumexp, permute_rows, rows};
     use embtune_core::testing::{self, random_embeddings};
+    use embtune_core::{ContrastiveLoss, LossBatch, LossInputs};
+    use tch::Tensor;
 
     /// The angle similarity by loops over complex components.
     fn angle_sim(x: &[f64], y: &[f64]) -> f64 {

@@ -115,19 +115,38 @@ pub fn cosent_from_scores(scores: &Tensor, labels: &Tensor, scale: f64) -> Resul
     Ok(Tensor::f_cat(&[zero, diff.f_flatten(0, 1)?], 0)?.f_logsumexp([0i64].as_slice(), false)?)
 }
 
-/// The `cosent` loss.
-pub struct Cosent {
+/// A CoSENT-style loss over scored pairs: `cosent` with the cosine, `angle` with the angle
+/// similarity; only the pairwise similarity differs.
+pub struct ScoredPairLoss {
+    name: &'static str,
     cfg: ScoredPairConfig,
+    similarity: fn(&Tensor, &Tensor) -> Result<Tensor>,
 }
 
-impl ContrastiveLoss for Cosent {
+impl ScoredPairLoss {
+    /// The loss `name` with config `cfg` (checked here) and the pairwise `similarity`.
+    pub fn new(
+        name: &'static str,
+        cfg: ScoredPairConfig,
+        similarity: fn(&Tensor, &Tensor) -> Result<Tensor>,
+    ) -> Result<Self> {
+        cfg.check(name)?;
+        Ok(ScoredPairLoss {
+            name,
+            cfg,
+            similarity,
+        })
+    }
+}
+
+impl ContrastiveLoss for ScoredPairLoss {
     fn inputs(&self) -> LossInputs {
         self.cfg.inputs()
     }
 
     fn forward(&self, batch: &LossBatch<'_>) -> Result<Tensor> {
-        let (left, right, labels) = scored_pairs("cosent", batch, &self.cfg)?;
-        cosent_from_scores(&pairwise_cos_sim(&left, &right)?, &labels, self.cfg.scale)
+        let (left, right, labels) = scored_pairs(self.name, batch, &self.cfg)?;
+        cosent_from_scores(&(self.similarity)(&left, &right)?, &labels, self.cfg.scale)
     }
 }
 
@@ -143,10 +162,7 @@ labels matters.
   positive_label=0.95  label of (anchor, positive) pairs made from triplets (the original's)
   negative_label=0.05  label of (anchor, negative) pairs made from triplets",
     config: ScoredPairConfig,
-    build: |c| {
-        c.check("cosent")?;
-        Ok(Box::new(Cosent { cfg: c }))
-    },
+    build: |c| Ok(Box::new(ScoredPairLoss::new("cosent", c, pairwise_cos_sim)?)),
 );
 
 #[cfg(test)]
