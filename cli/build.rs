@@ -1,15 +1,11 @@
-//! Link libtorch (rpath, and libtorch_cuda where present; see shared DESIGN.md) and record
-//! the torch version the binary was built against for `embtune doctor`.
+//! Link libtorch (see build-support/link_torch.rs) and record the torch version the binary
+//! was built against for `embtune doctor`.
+include!("../build-support/link_torch.rs");
+
 fn main() {
-    // Set only when the `torch` feature pulls in torch-sys; a torch-free build links nothing.
-    let Ok(lib) = std::env::var("DEP_TCH_LIBTORCH_LIB") else {
+    let Some(lib) = link_torch() else {
         return;
     };
-    println!("cargo:rustc-link-arg=-Wl,-rpath,{lib}");
-    if std::path::Path::new(&lib).join("libtorch_cuda.so").exists() {
-        println!("cargo:rustc-link-arg=-Wl,--no-as-needed");
-        println!("cargo:rustc-link-arg=-ltorch_cuda");
-    }
     // <site-packages>/torch/lib -> <site-packages>/torch/version.py
     let version_py = std::path::Path::new(&lib).join("..").join("version.py");
     let version = std::fs::read_to_string(&version_py)
