@@ -2,10 +2,21 @@
 //! against the Python reference run side by side in the same process tree.
 //!
 //! Shared helpers: [`run_measured`] runs a child process and returns its wall time and
-//! peak resident memory.
+//! peak resident memory; [`reference_python`] is where the reference environment lives.
 
+use std::path::PathBuf;
 use std::process::Command;
 use std::time::Instant;
+
+/// The Python of the reference environment: `$EMBTUNE_REF_PYTHON`, else the repository's
+/// `.venv-ref/bin/python` (made by `scripts/setup-ref.sh`).
+pub fn reference_python() -> PathBuf {
+    std::env::var_os("EMBTUNE_REF_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.venv-ref/bin/python")
+        })
+}
 
 /// Wall seconds, peak RSS in MiB and exit status of a child process.
 #[derive(Debug, Clone, Copy)]

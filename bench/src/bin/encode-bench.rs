@@ -13,56 +13,37 @@ use std::path::PathBuf;
 use std::process::{Command, ExitCode};
 use std::time::Instant;
 
+use clap::Parser;
 use embtune_core::encoder::{Precision, SentenceEncoder};
 use rand::{Rng, SeedableRng};
 
+/// Encoding throughput, embtune against sentence-transformers.
+#[derive(Parser, Debug)]
+#[command(name = "encode-bench")]
 struct Opts {
+    /// Model folder (default: the embedded all-MiniLM-L6-v2).
+    #[arg(long, default_value_os_t = embtune_core::models::default_model_dir())]
     model: PathBuf,
+    /// Number of seeded synthetic texts.
+    #[arg(long, default_value_t = 2000)]
     texts: usize,
+    #[arg(long, default_value_t = 64)]
     batch_size: usize,
+    /// cpu, cuda or auto.
+    #[arg(long, default_value = "cpu")]
     device: String,
+    /// fp32 or bf16.
+    #[arg(long, default_value = "fp32")]
     precision: String,
+    /// Rounds; the two sides alternate and the best of each is reported.
+    #[arg(long, default_value_t = 3)]
     repeats: usize,
+    /// Skip the reference.
+    #[arg(long = "no-reference", action = clap::ArgAction::SetFalse)]
     reference: bool,
+    /// Python of the reference environment.
+    #[arg(long, default_value_os_t = embtune_bench::reference_python())]
     python: PathBuf,
-}
-
-fn parse(args: &[String]) -> Result<Opts, String> {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
-    let mut o = Opts {
-        model: embtune_core::models::default_model_dir(),
-        texts: 2000,
-        batch_size: 64,
-        device: "cpu".into(),
-        precision: "fp32".into(),
-        repeats: 3,
-        reference: true,
-        python: std::env::var_os("EMBTUNE_REF_PYTHON")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| root.join(".venv-ref/bin/python")),
-    };
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        let mut val = || {
-            it.next()
-                .cloned()
-                .ok_or_else(|| format!("{a} needs a value"))
-        };
-        match a.as_str() {
-            "--model" => o.model = PathBuf::from(val()?),
-            "--texts" => o.texts = val()?.parse().map_err(|e| format!("--texts: {e}"))?,
-            "--batch-size" => {
-                o.batch_size = val()?.parse().map_err(|e| format!("--batch-size: {e}"))?
-            }
-            "--device" => o.device = val()?,
-            "--precision" => o.precision = val()?,
-            "--repeats" => o.repeats = val()?.parse().map_err(|e| format!("--repeats: {e}"))?,
-            "--python" => o.python = PathBuf::from(val()?),
-            "--no-reference" => o.reference = false,
-            other => return Err(format!("unknown option {other}")),
-        }
-    }
-    Ok(o)
 }
 
 /// Seeded texts shaped like table cells: 40% short (3-12 words), 40% medium (15-60),
@@ -245,8 +226,7 @@ fn num_threads() -> String {
 }
 
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    match parse(&args).and_then(|o| bench(&o)) {
+    match bench(&Opts::parse()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("encode-bench: error: {e}");

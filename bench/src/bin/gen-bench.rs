@@ -24,6 +24,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
 use std::time::Instant;
 
+use clap::Parser;
 use embtune_bench::{run_measured, Measured};
 use rand::Rng;
 
@@ -38,7 +39,7 @@ fn main() -> ExitCode {
     if args.get(1).map(String::as_str) == Some("--child") {
         return child(&args[2..]);
     }
-    match bench(&args[1..]) {
+    match bench(&Opts::parse()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("gen-bench: error: {e}");
@@ -58,14 +59,34 @@ fn child(args: &[String]) -> ExitCode {
     code
 }
 
+/// `embtune gen` timed against the original scripts.
+#[derive(Parser, Debug)]
+#[command(name = "gen-bench")]
 struct Opts {
+    /// Rows of the main table.
+    #[arg(long, default_value_t = 75_000)]
     rows: usize,
+    /// Rows of the large table (0 skips it).
+    #[arg(long, default_value_t = 1_000_000)]
     big_rows: usize,
+    /// Skip the reference.
+    #[arg(long = "no-reference", action = clap::ArgAction::SetFalse)]
     reference: bool,
+    /// Folder for tables and outputs.
+    #[arg(long, default_value = "bench-out/gen")]
     out: PathBuf,
+    /// Python of the reference environment.
+    #[arg(long, default_value_os_t = embtune_bench::reference_python())]
     python: PathBuf,
+    /// The torch-free binary to time (default: target/lite/release/embtune, built when missing).
+    #[arg(long)]
     embtune: Option<PathBuf>,
+    /// Time the full, libtorch-linked build instead, in process.
+    #[arg(long)]
     full: bool,
+    /// Measurements per strategy at --rows (half as many at --big-rows); the median is
+    /// reported.
+    #[arg(long, default_value_t = 5)]
     repeat: usize,
 }
 
@@ -129,48 +150,6 @@ fn lite_binary(o: &Opts) -> Result<PathBuf, String> {
         }
     }
     Ok(p)
-}
-
-fn parse(args: &[String]) -> Result<Opts, String> {
-    let mut o = Opts {
-        rows: 75_000,
-        big_rows: 1_000_000,
-        reference: true,
-        out: PathBuf::from("bench-out/gen"),
-        python: std::env::var_os("EMBTUNE_REF_PYTHON")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| PathBuf::from(".venv-ref/bin/python")),
-        embtune: None,
-        full: false,
-        repeat: 5,
-    };
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        let mut val = || {
-            it.next()
-                .cloned()
-                .ok_or_else(|| format!("{a} needs a value"))
-        };
-        match a.as_str() {
-            "--rows" => o.rows = val()?.parse().map_err(|e| format!("--rows: {e}"))?,
-            "--big-rows" => o.big_rows = val()?.parse().map_err(|e| format!("--big-rows: {e}"))?,
-            "--no-reference" => o.reference = false,
-            "--out" => o.out = PathBuf::from(val()?),
-            "--python" => o.python = PathBuf::from(val()?),
-            "--embtune" => o.embtune = Some(PathBuf::from(val()?)),
-            "--full" => o.full = true,
-            "--repeat" => {
-                o.repeat = val()?.parse().map_err(|e| format!("--repeat: {e}"))?;
-                o.repeat = o.repeat.max(1);
-            }
-            other => {
-                return Err(format!(
-                    "unknown option {other}; see the header of bench/src/bin/gen-bench.rs"
-                ))
-            }
-        }
-    }
-    Ok(o)
 }
 
 /// Category sizes with a Zipf-like skew: `categories` groups summing to `rows`, the
@@ -379,8 +358,7 @@ fn run_reference(python: &Path, data: &Path, out: &Path, script: &str) -> Result
     Ok(m)
 }
 
-fn bench(args: &[String]) -> Result<(), String> {
-    let o = parse(args)?;
+fn bench(o: &Opts) -> Result<(), String> {
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
     std::fs::create_dir_all(&o.out).map_err(|e| e.to_string())?;
     let timing = o.out.join("timing.txt");
@@ -408,7 +386,7 @@ fn bench(args: &[String]) -> Result<(), String> {
     let (gen_exe, child_timing, floor) = if o.full {
         (exe.clone(), Some(timing.as_path()), floor)
     } else {
-        let lite = lite_binary(&o)?;
+        let lite = lite_binary(o)?;
         let mut c = Command::new(&lite);
         c.arg("list");
         let lf = measure_fresh(&c, &o.out.join("floor.rss"))?;
@@ -445,7 +423,8 @@ fn bench(args: &[String]) -> Result<(), String> {
                 o.repeat
             } else {
                 o.repeat.div_ceil(2)
-            };
+            }
+            .max(1);
             let mut all = Vec::with_capacity(runs);
             for _ in 0..runs {
                 let _ = std::fs::remove_dir_all(&out);
