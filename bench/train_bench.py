@@ -18,9 +18,11 @@ repeated `--repeats` times (default 2; the two sides alternate) and the best (sh
 Threads: both sides get the same OMP_NUM_THREADS / MKL_NUM_THREADS (`--threads`, default
 the machine's core count), and the reference also `torch.set_num_threads(--threads)`.
 
-GPU memory (CUDA): the reference reports `torch.cuda.max_memory_allocated()`; embtune's
-summary has no such figure yet (owed), so the script also polls `nvidia-smi` for the
-child process's peak used memory (CUDA context + caching allocator), for both sides alike.
+GPU memory (CUDA): both sides report the caching allocator's peak over the training loop
+(peaks reset after loading, read after the last step): the reference
+`torch.cuda.max_memory_allocated()`, embtune the same c10 statistic (`peak_gpu_mem_gib` in
+its summary, core/src/device_mem.rs). The script also polls `nvidia-smi` for each child
+process's peak used memory (CUDA context + cached blocks), for both sides alike.
 
 Offline: needs only the Python standard library here; the reference side runs with
 `--python` (a venv that already has sentence-transformers), nothing is installed.
@@ -226,7 +228,7 @@ def measure(a, side: str, data: Path, work: Path, env: dict, steps: int, rep: in
     report, smi = run_json(cmd, env, work / f"{side}-{steps}-{rep}.log", a.device)
     if side == "embtune":
         secs, examples, got_steps = report["train_seconds"], report["examples"], report["steps"]
-        peak_alloc = report.get("peak_gpu_mem_gib")  # not in the summary yet
+        peak_alloc = report.get("peak_gpu_mem_gib")  # caching-allocator peak of the loop, as the reference
     else:
         secs, examples, got_steps = report["train_s"], report["examples"], report["steps"]
         peak_alloc = report.get("peak_gpu_mem_gib")

@@ -1,6 +1,25 @@
-//! Link libtorch (see build-support/link_torch.rs).
+//! Link libtorch (see build-support/link_torch.rs) and, in builds with libtorch, compile
+//! csrc/device_mem.cpp: the caching allocator's memory statistics, which tch does not expose.
 include!("../build-support/link_torch.rs");
 
 fn main() {
-    link_torch();
+    println!("cargo:rerun-if-changed=csrc/device_mem.cpp");
+    let Some(lib) = link_torch() else {
+        return;
+    };
+    let include = std::path::Path::new(&lib).join("..").join("include");
+    // The C++ ABI of the libtorch wheels since 2.7 (torch._C._GLIBCXX_USE_CXX11_ABI), the
+    // same default as torch-sys's own C++ wrapper.
+    let abi = std::env::var("LIBTORCH_CXX11_ABI").unwrap_or_else(|_| "1".to_owned());
+    println!("cargo:rerun-if-env-changed=LIBTORCH_CXX11_ABI");
+    cc::Build::new()
+        .cpp(true)
+        .file("csrc/device_mem.cpp")
+        .include(&include)
+        .flag("-std=c++17")
+        .flag(format!("-D_GLIBCXX_USE_CXX11_ABI={abi}"))
+        .warnings(false)
+        .compile("embtune_device_mem");
+    println!("cargo:rustc-link-lib=dylib=c10");
+    println!("cargo:rustc-link-search=native={lib}");
 }

@@ -3,6 +3,8 @@
 //! harness. A plugin crate depends on this crate alone.
 
 #[cfg(feature = "torch")]
+pub mod device_mem;
+#[cfg(feature = "torch")]
 pub mod encoder;
 pub mod error;
 pub mod eval;

@@ -179,6 +179,8 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
         "train_seconds": summary.train_seconds,
         "examples": summary.examples,
         "examples_per_s": summary.examples as f64 / summary.train_seconds.max(1e-9),
+        "peak_gpu_mem_gib": summary.peak_gpu_mem_gib,
+        "peak_gpu_reserved_gib": summary.peak_gpu_reserved_gib,
     });
     println!("{}", serde_json::to_string_pretty(&report)?);
     Ok(())

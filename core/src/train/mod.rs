@@ -161,6 +161,12 @@ pub struct TrainSummary {
     pub train_seconds: f64,
     /// Training rows processed by this invocation.
     pub examples: usize,
+    /// On CUDA: the most GiB in live tensors during the training loop (libtorch's caching
+    /// allocator; PyTorch's `torch.cuda.max_memory_allocated` after a reset at the start).
+    pub peak_gpu_mem_gib: Option<f64>,
+    /// On CUDA: the most GiB the allocator held from the driver during the loop, cache
+    /// included (`torch.cuda.max_memory_reserved`).
+    pub peak_gpu_reserved_gib: Option<f64>,
 }
 
 /// The trainer's position, saved in every checkpoint.
@@ -294,6 +300,15 @@ pub fn train(
         }
     }
 
+    // GPU memory is reported for the training loop, as the reference's bench does: peaks
+    // reset here, after loading and the first evaluation, read right after the loop.
+    let cuda_index = match cfg.device {
+        Device::Cuda(i) => Some(i),
+        _ => None,
+    };
+    if let Some(i) = cuda_index {
+        let _ = crate::device_mem::reset_cuda_peak(i);
+    }
     observer.start(total_steps, state.step);
     let mut all_ok = Tensor::from(true).to_device(cfg.device);
     let mut loss_acc = Tensor::zeros([], (Kind::Float, cfg.device));
@@ -429,6 +444,7 @@ pub fn train(
 
     let _ = f64::try_from(&loss_acc); // wait for the device before reading the clock
     let train_seconds = (loop_start.elapsed().as_secs_f64() - excluded).max(0.0);
+    let gpu = cuda_index.and_then(|i| crate::device_mem::cuda_memory(i).ok());
     let after = evaluate(&encoder)?;
     if let Some(m) = &after {
         let log = StepLog {
@@ -461,6 +477,8 @@ pub fn train(
         best_dir: best_dir.is_dir().then_some(best_dir),
         train_seconds,
         examples: examples_total,
+        peak_gpu_mem_gib: gpu.map(|m| m.peak_allocated_gib()),
+        peak_gpu_reserved_gib: gpu.map(|m| m.peak_reserved_gib()),
     })
 }
 
