@@ -142,8 +142,28 @@ struct Block {
     arena: Vec<u8>,
 }
 
+impl Block {
+    /// Empties the block, keeping its capacity.
+    fn clear(&mut self) {
+        self.fields.clear();
+        self.row_ends.clear();
+        self.arena.clear();
+    }
+}
+
 /// Marks a field of [`Block::fields`] as an offset into the table text.
 const TABLE: u32 = 1 << 31;
+
+/// Where field `(off, len)` of a block lies: its source (the table text or the block's
+/// arena) and its offset in it.
+#[inline]
+fn locate<'t>(off: u32, table: &'t str, arena: &'t str) -> (&'t str, usize) {
+    if off & TABLE != 0 {
+        (table, (off & !TABLE) as usize)
+    } else {
+        (arena, off as usize)
+    }
+}
 
 /// Rows per block (a block also goes when its arena passes [`BLOCK_BYTES`]).
 const BLOCK_ROWS: usize = 8192;
@@ -187,9 +207,7 @@ fn take_block() -> Block {
 }
 
 fn give_block(mut b: Block) {
-    b.fields.clear();
-    b.row_ends.clear();
-    b.arena.clear();
+    b.clear();
     if let Ok(mut v) = SPARE_BLOCKS.lock() {
         if v.len() < SPARES_KEPT {
             v.push(b);
@@ -300,11 +318,7 @@ impl Encoder {
                 // Whole `&str`s were appended, so the arena is UTF-8 (checked, cheaply).
                 let arena = simdutf8::basic::from_utf8(&block.arena).unwrap_or("");
                 let resolve = |&(off, len): &(u32, u32)| -> &str {
-                    let (src, off) = if off & TABLE != 0 {
-                        (text, (off & !TABLE) as usize)
-                    } else {
-                        (arena, off as usize)
-                    };
+                    let (src, off) = locate(off, text, arena);
                     src.get(off..off + len as usize).unwrap_or("")
                 };
                 let mut fields: Vec<&str> = Vec::with_capacity(8);
@@ -313,11 +327,7 @@ impl Encoder {
                     if let Some(&ahead_end) = block.row_ends.get(r + PREFETCH_ROWS) {
                         let ahead_start = block.row_ends[r + PREFETCH_ROWS - 1] as usize;
                         for &(off, len) in &block.fields[ahead_start..ahead_end as usize] {
-                            let (src, off) = if off & TABLE != 0 {
-                                (text.as_bytes(), (off & !TABLE) as usize)
-                            } else {
-                                (block.arena.as_slice(), off as usize)
-                            };
+                            let (src, off) = locate(off, text, arena);
                             // Addresses only: the bounds and boundary checks of `resolve`
                             // read memory, which is what the prefetch is for.
                             crate::mem::prefetch(src.as_ptr().wrapping_add(off), len as usize);
@@ -370,9 +380,7 @@ impl Encoder {
                     }
                 }
                 drop(fields);
-                block.fields.clear();
-                block.row_ends.clear();
-                block.arena.clear();
+                block.clear();
                 let _ = back.send(block);
             }
             let rest = std::mem::take(&mut self.buf);
