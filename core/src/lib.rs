@@ -25,7 +25,9 @@ pub use loss::LossInputs;
 #[cfg(feature = "torch")]
 pub use loss::{ContrastiveLoss, LossBatch};
 pub use sampler::{CandidatePool, NegativeSampler};
-pub use strategy::{ColumnSpec, DefaultColumns, DomainUse, ExampleSink, GenContext, PairStrategy};
+pub use strategy::{
+    ColumnSpec, DefaultColumns, DomainUse, ExampleSink, GenContext, NegativeBatch, PairStrategy,
+};
 pub use table::Table;
 
 /// Re-exported so the registration macros work in crates that depend on core alone.

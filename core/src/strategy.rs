@@ -188,6 +188,50 @@ impl<'a> GenContext<'a> {
     }
 }
 
+/// Negatives drawn for several supervised rows first and looked up together afterwards
+/// ([`GenContext::draw_negatives`], then one [`GenContext::resolve_negatives`]): the same
+/// draws in the same order as one row at a time, with the memory reads of the lookups
+/// overlapping. A strategy pushes one draw per row it means to emit, resolves, then reads
+/// each row's negatives by the order of its draws.
+#[derive(Debug, Default)]
+pub struct NegativeBatch<'a> {
+    ids: Vec<usize>,
+    /// Per draw: the end of its ids (and texts).
+    ends: Vec<usize>,
+    texts: Vec<&'a str>,
+}
+
+impl<'a> NegativeBatch<'a> {
+    /// Forgets every draw (keeps the buffers).
+    pub fn clear(&mut self) {
+        self.ids.clear();
+        self.ends.clear();
+        self.texts.clear();
+    }
+
+    /// Draws exactly `k` negatives for pool entry `anchor`, or none when the sampler has no
+    /// candidate (as [`GenContext::negatives`]); read them with [`NegativeBatch::get`] by
+    /// the order of the draws, after [`NegativeBatch::resolve`].
+    pub fn draw(&mut self, ctx: &mut GenContext<'a>, anchor: usize, k: usize) -> Result<()> {
+        ctx.draw_negatives(anchor, k, &mut self.ids)?;
+        self.ends.push(self.ids.len());
+        Ok(())
+    }
+
+    /// Looks up the texts of every draw so far.
+    pub fn resolve(&mut self, ctx: &GenContext<'a>) {
+        self.texts.clear();
+        ctx.resolve_negatives(&mut self.ids, &mut self.texts);
+    }
+
+    /// The texts of draw `d` (0 = the first since [`NegativeBatch::clear`]); empty when the
+    /// sampler had no candidate.
+    pub fn get(&self, d: usize) -> &[&'a str] {
+        let start = if d == 0 { 0 } else { self.ends[d - 1] };
+        &self.texts[start..self.ends[d]]
+    }
+}
+
 /// Turns a part of the table into training examples.
 ///
 /// Required: [`default_columns`](Self::default_columns),

@@ -3,7 +3,8 @@
 //! hard_negative` with a negative from the sampler (same category by default).
 
 use embtune_core::{
-    register_strategy, ColumnSpec, DefaultColumns, ExampleSink, GenContext, PairStrategy, Result,
+    register_strategy, ColumnSpec, DefaultColumns, ExampleSink, GenContext, NegativeBatch,
+    PairStrategy, Result,
 };
 use serde::{Deserialize, Serialize};
 
@@ -25,7 +26,7 @@ pub const DEFAULTS: DefaultColumns = DefaultColumns {
 };
 
 /// Rows whose negatives are drawn before their texts are looked up (see
-/// [`GenContext::draw_negatives`]).
+/// [`NegativeBatch`]).
 pub const ROWS_AT_ONCE: usize = 32;
 
 /// `anchor, positive, hard_negative` for k = 1 (the original), `hard_negative_1..k` else.
@@ -53,13 +54,12 @@ pub fn generate_rows(ctx: &mut GenContext<'_>, sink: &mut dyn ExampleSink) -> Re
     // Rows go in groups of ROWS_AT_ONCE: every draw of the group first (in row order, so
     // the same draws as one row at a time), then one lookup of all their texts, then the
     // rows. Output order is unchanged.
-    let mut ids: Vec<usize> = Vec::new();
-    let mut negs: Vec<&str> = Vec::new();
-    // (anchor, positive, number of negatives drawn: k or 0)
-    let mut pending: Vec<(&str, &str, usize)> = Vec::new();
+    let mut batch = NegativeBatch::default();
+    // (anchor, positive) of each draw of the group.
+    let mut pending: Vec<(&str, &str)> = Vec::new();
     let mut fields: Vec<&str> = Vec::with_capacity(2 + k);
     for (g, rows) in ctx.rows.chunks(ROWS_AT_ONCE).enumerate() {
-        ids.clear();
+        batch.clear();
         pending.clear();
         for (j, &row) in rows.iter().enumerate() {
             let i = g * ROWS_AT_ONCE + j;
@@ -69,24 +69,21 @@ pub fn generate_rows(ctx: &mut GenContext<'_>, sink: &mut dyn ExampleSink) -> Re
             for c in cols.iter().flatten() {
                 let positive = table.cell(row, *c);
                 if !positive.is_empty() && positive != anchor {
-                    let n = ctx.draw_negatives(i, k, &mut ids)?;
-                    pending.push((anchor, positive, n));
+                    batch.draw(ctx, i, k)?;
+                    pending.push((anchor, positive));
                 }
             }
         }
-        negs.clear();
-        ctx.resolve_negatives(&mut ids, &mut negs);
-        let mut at = 0;
-        for &(anchor, positive, n) in &pending {
-            let row_negs = &negs[at..at + n];
-            at += n;
-            if row_negs.is_empty() {
+        batch.resolve(ctx);
+        for (d, &(anchor, positive)) in pending.iter().enumerate() {
+            let negs = batch.get(d);
+            if negs.is_empty() {
                 continue;
             }
             fields.clear();
             fields.push(anchor);
             fields.push(positive);
-            fields.extend_from_slice(row_negs);
+            fields.extend_from_slice(negs);
             sink.supervised(&fields)?;
         }
     }

@@ -3,7 +3,8 @@
 //! `--num-negatives` (default 5) negatives `negative_1..k`.
 
 use embtune_core::{
-    register_strategy, ColumnSpec, DefaultColumns, ExampleSink, GenContext, PairStrategy, Result,
+    register_strategy, ColumnSpec, DefaultColumns, ExampleSink, GenContext, NegativeBatch,
+    PairStrategy, Result,
 };
 use serde::{Deserialize, Serialize};
 
@@ -68,14 +69,13 @@ impl PairStrategy for FusionMultineg {
         let mut positive = String::new();
         // Rows in groups, draws first and text lookups after (as in `baseline`).
         let group = crate::baseline::ROWS_AT_ONCE;
-        let mut ids: Vec<usize> = Vec::new();
-        let mut negs: Vec<&str> = Vec::new();
-        // Fused positives of the group, one after the other, and per row
-        // (anchor, end of its positive in `fused`, negatives drawn).
+        let mut batch = NegativeBatch::default();
+        // Fused positives of the group, one after the other, and per draw
+        // (anchor, end of its positive in `fused`).
         let mut fused = String::new();
-        let mut pending: Vec<(&str, usize, usize)> = Vec::new();
+        let mut pending: Vec<(&str, usize)> = Vec::new();
         for (g, rows) in ctx.rows.chunks(group).enumerate() {
-            ids.clear();
+            batch.clear();
             pending.clear();
             fused.clear();
             for (j, &row) in rows.iter().enumerate() {
@@ -87,26 +87,25 @@ impl PairStrategy for FusionMultineg {
                 if positive.is_empty() {
                     continue;
                 }
-                let n = ctx.draw_negatives(i, k, &mut ids)?;
+                batch.draw(ctx, i, k)?;
                 fused.push_str(&positive);
-                pending.push((anchor, fused.len(), n));
+                pending.push((anchor, fused.len()));
             }
-            negs.clear();
-            ctx.resolve_negatives(&mut ids, &mut negs);
-            let (mut at, mut from) = (0, 0);
+            batch.resolve(ctx);
+            let mut from = 0;
+            // Per group: the fields borrow `fused`, which the next group rewrites.
             let mut fields: Vec<&str> = Vec::with_capacity(2 + k);
-            for &(anchor, end, n) in &pending {
-                let row_negs = &negs[at..at + n];
+            for (d, &(anchor, end)) in pending.iter().enumerate() {
                 let pos = &fused[from..end];
-                at += n;
                 from = end;
-                if row_negs.is_empty() {
+                let negs = batch.get(d);
+                if negs.is_empty() {
                     continue;
                 }
                 fields.clear();
                 fields.push(anchor);
                 fields.push(pos);
-                fields.extend_from_slice(row_negs);
+                fields.extend_from_slice(negs);
                 sink.supervised(&fields)?;
             }
         }
