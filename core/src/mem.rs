@@ -16,12 +16,7 @@ const MIN_BYTES: usize = 4 << 20;
 /// `Vec::with_capacity` (pages already touched keep their size). A hint only: failures
 /// are ignored and the contents are never changed.
 pub fn advise_huge<T>(v: &mut Vec<T>) {
-    let spare = v.spare_capacity_mut();
-    let bytes = std::mem::size_of_val(spare);
-    if bytes < MIN_BYTES {
-        return;
-    }
-    advise_range(spare.as_mut_ptr() as usize, bytes);
+    advise_huge_slice(v.spare_capacity_mut());
 }
 
 /// Like [`advise_huge`] for memory that is allocated but not yet touched, such as a
