@@ -226,12 +226,10 @@ def measure(a, side: str, data: Path, work: Path, env: dict, steps: int, rep: in
     out = work / f"{side}-{steps}-{rep}"
     cmd = embtune_cmd(a, data, out, steps) if side == "embtune" else reference_cmd(a, data, out, steps)
     report, smi = run_json(cmd, env, work / f"{side}-{steps}-{rep}.log", a.device)
-    if side == "embtune":
-        secs, examples, got_steps = report["train_seconds"], report["examples"], report["steps"]
-        peak_alloc = report.get("peak_gpu_mem_gib")  # caching-allocator peak of the loop, as the reference
-    else:
-        secs, examples, got_steps = report["train_s"], report["examples"], report["steps"]
-        peak_alloc = report.get("peak_gpu_mem_gib")
+    secs = report["train_seconds"] if side == "embtune" else report["train_s"]
+    examples, got_steps = report["examples"], report["steps"]
+    # Both sides: the caching allocator's peak over the training loop (None on CPU).
+    peak_alloc = report.get("peak_gpu_mem_gib")
     if got_steps != steps:
         raise SystemExit(f"{side}: asked for {steps} steps, ran {got_steps}")
     shutil.rmtree(out, ignore_errors=True)  # embtune writes final/ (~90 MB for MiniLM)

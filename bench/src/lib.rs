@@ -9,7 +9,7 @@ use std::process::Command;
 use std::time::Instant;
 
 /// The Python of the reference environment: `$EMBTUNE_REF_PYTHON`, else the repository's
-/// `.venv-ref/bin/python` (made by `scripts/setup-ref.sh`).
+/// `.venv-ref/bin/python` (made by `scripts/ref-env.sh`).
 pub fn reference_python() -> PathBuf {
     std::env::var_os("EMBTUNE_REF_PYTHON")
         .map(PathBuf::from)
