@@ -259,7 +259,7 @@ pub fn generate(req: &GenRequest, progress: &mut dyn FnMut(GenProgress)) -> Resu
         }
     }
 
-    let trace = Trace::from_env();
+    let mut trace = Trace::from_env();
     let table = Table::read_csv(&req.data, &req.encoding)?;
     trace.mark("read and parse");
     let mut needed: Vec<&str> = vec![&spec.desc, &spec.category];
@@ -522,22 +522,23 @@ struct Manifest<'a> {
 
 /// Phase times on standard error when `EMBTUNE_TRACE` is set (for profiling `gen`).
 struct Trace {
-    last: std::cell::Cell<Option<std::time::Instant>>,
+    /// When the last phase ended; None when tracing is off.
+    last: Option<std::time::Instant>,
 }
 
 impl Trace {
     fn from_env() -> Self {
         let on = std::env::var_os("EMBTUNE_TRACE").is_some();
         Trace {
-            last: std::cell::Cell::new(on.then(std::time::Instant::now)),
+            last: on.then(std::time::Instant::now),
         }
     }
 
-    fn mark(&self, what: &str) {
-        if let Some(t) = self.last.get() {
+    fn mark(&mut self, what: &str) {
+        if let Some(t) = self.last {
             let now = std::time::Instant::now();
             eprintln!("trace: {what}: {:.1} ms", (now - t).as_secs_f64() * 1e3);
-            self.last.set(Some(now));
+            self.last = Some(now);
         }
     }
 }
