@@ -4,6 +4,7 @@
 model, data, batch size, max length, loss (MNRL, one hard negative) and number of steps.
 
 Data: a seeded synthetic triplet CSV (anchor,positive,hard_negative), texts of 8-60 words
+(`--texts long`, the default) or 5-25-word anchors against 2-8-word titles (`--texts short`)
 drawn from a built-in word list; positives share part of the anchor's words, negatives
 share fewer, so the task is not trivial. Enough rows that no run wraps an epoch.
 
@@ -120,8 +121,15 @@ def sentence(rng: random.Random, topic: list[str], share: float, n_words: int) -
     return text[0].upper() + text[1:] + "."
 
 
-def synth_triplets(path: Path, rows: int, seed: int) -> dict:
-    """Seeded anchor,positive,hard_negative CSV; each text 8-60 words."""
+# Word counts per column: (anchor, positive, hard negative). "long": every text 8-60 words;
+# "short": descriptions of 5-25 words against titles of 2-8 words (table-style data, where
+# fixed per-step costs dominate).
+TEXT_LENGTHS = {"long": ((8, 60), (8, 60), (8, 60)), "short": ((5, 25), (2, 8), (2, 8))}
+
+
+def synth_triplets(path: Path, rows: int, seed: int, texts: str = "long") -> dict:
+    """Seeded anchor,positive,hard_negative CSV; word counts from TEXT_LENGTHS[texts]."""
+    (a_lo, a_hi), (p_lo, p_hi), (n_lo, n_hi) = TEXT_LENGTHS[texts]
     rng = random.Random(seed)
     lengths = []
     with open(path, "w", newline="", encoding="utf-8") as f:
@@ -130,13 +138,13 @@ def synth_triplets(path: Path, rows: int, seed: int) -> dict:
         for _ in range(rows):
             topic = rng.sample(WORDS, 12)
             near = topic[:6] + rng.sample(WORDS, 6)
-            texts = [
-                sentence(rng, topic, 0.6, rng.randint(8, 60)),
-                sentence(rng, topic, 0.5, rng.randint(8, 60)),
-                sentence(rng, near, 0.4, rng.randint(8, 60)),
+            row = [
+                sentence(rng, topic, 0.6, rng.randint(a_lo, a_hi)),
+                sentence(rng, topic, 0.5, rng.randint(p_lo, p_hi)),
+                sentence(rng, near, 0.4, rng.randint(n_lo, n_hi)),
             ]
-            lengths += [len(t.split()) for t in texts]
-            w.writerow(texts)
+            lengths += [len(t.split()) for t in row]
+            w.writerow(row)
     return {"rows": rows, "words_min": min(lengths), "words_max": max(lengths), "words_mean": round(sum(lengths) / len(lengths), 1)}
 
 
@@ -296,6 +304,8 @@ def main(argv=None) -> int:
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="CPU threads for both sides")
     p.add_argument("--repeats", type=int, default=2, help="runs per side; the best is kept")
+    p.add_argument("--texts", default="long", choices=sorted(TEXT_LENGTHS),
+                   help="text-length mix: long (8-60 words each) or short (5-25-word anchors, 2-8-word titles)")
     p.add_argument("--rows", type=int, default=None, help="synthetic rows (default: enough for one epoch)")
     p.add_argument("--embtune", default=str(ROOT / "target" / "release" / "embtune"))
     p.add_argument("--python", default=str(ROOT / ".venv-ref" / "bin" / "python"))
@@ -312,7 +322,7 @@ def main(argv=None) -> int:
     work.mkdir(parents=True, exist_ok=True)
     rows = a.rows or a.batch_size * (a.steps + a.warmup_steps) + a.batch_size
     data = work / "triplets.csv"
-    data_stats = synth_triplets(data, rows, a.seed)
+    data_stats = synth_triplets(data, rows, a.seed, a.texts)
 
     env = dict(os.environ)
     env.update({"OMP_NUM_THREADS": str(a.threads), "MKL_NUM_THREADS": str(a.threads),
@@ -343,7 +353,7 @@ def main(argv=None) -> int:
         "host": {"machine": platform.machine(), "cpus": os.cpu_count(), "platform": platform.platform()},
         "config": {"model": a.model, "batch_size": a.batch_size, "steps": a.steps, "warmup_steps": a.warmup_steps,
                    "device": a.device, "precision": a.precision, "max_seq_length": a.max_seq_length, "loss": "mnrl",
-                   "negatives": 1, "lr": a.lr, "seed": a.seed, "threads": a.threads, "repeats": a.repeats,
+                   "negatives": 1, "texts": a.texts, "lr": a.lr, "seed": a.seed, "threads": a.threads, "repeats": a.repeats,
                    "data": data_stats},
         "embtune": e,
         "reference": r,
