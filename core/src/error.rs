@@ -48,6 +48,16 @@ pub enum Error {
         message: String,
     },
 
+    /// One cell of input data that is malformed: the file, the 1-based line where known,
+    /// and the column (or JSON key).
+    #[error("{path}{}, column '{column}': {message}", line.map(|l| format!(", line {l}")).unwrap_or_default())]
+    Cell {
+        path: PathBuf,
+        line: Option<u64>,
+        column: String,
+        message: String,
+    },
+
     /// Columns asked for that the table does not have.
     #[error("{path}: missing column(s) {missing}; available columns: {available}")]
     MissingColumns {
@@ -91,6 +101,21 @@ impl Error {
         Error::Data {
             path: path.into(),
             line,
+            message: message.into(),
+        }
+    }
+
+    /// A data error in one cell: column `column` at an optional 1-based line.
+    pub fn cell(
+        path: impl Into<PathBuf>,
+        line: Option<u64>,
+        column: impl Into<String>,
+        message: impl Into<String>,
+    ) -> Self {
+        Error::Cell {
+            path: path.into(),
+            line,
+            column: column.into(),
             message: message.into(),
         }
     }

@@ -9,6 +9,7 @@ use anyhow::Context;
 use clap::Args;
 use embtune_core::encoder::{npy, SentenceEncoder};
 use embtune_core::error::Error;
+use embtune_core::table::{read_text, InputFormat, ReadOptions, Table};
 
 use super::{resolve_device, resolve_precision};
 
@@ -19,10 +20,11 @@ pub struct EncodeArgs {
     /// all-MiniLM-L6-v2].
     #[arg(long)]
     pub model: Option<PathBuf>,
-    /// Texts: `.txt` (one text per line, UTF-8) or `.csv` (with --column).
+    /// Texts: `.csv` or `.jsonl` (with --column), or any other file with one text per
+    /// line (UTF-8).
     #[arg(long)]
     pub input: PathBuf,
-    /// Column of a `.csv` input holding the texts.
+    /// Column of a `.csv` or `.jsonl` input holding the texts.
     #[arg(long)]
     pub column: Option<String>,
     /// Output: `.npy` (float32 matrix) or `.jsonl`.
@@ -77,19 +79,18 @@ pub fn load_model(
     Ok(enc)
 }
 
-/// Reads the texts of a `.txt` (one per line) or `.csv` (`column`) file; the file must be
-/// UTF-8 (the first bad byte's line is reported).
+/// Reads the texts of a table (`.csv`, `.jsonl`: column `column`, cells trimmed as every
+/// table's are) or of any other file (one text per line, kept as written); UTF-8 or a
+/// byte-order mark's encoding, errors naming the line.
 pub fn read_texts(path: &Path, column: Option<&str>) -> anyhow::Result<Vec<String>> {
-    let ext = path
-        .extension()
-        .and_then(|e| e.to_str())
-        .unwrap_or("")
-        .to_ascii_lowercase();
-    if ext == "csv" {
+    if InputFormat::from_extension(path).is_some() {
         let col = column.ok_or_else(|| {
-            anyhow::anyhow!("{}: a .csv input needs --column NAME", path.display())
+            anyhow::anyhow!(
+                "{}: a .csv or .jsonl input needs --column NAME",
+                path.display()
+            )
         })?;
-        let table = embtune_core::Table::read_csv(path, "utf-8")?;
+        let table = Table::read(path, &ReadOptions::default())?;
         table.require_columns([col], path)?;
         let c = table.column(col).expect("checked above");
         return Ok((0..table.n_rows())
@@ -97,23 +98,12 @@ pub fn read_texts(path: &Path, column: Option<&str>) -> anyhow::Result<Vec<Strin
             .collect());
     }
     if column.is_some() {
-        anyhow::bail!("{}: --column applies to .csv inputs only", path.display());
+        anyhow::bail!(
+            "{}: --column applies to .csv and .jsonl inputs only",
+            path.display()
+        );
     }
-    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-    let text = match String::from_utf8(bytes) {
-        Ok(t) => t,
-        Err(e) => {
-            let at = e.utf8_error().valid_up_to();
-            let line = e.as_bytes()[..at].iter().filter(|&&b| b == b'\n').count() as u64 + 1;
-            return Err(Error::data(
-                path,
-                Some(line),
-                "not valid UTF-8; convert the file to UTF-8 (e.g. iconv -f cp949 -t utf-8)",
-            )
-            .into());
-        }
-    };
-    let text = text.strip_prefix('\u{feff}').unwrap_or(&text);
+    let text = read_text(path, None)?;
     let mut lines: Vec<String> = text
         .split('\n')
         .map(|l| l.strip_suffix('\r').unwrap_or(l).to_string())

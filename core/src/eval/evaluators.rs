@@ -11,6 +11,7 @@ use tch::{Kind, Tensor};
 use super::metrics::{combined_margin, information_retrieval, triplet_accuracy, RetrievalCutoffs};
 use crate::encoder::SentenceEncoder;
 use crate::error::{Error, Result};
+use crate::table::{Dataset, ReadOptions, Table};
 
 /// Metric name -> value (sentence-transformers' names, e.g. `cosine_ndcg@10`).
 pub type Metrics = BTreeMap<String, f64>;
@@ -26,17 +27,11 @@ pub struct RetrievalSet {
     pub relevant: Vec<Vec<usize>>,
 }
 
-fn read_two_columns(path: &Path, want: [&str; 2]) -> Result<Vec<(String, String)>> {
-    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-    let text = String::from_utf8(bytes).map_err(|_| Error::data(path, None, "not UTF-8"))?;
-    let text = text.strip_prefix('\u{feff}').unwrap_or(&text);
-    let mut rdr = csv::ReaderBuilder::new().from_reader(text.as_bytes());
-    let header: Vec<String> = rdr
-        .headers()
-        .map_err(|e| Error::data(path, Some(1), e.to_string()))?
-        .iter()
-        .map(str::to_string)
-        .collect();
+/// The first two columns of the CSV file at `path`, which must be named `want`, with each
+/// row's line (for messages).
+fn read_two_columns(path: &Path, want: [&str; 2]) -> Result<Vec<(String, String, Option<u64>)>> {
+    let table = Table::read(path, &ReadOptions::default())?;
+    let header = table.headers();
     if header.len() < 2 || header[0] != want[0] || header[1] != want[1] {
         return Err(Error::data(
             path,
@@ -49,16 +44,15 @@ fn read_two_columns(path: &Path, want: [&str; 2]) -> Result<Vec<(String, String)
             ),
         ));
     }
-    let mut out = Vec::new();
-    for rec in rdr.records() {
-        let rec =
-            rec.map_err(|e| Error::data(path, e.position().map(|p| p.line()), e.to_string()))?;
-        out.push((
-            rec.get(0).unwrap_or("").to_string(),
-            rec.get(1).unwrap_or("").to_string(),
-        ));
-    }
-    Ok(out)
+    Ok((0..table.n_rows())
+        .map(|r| {
+            (
+                table.cell(r, 0).to_string(),
+                table.cell(r, 1).to_string(),
+                table.line(r),
+            )
+        })
+        .collect())
 }
 
 impl RetrievalSet {
@@ -99,14 +93,17 @@ impl RetrievalSet {
                 }
             }
         };
-        let queries = read_two_columns(
+        let pairs = |rows: Vec<(String, String, Option<u64>)>| -> Vec<(String, String)> {
+            rows.into_iter().map(|(id, text, _)| (id, text)).collect()
+        };
+        let queries = pairs(read_two_columns(
             &dir.join(format!("{prefix}eval_queries.csv")),
             ["id", "text"],
-        )?;
-        let corpus = read_two_columns(
+        )?);
+        let corpus = pairs(read_two_columns(
             &dir.join(format!("{prefix}eval_corpus.csv")),
             ["id", "text"],
-        )?;
+        )?);
         let qrels_path = dir.join(format!("{prefix}eval_qrels.csv"));
         let qrels = read_two_columns(&qrels_path, ["query_id", "corpus_id"])?;
         let q_index: HashMap<&str, usize> = queries
@@ -120,11 +117,11 @@ impl RetrievalSet {
             .map(|(i, (id, _))| (id.as_str(), i))
             .collect();
         let mut relevant = vec![Vec::new(); queries.len()];
-        for (q, c) in &qrels {
+        for (q, c, line) in &qrels {
             let (Some(&qi), Some(&ci)) = (q_index.get(q.as_str()), c_index.get(c.as_str())) else {
                 return Err(Error::data(
                     &qrels_path,
-                    None,
+                    *line,
                     format!("qrel ({q}, {c}) names an unknown query or document"),
                 ));
             };
@@ -163,7 +160,7 @@ pub struct TripletSet {
 impl TripletSet {
     /// Reads the first three text columns of a CSV/JSONL file (anchor, positive, negative).
     pub fn read(path: &Path) -> Result<Self> {
-        let ds = crate::train::data::Dataset::read(path)?;
+        let ds = Dataset::read(path)?;
         if ds.columns.len() < 3 {
             return Err(Error::Invalid(format!(
                 "{}: triplet evaluation needs anchor, positive and negative columns, found: {}",
@@ -312,5 +309,74 @@ impl EvalSuite {
             Ok(())
         })?;
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(dir: &Path, name: &str, body: &str) -> PathBuf {
+        let p = dir.join(name);
+        std::fs::write(&p, body).unwrap();
+        p
+    }
+
+    #[test]
+    fn retrieval_files_with_a_bom_and_errors_with_lines() {
+        let d = tempfile::tempdir().unwrap();
+        write(d.path(), "eval_queries.csv", "\u{feff}id,text\nq1, 사과 \n");
+        write(
+            d.path(),
+            "eval_corpus.csv",
+            "\u{feff}id,text\nd1,과일\nd2,채소\n",
+        );
+        write(
+            d.path(),
+            "eval_qrels.csv",
+            "\u{feff}query_id,corpus_id\nq1,d1\nq1,d9\n",
+        );
+        let e = RetrievalSet::read(d.path(), None).unwrap_err().to_string();
+        assert!(
+            e.contains("eval_qrels.csv, line 3") && e.contains("(q1, d9)"),
+            "{e}"
+        );
+        write(d.path(), "eval_qrels.csv", "query_id,corpus_id\nq1,d1\n");
+        let r = RetrievalSet::read(d.path(), None).unwrap();
+        assert_eq!(r.queries, [("q1".to_string(), "사과".to_string())]);
+        assert_eq!(r.corpus.len(), 2);
+        assert_eq!(r.relevant, [vec![0]]);
+    }
+
+    /// `gen`'s table, `train`'s dataset and `eval`'s triplets read the same cells from the
+    /// same file, CSV or JSON Lines: each trimmed of white space at both ends.
+    #[test]
+    fn gen_train_and_eval_trim_alike() {
+        let d = tempfile::tempdir().unwrap();
+        let csv = write(
+            d.path(),
+            "t.csv",
+            "anchor, positive ,negative\n\" a \",\tb\u{3000},\"c\n\"\n",
+        );
+        let jsonl = write(
+            d.path(),
+            "t.jsonl",
+            "{\" anchor\":\" a \",\"positive\":\"\\tb\u{3000}\",\"negative\":\"c\\n\"}\n",
+        );
+        let want = ["a", "b", "c"];
+        let gen = Table::read_csv(&csv, "utf-8").unwrap();
+        assert_eq!(gen.headers(), &["anchor", "positive", "negative"]);
+        assert_eq!((0..3).map(|c| gen.cell(0, c)).collect::<Vec<_>>(), want);
+        for p in [&csv, &jsonl] {
+            let table = Table::read(p, &ReadOptions::default()).unwrap();
+            assert_eq!(table.headers(), gen.headers(), "{}", p.display());
+            let train = Dataset::read(p).unwrap();
+            assert_eq!(train.columns, gen.headers());
+            let got: Vec<&str> = train.texts.iter().map(|c| c[0].as_str()).collect();
+            assert_eq!(got, want, "{}", p.display());
+            let eval = TripletSet::read(p).unwrap();
+            let got = [&eval.anchors[0], &eval.positives[0], &eval.negatives[0]];
+            assert_eq!(got, want, "{}", p.display());
+        }
     }
 }

@@ -260,7 +260,11 @@ pub fn generate(req: &GenRequest, progress: &mut dyn FnMut(GenProgress)) -> Resu
     }
 
     let mut trace = Trace::from_env();
-    let table = Table::read_csv(&req.data, &req.encoding)?;
+    let source = crate::table::ReadOptions {
+        format: None,
+        encoding: Some(&req.encoding),
+    };
+    let table = Table::read(&req.data, &source)?;
     trace.mark("read and parse");
     let mut needed: Vec<&str> = vec![&spec.desc, &spec.category];
     needed.extend(spec.positives.iter().map(String::as_str));

@@ -1,104 +1,15 @@
-//! Training data: a file written by `embtune gen` (CSV with or without BOM, or JSONL) or
-//! any similar file, read as named text columns taken by position (first = anchor, second
-//! = positive, the rest negatives), an optional float `label`/`score` column, checked
-//! against what the loss needs, and cut into seeded, shuffled batches.
-
-use std::path::{Path, PathBuf};
+//! Training data as the trainer sees it: a [`Dataset`] (read by the one reader,
+//! [`crate::table`]) checked against what the loss needs and reshaped for it, and the
+//! seeded epoch order that cuts it into batches.
 
 use rand::seq::SliceRandom;
+
+pub use crate::table::Dataset;
 
 use crate::error::{Error, Result};
 use crate::loss::LossInputs;
 
-/// Text columns plus an optional label column, all rows the same width.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Dataset {
-    /// Where it came from (for messages).
-    pub path: PathBuf,
-    /// Names of the text columns, in file order.
-    pub columns: Vec<String>,
-    /// `texts[c][i]`: column c of row i.
-    pub texts: Vec<Vec<String>>,
-    /// Name of the label column, if the file has one.
-    pub label_column: Option<String>,
-    /// One label per row when `label_column` is set.
-    pub labels: Option<Vec<f64>>,
-}
-
-fn is_label(name: &str) -> bool {
-    matches!(name.trim().to_ascii_lowercase().as_str(), "label" | "score")
-}
-
 impl Dataset {
-    /// Number of rows.
-    pub fn len(&self) -> usize {
-        self.texts.first().map_or(0, Vec::len)
-    }
-
-    /// True when the file has no data row.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    /// Reads a `.csv` (UTF-8, BOM optional) or `.jsonl` file.
-    pub fn read(path: &Path) -> Result<Self> {
-        let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-        let text = std::str::from_utf8(&bytes).map_err(|e| {
-            Error::data(
-                path,
-                None,
-                format!("not UTF-8 ({e}); training files are UTF-8 (embtune gen writes them so)"),
-            )
-        })?;
-        let text = text.strip_prefix('\u{feff}').unwrap_or(text);
-        let is_jsonl = path
-            .extension()
-            .is_some_and(|e| e == "jsonl" || e == "json");
-        let (header, rows) = if is_jsonl {
-            read_jsonl(path, text)?
-        } else {
-            read_csv(path, text)?
-        };
-        if rows.is_empty() {
-            return Err(Error::data(
-                path,
-                None,
-                "the file has no data rows; generate data with `embtune gen` first",
-            ));
-        }
-        let label_idx = header.iter().position(|h| is_label(h));
-        let mut columns = Vec::new();
-        let mut texts: Vec<Vec<String>> = Vec::new();
-        for (c, h) in header.iter().enumerate() {
-            if Some(c) != label_idx {
-                columns.push(h.clone());
-                texts.push(Vec::with_capacity(rows.len()));
-            }
-        }
-        let mut labels = label_idx.map(|_| Vec::with_capacity(rows.len()));
-        for (line, row) in rows {
-            let mut t = 0;
-            for (c, cell) in row.into_iter().enumerate() {
-                if Some(c) == label_idx {
-                    let v: f64 = cell.trim().parse().map_err(|_| {
-                        Error::data(path, Some(line), format!("label '{cell}' is not a number"))
-                    })?;
-                    labels.as_mut().expect("label column").push(v);
-                } else {
-                    texts[t].push(cell);
-                    t += 1;
-                }
-            }
-        }
-        Ok(Dataset {
-            path: path.to_path_buf(),
-            columns,
-            texts,
-            label_column: label_idx.map(|i| header[i].clone()),
-            labels,
-        })
-    }
-
     /// Checks the columns against what `inputs` needs and reshapes the data for it:
     /// scored-pair losses turn (anchor, positive, negative…) rows into (anchor, doc, label)
     /// pairs with the soft labels the loss names.
@@ -178,73 +89,6 @@ impl Dataset {
     }
 }
 
-/// A header and the rows under it, each with its line number in the file.
-type HeaderAndRows = (Vec<String>, Vec<(u64, Vec<String>)>);
-
-fn read_csv(path: &Path, text: &str) -> Result<HeaderAndRows> {
-    let mut rdr = csv::ReaderBuilder::new()
-        .has_headers(true)
-        .flexible(false)
-        .from_reader(text.as_bytes());
-    let header: Vec<String> = rdr
-        .headers()
-        .map_err(|e| Error::data(path, Some(1), format!("cannot read the header: {e}")))?
-        .iter()
-        .map(|h| h.trim().to_string())
-        .collect();
-    if header.iter().all(String::is_empty) {
-        return Err(Error::data(
-            path,
-            None,
-            "the file is empty; expected a header row and data rows",
-        ));
-    }
-    let mut rows = Vec::new();
-    for rec in rdr.records() {
-        let rec = rec.map_err(|e| {
-            let line = e.position().map(|p| p.line());
-            Error::data(path, line, format!("malformed CSV row: {e}"))
-        })?;
-        let line = rec.position().map_or(0, |p| p.line());
-        rows.push((line, rec.iter().map(str::to_string).collect()));
-    }
-    Ok((header, rows))
-}
-
-fn read_jsonl(path: &Path, text: &str) -> Result<HeaderAndRows> {
-    let mut header: Option<Vec<String>> = None;
-    let mut rows = Vec::new();
-    for (i, line) in text.lines().enumerate() {
-        let ln = i as u64 + 1;
-        if line.trim().is_empty() {
-            continue;
-        }
-        let obj: serde_json::Map<String, serde_json::Value> = serde_json::from_str(line)
-            .map_err(|e| Error::data(path, Some(ln), format!("not a JSON object: {e}")))?;
-        let keys: Vec<String> = obj.keys().cloned().collect();
-        match &header {
-            None => header = Some(keys),
-            Some(h) if *h != keys => {
-                return Err(Error::data(
-                    path,
-                    Some(ln),
-                    format!("keys {keys:?} differ from the first line's {h:?}"),
-                ))
-            }
-            _ => {}
-        }
-        let cells = obj
-            .into_iter()
-            .map(|(_, v)| match v {
-                serde_json::Value::String(s) => s,
-                other => other.to_string(),
-            })
-            .collect();
-        rows.push((ln, cells));
-    }
-    Ok((header.unwrap_or_default(), rows))
-}
-
 /// The row order of one epoch: a permutation of `0..n` drawn from `seed` and `epoch` alone,
 /// so a resumed run sees the same order.
 pub fn epoch_order(n: usize, seed: u64, epoch: u64) -> Vec<usize> {
@@ -263,26 +107,11 @@ pub fn batches_per_epoch(n: usize, batch_size: usize) -> usize {
 mod tests {
     use super::*;
 
-    fn write(name: &str, body: &str) -> (tempfile::TempDir, PathBuf) {
+    fn write(name: &str, body: &str) -> (tempfile::TempDir, std::path::PathBuf) {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join(name);
         std::fs::write(&p, body).unwrap();
         (dir, p)
-    }
-
-    #[test]
-    fn reads_gen_csv_with_bom_and_jsonl() {
-        let (_d, p) = write(
-            "s.csv",
-            "\u{feff}anchor,positive,hard_negative\na,b,c\nd,e,f\n",
-        );
-        let ds = Dataset::read(&p).unwrap();
-        assert_eq!(ds.columns, ["anchor", "positive", "hard_negative"]);
-        assert_eq!(ds.texts[2], ["c", "f"]);
-        let (_d, p) = write("s.jsonl", "{\"anchor\":\"a\",\"positive\":\"b\",\"score\":0.5}\n{\"anchor\":\"c\",\"positive\":\"d\",\"score\":1}\n");
-        let ds = Dataset::read(&p).unwrap();
-        assert_eq!(ds.columns, ["anchor", "positive"]);
-        assert_eq!(ds.labels, Some(vec![0.5, 1.0]));
     }
 
     #[test]

@@ -1,220 +1,10 @@
-//! The in-memory table: a header row and every cell as trimmed text, stored in one string
-//! buffer with offsets (one allocation for the whole table, so a million rows stay cheap).
-
-/// A table of text cells.
-#[derive(Debug, Clone, Default)]
-pub struct Table {
-    headers: Vec<String>,
-    /// Every cell's text; shared (never copied) with the threads that write output files.
-    buf: std::sync::Arc<String>,
-    /// Row-major `(start, end)` byte offsets into `buf`.
-    spans: Vec<(u32, u32)>,
-}
-
-impl Table {
-    /// An empty table with these column names.
-    pub fn new(headers: Vec<String>) -> Self {
-        Table {
-            headers,
-            buf: Default::default(),
-            spans: Vec::new(),
-        }
-    }
-
-    /// Builds a table from rows of cells (trimmed here); rows must have the header's width.
-    pub fn from_rows<S: AsRef<str>>(headers: &[&str], rows: &[Vec<S>]) -> Self {
-        let mut t = Table::new(headers.iter().map(|h| h.to_string()).collect());
-        for r in rows {
-            assert_eq!(
-                r.len(),
-                headers.len(),
-                "row width differs from header width"
-            );
-            t.push_row(r.iter().map(|c| c.as_ref()));
-        }
-        t
-    }
-
-    /// Appends one row; each cell is trimmed once here.
-    pub fn push_row<'c>(&mut self, cells: impl IntoIterator<Item = &'c str>) {
-        let buf = std::sync::Arc::make_mut(&mut self.buf);
-        for c in cells {
-            let c = c.trim();
-            let start = buf.len() as u32;
-            buf.push_str(c);
-            self.spans.push((start, buf.len() as u32));
-        }
-    }
-
-    /// Column names, in file order.
-    pub fn headers(&self) -> &[String] {
-        &self.headers
-    }
-
-    /// Index of column `name`.
-    pub fn column(&self, name: &str) -> Option<usize> {
-        self.headers.iter().position(|h| h == name)
-    }
-
-    /// Number of data rows.
-    pub fn n_rows(&self) -> usize {
-        if self.headers.is_empty() {
-            0
-        } else {
-            self.spans.len() / self.headers.len()
-        }
-    }
-
-    /// The trimmed cell at (`row`, `col`).
-    pub fn cell(&self, row: usize, col: usize) -> &str {
-        let (s, e) = self.spans[row * self.headers.len() + col];
-        &self.buf[s as usize..e as usize]
-    }
-
-    /// The trimmed cell at `row` in column `name`, if the column exists.
-    pub fn cell_by_name(&self, row: usize, name: &str) -> Option<&str> {
-        self.column(name).map(|c| self.cell(row, c))
-    }
-
-    /// Bytes held by the cell buffer (for memory accounting in benchmarks).
-    pub fn text_bytes(&self) -> usize {
-        self.buf.len()
-    }
-
-    /// A table of the given rows (in that order) with the same columns, its cells copied
-    /// into one new buffer.
-    pub fn select_rows(&self, rows: &[usize]) -> Table {
-        let w = self.headers.len();
-        let bytes: usize = rows
-            .iter()
-            .flat_map(|&r| &self.spans[r * w..(r + 1) * w])
-            .map(|&(s, e)| (e - s) as usize)
-            .sum();
-        let mut buf = String::with_capacity(bytes);
-        let mut spans = Vec::with_capacity(rows.len() * w);
-        let row_bytes = |r: usize| {
-            let (s, _) = self.spans[r * w];
-            let (_, e) = self.spans[r * w + w - 1];
-            (s as usize, e.saturating_sub(s) as usize)
-        };
-        for (j, &r) in rows.iter().enumerate() {
-            // The rows are scattered: prefetch the spans 16 rows ahead and the text 8 ahead
-            // (a row's cells are adjacent in the buffer).
-            if w > 0 {
-                if let Some(&ahead) = rows.get(j + 16) {
-                    let sp = &self.spans[ahead * w..(ahead + 1) * w];
-                    crate::mem::prefetch(sp.as_ptr() as *const u8, std::mem::size_of_val(sp));
-                }
-                if let Some(&ahead) = rows.get(j + 8) {
-                    let (s, len) = row_bytes(ahead);
-                    crate::mem::prefetch(self.buf.as_ptr().wrapping_add(s), len);
-                }
-            }
-            for &(s, e) in &self.spans[r * w..(r + 1) * w] {
-                let start = buf.len() as u32;
-                buf.push_str(&self.buf[s as usize..e as usize]);
-                spans.push((start, buf.len() as u32));
-            }
-        }
-        Table {
-            headers: self.headers.clone(),
-            buf: std::sync::Arc::new(buf),
-            spans,
-        }
-    }
-
-    /// The buffer every cell borrows from (cells are slices of it). Output writers keep a
-    /// handle so rows made of cells travel to their thread as offsets, not copies.
-    pub fn shared_text(&self) -> std::sync::Arc<String> {
-        self.buf.clone()
-    }
-}
-
-// ---------------------------------------------------------------------------------------
-// Ingest: CSV with a header row, any encoding encoding_rs knows.
-// ---------------------------------------------------------------------------------------
+//! CSV with a header row (RFC 4180, as pandas reads it), parsed into a [`Table`] whose cell
+//! buffer is the decoded input itself.
 
 use std::path::Path;
 
+use super::{header_names, trim_cell, Table};
 use crate::error::{Error, Result};
-
-impl Table {
-    /// Reads the CSV file at `path`, decoded with the encoding `encoding` (a WHATWG label:
-    /// `utf-8`, `cp949`, `euc-kr`, `shift_jis`, ...). A byte-order mark, when present,
-    /// wins over the label (and is dropped).
-    ///
-    /// The first record is the header; every cell is text, trimmed once. Fully empty lines
-    /// are skipped (like pandas). Errors carry the 1-based line: ragged rows, an unclosed
-    /// quote, text after a closing quote, bytes invalid in the encoding (a UTF-8 failure
-    /// suggests `--encoding cp949`), an empty file, or a header without data rows.
-    pub fn read_csv(path: impl AsRef<Path>, encoding: &str) -> Result<Table> {
-        let path = path.as_ref();
-        let bytes = read_file(path).map_err(|e| Error::io(path, e))?;
-        Table::from_csv_bytes(bytes, encoding, path)
-    }
-
-    /// Like [`Table::read_csv`] on bytes already in memory; `path` only names the source in
-    /// errors.
-    pub fn from_csv_bytes(bytes: Vec<u8>, encoding: &str, path: &Path) -> Result<Table> {
-        let (text, start) = decode(bytes, encoding, path)?;
-        parse_csv(text, start, path)
-    }
-
-    /// Checks that every column in `names` exists; otherwise one error listing all the
-    /// missing ones together with the available ones. `path` names the source.
-    pub fn require_columns<'n>(
-        &self,
-        names: impl IntoIterator<Item = &'n str>,
-        path: &Path,
-    ) -> Result<()> {
-        let mut missing: Vec<&str> = Vec::new();
-        for n in names {
-            if self.column(n).is_none() && !missing.contains(&n) {
-                missing.push(n);
-            }
-        }
-        if missing.is_empty() {
-            return Ok(());
-        }
-        Err(Error::MissingColumns {
-            path: path.to_path_buf(),
-            missing: missing
-                .iter()
-                .map(|m| format!("'{m}'"))
-                .collect::<Vec<_>>()
-                .join(", "),
-            available: self
-                .headers
-                .iter()
-                .map(|h| format!("'{h}'"))
-                .collect::<Vec<_>>()
-                .join(", "),
-        })
-    }
-}
-
-/// `s.trim()` (Unicode White_Space at both ends), answering from the first and last byte
-/// when they cannot belong to a white-space character (almost every cell), and asking
-/// `trim` otherwise.
-#[inline]
-fn trim_cell(s: &str) -> &str {
-    let b = s.as_bytes();
-    let (Some(&first), Some(&last)) = (b.first(), b.last()) else {
-        return s;
-    };
-    // Leading: ASCII white space, or the lead byte of U+0085/U+00A0 (C2), U+1680 (E1),
-    // U+2000-U+205F (E2), U+3000 (E3).
-    let lead = matches!(first, 9..=13 | 32 | 0xC2 | 0xE1 | 0xE2 | 0xE3);
-    // Trailing: ASCII white space, or the last byte of a multi-byte white-space character:
-    // 85, A0 (U+0085, U+00A0), 80-8A (U+1680, U+2000-U+200A, U+3000), A8, A9, AF (U+2028,
-    // U+2029, U+202F), 9F (U+205F).
-    let tail = matches!(last, 9..=13 | 32 | 0x80..=0x8A | 0x9F | 0xA0 | 0xA8 | 0xA9 | 0xAF);
-    if lead || tail {
-        s.trim()
-    } else {
-        s
-    }
-}
 
 /// The index of the first `,`, `\n` or `\r` at or after `i` in `b` (or `b.len()`). Fields
 /// are short, so an inline 16-byte scan beats a call per field.
@@ -249,129 +39,6 @@ fn find_separator(b: &[u8], mut i: usize) -> usize {
     i
 }
 
-/// Reads a whole file into a vector sized from its metadata and backed by huge pages
-/// where the system offers them ([`crate::mem::advise_huge`]). Large files are read as two
-/// halves on two threads (the kernel's copy from the page cache is most of the cost).
-fn read_file(path: &Path) -> std::io::Result<Vec<u8>> {
-    use std::io::{Read, Seek};
-    let mut f = std::fs::File::open(path)?;
-    let len = f.metadata().map(|m| m.len() as usize).unwrap_or(0);
-    #[cfg(unix)]
-    if len > PARALLEL_READ_BYTES {
-        use std::os::unix::fs::FileExt;
-        // Zeroed by the kernel, not by us: the pages are first touched by the reads.
-        let mut bytes = vec![0u8; len];
-        crate::mem::advise_huge_slice(&mut bytes);
-        let (a, b) = bytes.split_at_mut(len / 2);
-        let fr = &f;
-        let (ra, rb) = std::thread::scope(|sc| {
-            let second = sc.spawn(move || fr.read_exact_at(b, (len / 2) as u64));
-            let first = fr.read_exact_at(a, 0);
-            (first, second.join())
-        });
-        ra?;
-        rb.unwrap_or_else(|_| Err(std::io::Error::other("a reader thread panicked")))?;
-        // The file may have grown since the metadata was read: take the rest too.
-        f.seek(std::io::SeekFrom::Start(len as u64))?;
-        f.read_to_end(&mut bytes)?;
-        return Ok(bytes);
-    }
-    let mut bytes = Vec::with_capacity(len + 1);
-    crate::mem::advise_huge(&mut bytes);
-    f.read_to_end(&mut bytes)?;
-    Ok(bytes)
-}
-
-/// Files larger than this are read on two threads.
-const PARALLEL_READ_BYTES: usize = 4 << 20;
-
-/// The encoding for a WHATWG label, or for a Python codec name that users pass out of habit
-/// (`cp949`, `ms949`, `uhc`, `cp932`, `cp936`, `cp1252`, `utf-8-sig`, ...).
-pub fn encoding_for(label: &str) -> Option<&'static encoding_rs::Encoding> {
-    let l = label.trim().to_ascii_lowercase().replace('_', "-");
-    let alias = match l.as_str() {
-        "cp949" | "ms949" | "uhc" | "euckr" => "euc-kr",
-        "cp932" | "ms932" | "sjis" | "shift-jis" => "shift_jis",
-        "cp936" | "ms936" => "gbk",
-        "utf-8-sig" | "utf8-sig" => "utf-8",
-        other => match other.strip_prefix("cp") {
-            Some(n) if n.len() == 4 && n.starts_with("125") => {
-                return encoding_rs::Encoding::for_label(format!("windows-{n}").as_bytes())
-            }
-            Some("874") => "windows-874",
-            Some("866") => "ibm866",
-            _ => other,
-        },
-    };
-    encoding_rs::Encoding::for_label(alias.as_bytes())
-        .or_else(|| encoding_rs::Encoding::for_label(label.trim().as_bytes()))
-}
-
-/// Decodes `bytes` with the encoding labelled `label`, without replacement characters.
-///
-/// Returns the text and where the data starts in it (after a UTF-8 byte-order mark, which
-/// stays in place rather than shifting the whole buffer).
-fn decode(bytes: Vec<u8>, label: &str, path: &Path) -> Result<(String, usize)> {
-    let encoding = encoding_for(label).ok_or_else(|| {
-        Error::Invalid(format!(
-            "unknown --encoding '{label}'; use a WHATWG label such as utf-8, cp949, euc-kr, shift_jis, gbk, windows-1252, utf-16le"
-        ))
-    })?;
-    let (encoding, bom) = match encoding_rs::Encoding::for_bom(&bytes) {
-        Some((e, n)) => (e, n),
-        None => (encoding, 0),
-    };
-    if encoding == encoding_rs::UTF_8 {
-        // SIMD validation first (several times faster than std's on non-ASCII text); std's
-        // check runs only to locate the error. The UTF-8 BOM is itself valid UTF-8.
-        if simdutf8::basic::from_utf8(&bytes).is_ok() {
-            // SAFETY: validated as UTF-8 just above.
-            return Ok((unsafe { String::from_utf8_unchecked(bytes) }, bom));
-        }
-        let mut bytes = bytes;
-        bytes.drain(..bom);
-        return String::from_utf8(bytes).map(|t| (t, 0)).map_err(|e| {
-            let at = e.utf8_error().valid_up_to();
-            let line = 1 + e.as_bytes()[..at].iter().filter(|&&b| b == b'\n').count() as u64;
-            Error::data(
-                path,
-                Some(line),
-                format!(
-                    "bytes invalid in UTF-8 (byte offset {}); if the file was saved by Excel or another Korean tool, pass --encoding cp949 (or the file's encoding)",
-                    at + bom
-                ),
-            )
-        });
-    }
-    let src = &bytes[bom..];
-    let mut decoder = encoding.new_decoder_without_bom_handling();
-    let cap = decoder
-        .max_utf8_buffer_length_without_replacement(src.len())
-        .unwrap_or(src.len() * 3 + 16);
-    let mut out = String::with_capacity(cap);
-    let (result, read) = decoder.decode_to_string_without_replacement(src, &mut out, true);
-    match result {
-        encoding_rs::DecoderResult::InputEmpty => Ok((out, 0)),
-        encoding_rs::DecoderResult::Malformed(..) => {
-            let line = 1 + out.bytes().filter(|&b| b == b'\n').count() as u64;
-            Err(Error::data(
-                path,
-                Some(line),
-                format!(
-                    "bytes invalid in {} near byte offset {}; check --encoding (utf-8, cp949, euc-kr, ...)",
-                    encoding.name(),
-                    read + bom
-                ),
-            ))
-        }
-        encoding_rs::DecoderResult::OutputFull => Err(Error::data(
-            path,
-            None,
-            "internal: decode buffer too small".to_string(),
-        )),
-    }
-}
-
 /// RFC 4180 CSV with a header row: `,` separates, `"` quotes (doubled inside quotes),
 /// records end at `\n`, `\r\n` or `\r`. A quote inside an unquoted field is literal (as in
 /// pandas); a quoted field must end with a quote followed by `,`, a line end or the end.
@@ -385,7 +52,7 @@ fn decode(bytes: Vec<u8>, label: &str, path: &Path) -> Result<(String, usize)> {
 /// guess holds when the first half's last record ends exactly there; otherwise the second
 /// half is parsed again from where the first really ended. Either way the result (and any
 /// error, with its line) is the one a single pass gives.
-fn parse_csv(text: String, start: usize, path: &Path) -> Result<Table> {
+pub(super) fn parse_csv(text: String, start: usize, path: &Path) -> Result<Table> {
     parse_csv_split(text, start, path, PARALLEL_PARSE_BYTES)
 }
 
@@ -412,18 +79,7 @@ fn parse_csv_split(text: String, start: usize, path: &Path, parallel: usize) -> 
     }
     (i, line) = rec.parse(&text, i, line).map_err(|(l, m)| data_err(l, m))?;
     let width = rec.fields.len();
-    let mut headers: Vec<String> = Vec::with_capacity(width);
-    for f in &rec.fields {
-        let base = rec.cell(&text, f).trim().to_string();
-        // Duplicate names get pandas' suffixes: `x`, `x.1`, `x.2`.
-        let mut name = base.clone();
-        let mut k = 1;
-        while headers.contains(&name) {
-            name = format!("{base}.{k}");
-            k += 1;
-        }
-        headers.push(name);
-    }
+    let headers = header_names(rec.fields.iter().map(|f| rec.cell(&text, f)));
 
     // The data records, in one or two chunks.
     let split = (n - i > parallel)
@@ -453,9 +109,12 @@ fn parse_csv_split(text: String, start: usize, path: &Path, parallel: usize) -> 
     };
 
     // Join: spans are offsets into `text`, or into the chunk's `extra` (moved to the end).
-    // The first chunk's spans become the table's (no copy of them).
+    // The first chunk's spans and record lines become the table's (no copy of them); the
+    // lines, relative to their chunk's first line, are shifted here.
     let mut text = text;
     let mut spans: Vec<(u32, u32)> = Vec::new();
+    let mut lines: Vec<u32> = Vec::new();
+    let mut first_line = line;
     for mut c in chunks {
         let base = text.len();
         let first = spans.len();
@@ -464,6 +123,14 @@ fn parse_csv_split(text: String, start: usize, path: &Path, parallel: usize) -> 
         } else {
             spans.extend_from_slice(&c.spans);
         }
+        let shift = first_line as u32;
+        if first == 0 {
+            lines = std::mem::take(&mut c.lines_of_rows);
+            lines.iter_mut().for_each(|l| *l += shift);
+        } else {
+            lines.extend(c.lines_of_rows.iter().map(|&l| l + shift));
+        }
+        first_line += c.lines;
         if !c.extra.is_empty() {
             if base + c.extra.len() > u32::MAX as usize {
                 return Err(Error::data(path, None, TOO_BIG.to_string()));
@@ -486,6 +153,7 @@ fn parse_csv_split(text: String, start: usize, path: &Path, parallel: usize) -> 
         headers,
         buf: std::sync::Arc::new(text),
         spans,
+        lines,
     })
 }
 
@@ -618,6 +286,8 @@ struct Chunk {
     /// Cells with undoubled quotes, and the indices of their spans (offsets into `extra`).
     extra: String,
     in_extra: Vec<usize>,
+    /// The line each record starts on, relative to the chunk's first line (0).
+    lines_of_rows: Vec<u32>,
     /// Where the last record ended, and the number of lines consumed.
     end: usize,
     lines: u64,
@@ -642,6 +312,7 @@ impl Chunk {
             spans,
             extra: String::new(),
             in_extra: Vec::new(),
+            lines_of_rows: Vec::with_capacity(rows + rows / 8 + 16),
             end: from,
             lines: 0,
         };
@@ -664,6 +335,8 @@ impl Chunk {
                     ),
                 ));
             }
+            // Lines never outnumber the bytes, which fit in u32 (checked by the caller).
+            c.lines_of_rows.push(record_line as u32);
             for f in &rec.fields {
                 let cell = rec.cell(text, f);
                 let t = trim_cell(cell);
@@ -685,8 +358,18 @@ impl Chunk {
 }
 
 #[cfg(test)]
-mod ingest_tests {
+mod tests {
+    use super::super::{encoding_for, InputFormat, ReadOptions};
     use super::*;
+
+    /// [`Table::from_bytes`] on CSV in the encoding labelled `label`.
+    fn from_bytes(bytes: Vec<u8>, label: &str) -> Result<Table> {
+        let opts = ReadOptions {
+            format: Some(InputFormat::Csv),
+            encoding: Some(label),
+        };
+        Table::from_bytes(bytes, &opts, Path::new("t.csv"))
+    }
 
     /// Two-chunk parsing gives the same table, or the same error, as one pass, wherever
     /// the middle falls: inside quoted fields with line breaks, on empty lines, on CRLF.
@@ -722,6 +405,7 @@ mod ingest_tests {
             match (one, two) {
                 (Ok(a), Ok(b)) => {
                     assert_eq!(a.n_rows(), b.n_rows(), "{t:?}");
+                    assert_eq!(a.lines, b.lines, "{t:?}");
                     for r in 0..a.n_rows() {
                         for c in 0..3 {
                             assert_eq!(a.cell(r, c), b.cell(r, c), "{t:?}");
@@ -734,44 +418,6 @@ mod ingest_tests {
                     a.map(|t| t.n_rows()),
                     b.map(|t| t.n_rows())
                 ),
-            }
-        }
-    }
-
-    #[test]
-    fn fast_trim_equals_trim() {
-        let ws: Vec<char> = (0u32..0x3001)
-            .filter_map(char::from_u32)
-            .filter(|c| c.is_whitespace())
-            .collect();
-        assert_eq!(ws.len(), 25, "Unicode White_Space changed: {ws:?}");
-        let cores = [
-            "",
-            "a",
-            "한글",
-            "x y",
-            "\u{1680}z",
-            "é",
-            "가\u{3000}나",
-            "\u{ac00}",
-        ];
-        for core in cores {
-            for pre in ws.iter().map(|c| c.to_string()).chain([String::new()]) {
-                for post in ws.iter().map(|c| c.to_string()).chain([String::new()]) {
-                    let s = format!("{pre}{core}{post}");
-                    assert_eq!(trim_cell(&s), s.trim(), "{s:?}");
-                }
-            }
-        }
-        // Every character alone and between letters.
-        for c in (0u32..0x11000).filter_map(char::from_u32) {
-            for s in [
-                c.to_string(),
-                format!("a{c}"),
-                format!("{c}a"),
-                format!("{c}{c}"),
-            ] {
-                assert_eq!(trim_cell(&s), s.trim(), "{s:?}");
             }
         }
     }
@@ -790,7 +436,7 @@ mod ingest_tests {
     }
 
     fn parse(s: &str) -> Result<Table> {
-        Table::from_csv_bytes(s.as_bytes().to_vec(), "utf-8", Path::new("t.csv"))
+        from_bytes(s.as_bytes().to_vec(), "utf-8")
     }
 
     fn err(s: &str) -> String {
@@ -843,18 +489,16 @@ mod ingest_tests {
     fn bom_and_legacy_encodings() {
         let mut bytes = vec![0xEF, 0xBB, 0xBF];
         bytes.extend_from_slice("설명,분류\n사과,과일\n".as_bytes());
-        let t = Table::from_csv_bytes(bytes.clone(), "utf-8", Path::new("t.csv")).unwrap();
+        let t = from_bytes(bytes.clone(), "utf-8").unwrap();
         assert_eq!(t.headers(), &["설명", "분류"]);
         // A BOM wins over a wrong label.
-        let t = Table::from_csv_bytes(bytes, "cp949", Path::new("t.csv")).unwrap();
+        let t = from_bytes(bytes, "cp949").unwrap();
         assert_eq!(t.cell(0, 1), "과일");
         let (cp, _, bad) = encoding_rs::EUC_KR.encode("설명,분류\n사과,과일\n");
         assert!(!bad);
-        let t = Table::from_csv_bytes(cp.to_vec(), "cp949", Path::new("t.csv")).unwrap();
+        let t = from_bytes(cp.to_vec(), "cp949").unwrap();
         assert_eq!((t.headers()[0].as_str(), t.cell(0, 0)), ("설명", "사과"));
-        let e = Table::from_csv_bytes(cp.to_vec(), "utf-8", Path::new("t.csv"))
-            .unwrap_err()
-            .to_string();
+        let e = from_bytes(cp.to_vec(), "utf-8").unwrap_err().to_string();
         assert!(
             e.contains("line 1") && e.contains("--encoding cp949"),
             "{e}"
@@ -870,7 +514,7 @@ mod ingest_tests {
         ] {
             assert_eq!(encoding_for(label).map(|e| e.name()), Some(name), "{label}");
         }
-        let e = Table::from_csv_bytes(b"a\n1\n".to_vec(), "klingon", Path::new("t.csv"))
+        let e = from_bytes(b"a\n1\n".to_vec(), "klingon")
             .unwrap_err()
             .to_string();
         assert!(e.contains("unknown --encoding"), "{e}");
@@ -879,29 +523,22 @@ mod ingest_tests {
     #[test]
     fn invalid_bytes_in_legacy_encoding_name_the_line() {
         // 0x80 alone is not valid EUC-KR/cp949 lead byte followed by newline.
-        let e = Table::from_csv_bytes(b"a,b\n1,2\n\x80\n".to_vec(), "euc-kr", Path::new("t.csv"))
+        let e = from_bytes(b"a,b\n1,2\n\x80\n".to_vec(), "euc-kr")
             .unwrap_err()
             .to_string();
         assert!(e.contains("line 3") && e.contains("EUC-KR"), "{e}");
     }
 
     #[test]
-    fn missing_columns_listed_together() {
-        let t = parse("a,b\n1,2\n").unwrap();
-        t.require_columns(["a", "b"], Path::new("t.csv")).unwrap();
-        let e = t
-            .require_columns(["x", "a", "y"], Path::new("t.csv"))
-            .unwrap_err()
-            .to_string();
-        assert!(
-            e.contains("'x', 'y'") && e.contains("available columns: 'a', 'b'"),
-            "{e}"
-        );
-    }
-
-    #[test]
     fn duplicate_headers_get_suffixes() {
         let t = parse("a,a,b\n1,2,3\n").unwrap();
         assert_eq!(t.headers(), &["a", "a.1", "b"]);
+    }
+
+    #[test]
+    fn rows_keep_their_lines() {
+        let t = parse("a,b\r\n\n1,\"two\nlines\"\n\n3,4\n").unwrap();
+        assert_eq!((t.line(0), t.line(1)), (Some(3), Some(6)));
+        assert_eq!(t.select_rows(&[1]).line(0), None);
     }
 }
