@@ -50,11 +50,15 @@ pub struct LossBatch<'a> {
 /// run the loss with gradient caching (embed in mini-batches without a graph, take the
 /// gradient with respect to the embeddings, re-embed each mini-batch with a graph).
 ///
-/// Called by the trainer once per step (and by `embtune eval` for a validation loss), after
-/// the encoder has produced `batch.embeddings`. `forward` returns a 0-d tensor that
-/// autograd can differentiate with respect to every embedding tensor; it must not detach
-/// or move them. Invariants: the loss is invariant under a permutation of the rows of the
-/// batch applied to every column alike; it is finite for finite inputs.
+/// The trainer takes the loss as an instance ([`crate::train::train`] with `Box::new(loss)`);
+/// `embtune train --loss NAME` builds a registered one by name. [`forward`](Self::forward)
+/// is called once per micro-batch (per optimizer step when `--grad-accum` is 1), after the
+/// encoder has produced `batch.embeddings`; the trainer embeds the columns that share a
+/// prompt in one forward and hands each column over as its own `(B, D)` view. `forward`
+/// returns a 0-d tensor that autograd can differentiate with respect to every embedding
+/// tensor; it must not detach or move them. Invariants: the loss is invariant under a
+/// permutation of the rows of the batch applied to every column alike; it is finite for
+/// finite inputs.
 #[cfg(feature = "torch")]
 pub trait ContrastiveLoss: Send {
     /// The columns this loss needs.

@@ -2,12 +2,15 @@
 //! resumed ends with exactly the weights of an uninterrupted run; a non-finite loss stops
 //! the run without writing non-finite weights; bad inputs fail with one clear message.
 
+use std::ops::{Deref, DerefMut};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use embtune_core::train::{train, TrainConfig, TrainObserver};
-use embtune_core::{register_loss, ContrastiveLoss, Error, LossBatch, LossInputs};
+use embtune_core::eval::evaluators::EvalSuite;
+use embtune_core::train::{TrainConfig, TrainObserver, TrainSummary};
+use embtune_core::{register_loss, registry, ContrastiveLoss, Error, LossBatch, LossInputs};
+use serde_json::{Map, Value};
 use tch::Tensor;
 
 /// libtorch's generator is process-wide and the trainer re-seeds it every step, so two
@@ -39,14 +42,52 @@ fn data(dir: &Path) -> PathBuf {
     p
 }
 
-fn config(data: PathBuf, out: PathBuf) -> TrainConfig {
+/// A trainer config with the loss by name and options, as `embtune train` takes them.
+struct Config {
+    train: TrainConfig,
+    loss: String,
+    loss_options: Map<String, Value>,
+}
+
+impl Deref for Config {
+    type Target = TrainConfig;
+    fn deref(&self) -> &TrainConfig {
+        &self.train
+    }
+}
+
+impl DerefMut for Config {
+    fn deref_mut(&mut self) -> &mut TrainConfig {
+        &mut self.train
+    }
+}
+
+/// Builds the named loss through the registry, as the CLI does, and trains with it.
+fn train(
+    cfg: &Config,
+    resume: Option<&Path>,
+    suite: Option<&EvalSuite>,
+    stop: Arc<AtomicBool>,
+    observer: &mut dyn TrainObserver,
+) -> embtune_core::Result<TrainSummary> {
+    let loss = registry::build::<dyn ContrastiveLoss>(&cfg.loss, &cfg.loss_options)?;
+    let mut train_cfg = cfg.train.clone();
+    train_cfg.loss_name = cfg.loss.clone();
+    embtune_core::train::train(&train_cfg, loss, resume, suite, stop, observer)
+}
+
+fn config(data: PathBuf, out: PathBuf) -> Config {
     let mut cfg = TrainConfig::new(model(), data, "mnrl", out);
     cfg.batch_size = 4;
     cfg.max_steps = Some(6);
     cfg.log_every = 1;
     cfg.optimizer.lr = 1e-4;
     cfg.optimizer.weight_decay = 0.01;
-    cfg
+    Config {
+        train: cfg,
+        loss: "mnrl".into(),
+        loss_options: Map::new(),
+    }
 }
 
 fn weights(dir: &Path) -> Vec<(String, Tensor)> {
@@ -192,7 +233,7 @@ fn bad_inputs_fail_with_one_clear_line() {
     let tmp = tempfile::tempdir().unwrap();
     let d = data(tmp.path());
     let out = tmp.path().join("out");
-    let run = |cfg: TrainConfig| {
+    let run = |cfg: Config| {
         train(&cfg, None, None, Arc::new(AtomicBool::new(false)), &mut ())
             .unwrap_err()
             .to_string()

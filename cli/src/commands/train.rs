@@ -7,8 +7,9 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use clap::Args;
-use embtune_core::registry::parse_options;
+use embtune_core::registry::{self, parse_options};
 use embtune_core::train::{self, StepLog, TrainConfig, TrainObserver};
+use embtune_core::ContrastiveLoss;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use super::eval::{build_suite, EvalSources};
@@ -95,6 +96,8 @@ pub struct TrainArgs {
 
 /// Runs training and prints a summary.
 pub fn run(args: TrainArgs) -> anyhow::Result<()> {
+    let loss_options = parse_options(args.loss_opt.iter().map(String::as_str))?;
+    let loss = registry::build::<dyn ContrastiveLoss>(&args.loss, &loss_options)?;
     let model = args
         .model
         .clone()
@@ -108,7 +111,6 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
         &args.loss,
         args.output.clone(),
     );
-    cfg.loss_options = parse_options(args.loss_opt.iter().map(String::as_str))?;
     cfg.epochs = args.epochs;
     cfg.batch_size = args.batch_size;
     cfg.optimizer.lr = args.lr;
@@ -150,7 +152,14 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
         });
     }
     let mut bar = Progress::new();
-    let result = train::train(&cfg, args.resume.as_deref(), suite.as_ref(), stop, &mut bar);
+    let result = train::train(
+        &cfg,
+        loss,
+        args.resume.as_deref(),
+        suite.as_ref(),
+        stop,
+        &mut bar,
+    );
     bar.finish();
     let metrics_path = cfg.output.join("metrics.jsonl");
     if let Ok(logs) = train::checkpoint::MetricsLog::read(&metrics_path) {

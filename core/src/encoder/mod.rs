@@ -67,8 +67,6 @@ pub struct TokenBatch {
     pub input_ids: Tensor,
     /// `(b, s)` int64, 1 on real tokens and 0 on padding.
     pub attention_mask: Tensor,
-    /// Real token count of each row.
-    pub lengths: Vec<usize>,
     /// Tokens of a prompt at the start of every row that pooling skips when the Pooling
     /// config says `include_prompt: false` (None: no prompt).
     pub prompt_length: Option<usize>,
@@ -84,6 +82,12 @@ enum Backbone {
 enum Prepared {
     Bert(BertWeights),
     Gemma3(Gemma3Weights),
+}
+
+/// An encoder's weights prepared for forward passes by [`SentenceEncoder::prepare`].
+pub struct PreparedWeights {
+    w: Vec<Tensor>,
+    backbone: Prepared,
 }
 
 enum Stage {
@@ -497,7 +501,13 @@ impl SentenceEncoder {
         }
     }
 
-    fn batch_from_ids(&self, ids: &[Vec<u32>], prompt_length: Option<usize>) -> Result<TokenBatch> {
+    /// Token ids (one row per text, as [`TextTokenizer::encode_ids`] gives them) padded
+    /// into a batch on the device; `prompt_length` as [`TokenBatch::prompt_length`].
+    pub fn batch_from_ids(
+        &self,
+        ids: &[Vec<u32>],
+        prompt_length: Option<usize>,
+    ) -> Result<TokenBatch> {
         let b = ids.len();
         let s = ids.iter().map(Vec::len).max().unwrap_or(0).max(1);
         let pad = self.tokenizer.pad_id();
@@ -517,30 +527,34 @@ impl SentenceEncoder {
         Ok(TokenBatch {
             input_ids: to(flat),
             attention_mask: to(mask),
-            lengths: ids.iter().map(Vec::len).collect(),
             prompt_length,
         })
     }
 
-    fn prepare(&self) -> (Vec<Tensor>, Prepared) {
+    /// The weights cast to the forward precision and fused for this backbone, shared by
+    /// every [`Self::forward_prepared`] call until the weights change (one optimizer
+    /// step). Differentiable: gradients reach the fp32 masters through it.
+    pub fn prepare(&self) -> PreparedWeights {
         let kind = self.kind();
         let w = self.params.cast(kind, &self.embedding_ids);
-        let prepared = match &self.backbone {
+        let backbone = match &self.backbone {
             Backbone::Bert(b) => Prepared::Bert(b.prepare(&w, kind)),
             Backbone::Gemma3(g) => Prepared::Gemma3(g.prepare(&w, kind)),
         };
-        (w, prepared)
+        PreparedWeights { w, backbone }
     }
 
-    fn forward_prepared(
+    /// [`Self::forward`] with weights from [`Self::prepare`] (taken since the last change
+    /// of the weights).
+    pub fn forward_prepared(
         &self,
-        w: &[Tensor],
-        prepared: &Prepared,
+        prepared: &PreparedWeights,
         batch: &TokenBatch,
         train: bool,
     ) -> Result<Tensor> {
+        let w = &prepared.w;
         let (ids, mask) = (&batch.input_ids, &batch.attention_mask);
-        let tokens = match (&self.backbone, prepared) {
+        let tokens = match (&self.backbone, &prepared.backbone) {
             (Backbone::Bert(b), Prepared::Bert(pw)) => b.forward(pw, ids, mask, train)?,
             (Backbone::Gemma3(g), Prepared::Gemma3(pw)) => g.forward(pw, ids, mask, train)?,
             _ => unreachable!("prepared weights always match the backbone"),
@@ -564,8 +578,7 @@ impl SentenceEncoder {
     /// and normalization; differentiable with respect to [`Self::var_store`]. Dropout is
     /// active only when `train`. Weights are cast (bf16) and fused once per call.
     pub fn forward(&self, batch: &TokenBatch, train: bool) -> Result<Tensor> {
-        let (w, prepared) = self.prepare();
-        self.forward_prepared(&w, &prepared, batch, train)
+        self.forward_prepared(&self.prepare(), batch, train)
     }
 
     /// Embeddings `(N, D)` fp32 on the CPU of `texts` in input order, without gradients
@@ -616,14 +629,14 @@ impl SentenceEncoder {
         let ids = self.tokenizer.encode_ids(&inputs)?;
         let mut order: Vec<usize> = (0..ids.len()).collect();
         order.sort_by_key(|&i| std::cmp::Reverse(ids[i].len()));
-        let (w, prepared) = self.prepare();
+        let prepared = self.prepare();
         let mut out: Vec<f32> = vec![0.0; texts.len() * d as usize];
         let mut done = 0;
         for chunk in order.chunks(batch_size) {
             let batch_ids: Vec<Vec<u32>> = chunk.iter().map(|&i| ids[i].clone()).collect();
             let batch = self.batch_from_ids(&batch_ids, prompt_length)?;
             let e = self
-                .forward_prepared(&w, &prepared, &batch, false)?
+                .forward_prepared(&prepared, &batch, false)?
                 .to_device(Device::Cpu)
                 .contiguous();
             let v = Vec::<f32>::try_from(e.view([-1]))?;

@@ -1,15 +1,25 @@
-//! The trainer: reads a data file, encodes each column with a [`SentenceEncoder`], applies
-//! a [`ContrastiveLoss`], steps a flat AdamW with warm-up/decay and clipping, evaluates on
-//! schedule, keeps `best/`, `final/` and `checkpoint-N/` folders, and resumes exactly.
+//! The trainer: reads a data file, collates micro-batches ([`collator`]), embeds them with a
+//! [`SentenceEncoder`] (weights prepared once per step, one forward per prompt group),
+//! applies the [`ContrastiveLoss`] it is given, steps a flat AdamW with warm-up/decay and
+//! clipping, evaluates on schedule, keeps `best/`, `final/` and `checkpoint-N/` folders,
+//! and resumes exactly.
+//!
+//! [`train`] runs in named phases: setup (data, encoder, optimizer), resume (a checkpoint's
+//! position and moments), step (one optimizer step over its micro-batches),
+//! evaluate-and-save (log, evaluate, `best/`, checkpoints, interruption) and finish (last
+//! evaluation, `final/`, the summary).
 //!
 //! Reproducibility: the row order of epoch e is drawn from (seed, e) alone and the torch
-//! generator is re-seeded from (seed, step, micro-batch) before every forward, so a run
-//! resumed from a checkpoint on CPU ends with the same weights as an uninterrupted one.
+//! generator is re-seeded from (seed, step, micro-batch) before every micro-batch's
+//! forwards, so a run resumed from a checkpoint on CPU ends with the same weights as an
+//! uninterrupted one.
 
 pub mod chart;
 pub mod checkpoint;
+pub mod collator;
 pub mod data;
 pub mod optim;
+mod step;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -17,16 +27,16 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value};
 use tch::{Device, Kind, Tensor};
 
 use crate::encoder::{Precision, SentenceEncoder};
 use crate::error::{Error, Result};
 use crate::eval::evaluators::{EvalSuite, Metrics};
-use crate::loss::{ContrastiveLoss, LossBatch, LossInputs};
-use crate::registry;
-use data::{batches_per_epoch, epoch_order, Dataset};
+use crate::loss::ContrastiveLoss;
+use collator::Collator;
+use data::Dataset;
 use optim::{clip_grad_norm, linear_schedule, warmup_steps, AdamWConfig, FlatAdamW};
+use step::MicroStep;
 
 /// Everything a training run is configured by (the `embtune train` flags).
 #[derive(Debug, Clone)]
@@ -35,10 +45,9 @@ pub struct TrainConfig {
     pub model: PathBuf,
     /// Training data file.
     pub data: PathBuf,
-    /// Loss registry name.
-    pub loss: String,
-    /// Loss options (`--loss-opt`).
-    pub loss_options: Map<String, Value>,
+    /// Name of the loss (its registry key for a built-in), used in messages only: the loss
+    /// itself is the instance given to [`train`].
+    pub loss_name: String,
     /// Output folder.
     pub output: PathBuf,
     /// Passes over the data (ignored when `max_steps` is set).
@@ -80,13 +89,13 @@ pub struct TrainConfig {
 }
 
 impl TrainConfig {
-    /// A config with the reference trainer's defaults for everything but the paths.
-    pub fn new(model: PathBuf, data: PathBuf, loss: &str, output: PathBuf) -> Self {
+    /// A config with the reference trainer's defaults for everything but the paths and the
+    /// loss's name.
+    pub fn new(model: PathBuf, data: PathBuf, loss_name: &str, output: PathBuf) -> Self {
         TrainConfig {
             model,
             data,
-            loss: loss.to_string(),
-            loss_options: Map::new(),
+            loss_name: loss_name.to_string(),
             output,
             epochs: 1,
             batch_size: 8,
@@ -190,23 +199,45 @@ pub struct TrainerState {
     pub rows: usize,
 }
 
-/// Runs training to the end (or until `stop` is set, which finishes the current step,
-/// writes a checkpoint and returns [`Error::Interrupted`]).
+/// Runs training with `loss` to the end (or until `stop` is set, which finishes the current
+/// step, writes a checkpoint and returns [`Error::Interrupted`]). `resume` is a
+/// `checkpoint-N/` folder of an earlier run with the same config; `suite` evaluates on
+/// schedule and picks `best/`.
 pub fn train(
     cfg: &TrainConfig,
+    loss: Box<dyn ContrastiveLoss>,
     resume: Option<&Path>,
     suite: Option<&EvalSuite>,
     stop: Arc<AtomicBool>,
     observer: &mut dyn TrainObserver,
 ) -> Result<TrainSummary> {
+    let (data, encoder) = load(cfg, loss.as_ref(), resume)?;
+    let mut trainer = Trainer::setup(cfg, loss.as_ref(), &encoder, &data, resume, suite, observer)?;
+    let before = match resume {
+        None => trainer.evaluate_before()?,
+        Some(_) => None,
+    };
+    trainer.start();
+    while trainer.state.step < trainer.total_steps {
+        trainer.step()?;
+        trainer.evaluate_and_save(stop.load(Ordering::SeqCst))?;
+    }
+    trainer.finish(before)
+}
+
+/// Setup, first half: checks the config, reads the data for the loss and loads the encoder
+/// (from the checkpoint when resuming).
+fn load(
+    cfg: &TrainConfig,
+    loss: &dyn ContrastiveLoss,
+    resume: Option<&Path>,
+) -> Result<(Dataset, SentenceEncoder)> {
     if cfg.batch_size == 0 || cfg.grad_accum == 0 || cfg.log_every == 0 {
         return Err(Error::Invalid(
             "--batch-size, --grad-accum and --log-every must be at least 1".into(),
         ));
     }
-    let loss = registry::build::<dyn ContrastiveLoss>(&cfg.loss, &cfg.loss_options)?;
-    let inputs = loss.inputs();
-    let data = Dataset::read(&cfg.data)?.prepare_for(&inputs, &cfg.loss)?;
+    let data = Dataset::read(&cfg.data)?.prepare_for(&loss.inputs(), &cfg.loss_name)?;
     if cfg.batch_size > data.len() {
         return Err(Error::Invalid(format!(
             "--batch-size {} is larger than the data ({} rows in {}); lower --batch-size",
@@ -215,271 +246,326 @@ pub fn train(
             data.path.display()
         )));
     }
-    let model_dir = resume.unwrap_or(&cfg.model);
-    let mut encoder = SentenceEncoder::load(model_dir, cfg.device)?;
+    let mut encoder = SentenceEncoder::load(resume.unwrap_or(&cfg.model), cfg.device)?;
     encoder.set_precision(cfg.precision)?;
     if let Some(n) = cfg.max_seq_length {
         encoder.set_max_seq_length(n)?;
     }
-    let query_prompt = cfg.query_prompt.clone().unwrap_or_default();
-    let doc_prompt = cfg.document_prompt.clone().unwrap_or_default();
+    Ok((data, encoder))
+}
 
-    let vars: Vec<(String, Tensor)> = encoder.var_store().variables().into_iter().collect();
-    let mut opt = FlatAdamW::new(vars, cfg.optimizer, cfg.device)?;
-    let names_hash = crate::models::sha256_hex(opt.names().join("\n").as_bytes());
+/// Resume: the position and optimizer moments of checkpoint `dir`, after checking that it
+/// was trained from the same model and data as `fresh` describes.
+fn resume_from(dir: &Path, fresh: &TrainerState, opt: &mut FlatAdamW) -> Result<TrainerState> {
+    let saved = checkpoint::read_state(dir)?;
+    if saved.parameters != fresh.parameters
+        || saved.parameter_names_sha256 != fresh.parameter_names_sha256
+    {
+        return Err(Error::Invalid(format!(
+            "{}: checkpoint is from another model ({} parameters, this model has {}); resume with the --model it was trained from",
+            dir.display(),
+            saved.parameters,
+            fresh.parameters
+        )));
+    }
+    if saved.rows != fresh.rows {
+        return Err(Error::Invalid(format!(
+            "{}: checkpoint was trained on {} rows but {} has {}; resume with the same --data",
+            dir.display(),
+            saved.rows,
+            fresh.data.display(),
+            fresh.rows
+        )));
+    }
+    opt.load(&dir.join(checkpoint::OPTIMIZER_FILE))?;
+    Ok(saved)
+}
 
-    let per_epoch = batches_per_epoch(data.len(), cfg.batch_size);
-    let steps_per_epoch = per_epoch.div_ceil(cfg.grad_accum);
-    let total_steps = cfg.max_steps.unwrap_or(steps_per_epoch * cfg.epochs.max(1));
-    let warmup = warmup_steps(cfg.warmup_ratio, total_steps as i64);
+/// What the last optimizer step left on the device (read only when logging).
+struct LastStep {
+    loss: Tensor,
+    grad_norm: Tensor,
+    lr: f64,
+}
 
-    let mut state = TrainerState {
-        step: 0,
-        micro_batches: 0,
-        best: None,
-        seed: cfg.seed,
-        parameters: opt.numel(),
-        parameter_names_sha256: names_hash.clone(),
-        data: cfg.data.clone(),
-        rows: data.len(),
-    };
-    if let Some(dir) = resume {
-        let saved = checkpoint::read_state(dir)?;
-        if saved.parameters != state.parameters || saved.parameter_names_sha256 != names_hash {
-            return Err(Error::Invalid(format!(
-                "{}: checkpoint is from another model ({} parameters, this model has {}); resume with the --model it was trained from",
-                dir.display(),
-                saved.parameters,
-                state.parameters
-            )));
+/// A run in progress: everything the phases after setup share.
+struct Trainer<'a> {
+    cfg: &'a TrainConfig,
+    encoder: &'a SentenceEncoder,
+    loss: &'a dyn ContrastiveLoss,
+    suite: Option<&'a EvalSuite>,
+    observer: &'a mut dyn TrainObserver,
+    collator: Collator<'a>,
+    opt: FlatAdamW,
+    state: TrainerState,
+    total_steps: usize,
+    warmup: i64,
+    metrics: checkpoint::MetricsLog,
+    last: Option<LastStep>,
+    /// All steps so far had a finite loss and gradient (checked at log steps, or every
+    /// step on CPU where the check costs no device sync).
+    all_ok: Tensor,
+    examples_since_log: usize,
+    examples_total: usize,
+    log_clock: Instant,
+    loop_start: Instant,
+    /// Seconds spent evaluating and saving inside the loop (left out of train time).
+    excluded: f64,
+}
+
+impl<'a> Trainer<'a> {
+    /// Setup, second half: collator, optimizer, schedule, the position (resumed or fresh)
+    /// and the metrics log.
+    fn setup(
+        cfg: &'a TrainConfig,
+        loss: &'a dyn ContrastiveLoss,
+        encoder: &'a SentenceEncoder,
+        data: &'a Dataset,
+        resume: Option<&Path>,
+        suite: Option<&'a EvalSuite>,
+        observer: &'a mut dyn TrainObserver,
+    ) -> Result<Self> {
+        let collator = Collator::new(data, &loss.inputs(), encoder.tokenizer(), cfg)?;
+        let vars: Vec<(String, Tensor)> = encoder.var_store().variables().into_iter().collect();
+        let mut opt = FlatAdamW::new(vars, cfg.optimizer, cfg.device)?;
+        let steps_per_epoch = collator.batches_per_epoch().div_ceil(cfg.grad_accum);
+        let total_steps = cfg.max_steps.unwrap_or(steps_per_epoch * cfg.epochs.max(1));
+        let mut state = TrainerState {
+            step: 0,
+            micro_batches: 0,
+            best: None,
+            seed: cfg.seed,
+            parameters: opt.numel(),
+            parameter_names_sha256: crate::models::sha256_hex(opt.names().join("\n").as_bytes()),
+            data: cfg.data.clone(),
+            rows: data.len(),
+        };
+        if let Some(dir) = resume {
+            state = resume_from(dir, &state, &mut opt)?;
         }
-        if saved.rows != data.len() {
-            return Err(Error::Invalid(format!(
-                "{}: checkpoint was trained on {} rows but {} has {}; resume with the same --data",
-                dir.display(),
-                saved.rows,
-                cfg.data.display(),
-                data.len()
-            )));
+        std::fs::create_dir_all(&cfg.output).map_err(|e| Error::io(&cfg.output, e))?;
+        let metrics =
+            checkpoint::MetricsLog::open(&cfg.output.join("metrics.jsonl"), resume.is_some())?;
+        if let (Some(s), Some(k)) = (suite, &cfg.best_metric) {
+            s.check_metric(k)?;
         }
-        opt.load(&dir.join(checkpoint::OPTIMIZER_FILE))?;
-        state = saved;
+        Ok(Trainer {
+            cfg,
+            encoder,
+            loss,
+            suite,
+            observer,
+            collator,
+            opt,
+            state,
+            total_steps,
+            warmup: warmup_steps(cfg.warmup_ratio, total_steps as i64),
+            metrics,
+            last: None,
+            all_ok: Tensor::from(true).to_device(cfg.device),
+            examples_since_log: 0,
+            examples_total: 0,
+            log_clock: Instant::now(),
+            loop_start: Instant::now(),
+            excluded: 0.0,
+        })
     }
-    std::fs::create_dir_all(&cfg.output).map_err(|e| Error::io(&cfg.output, e))?;
-    let metrics_path = cfg.output.join("metrics.jsonl");
-    let mut metrics_log = checkpoint::MetricsLog::open(&metrics_path, resume.is_some())?;
 
-    let evaluate = |enc: &SentenceEncoder| -> Result<Option<Metrics>> {
-        suite.map(|s| s.run(enc)).transpose()
-    };
-    let best_key = |m: &Metrics, suite: &EvalSuite| -> Option<f64> {
-        let key = cfg
-            .best_metric
-            .clone()
-            .unwrap_or_else(|| suite.main_metric().to_string());
-        m.get(&key).copied()
-    };
-    if let (Some(s), Some(k)) = (suite, &cfg.best_metric) {
-        s.check_metric(k)?;
-    }
-
-    let mut before = None;
-    if resume.is_none() {
-        if let Some(m) = evaluate(&encoder)? {
-            let log = StepLog {
-                step: 0,
-                loss: None,
-                lr: 0.0,
-                grad_norm: 0.0,
-                examples_per_s: 0.0,
-                eval: Some(m.clone()),
-            };
-            metrics_log.write(&log)?;
-            observer.log(&log);
-            before = Some(m);
+    /// The evaluation before training (logged as step 0; it does not pick `best/`).
+    fn evaluate_before(&mut self) -> Result<Option<Metrics>> {
+        let m = self.evaluate()?;
+        if m.is_some() {
+            self.log(m.clone(), 0.0)?;
         }
+        Ok(m)
     }
 
-    // GPU memory is reported for the training loop, as the reference's bench does: peaks
-    // reset here, after loading and the first evaluation, read right after the loop.
-    let cuda_index = match cfg.device {
-        Device::Cuda(i) => Some(i),
-        _ => None,
-    };
-    if let Some(i) = cuda_index {
-        let _ = crate::device_mem::reset_cuda_peak(i);
+    /// Starts the clocks and the GPU memory peaks (as the reference's bench does: after
+    /// loading and the first evaluation).
+    fn start(&mut self) {
+        if let Device::Cuda(i) = self.cfg.device {
+            let _ = crate::device_mem::reset_cuda_peak(i);
+        }
+        self.observer.start(self.total_steps, self.state.step);
+        self.log_clock = Instant::now();
+        self.loop_start = Instant::now();
     }
-    observer.start(total_steps, state.step);
-    let mut all_ok = Tensor::from(true).to_device(cfg.device);
-    let mut loss_acc = Tensor::zeros([], (Kind::Float, cfg.device));
-    let mut last_norm = Tensor::zeros([], (Kind::Float, cfg.device));
-    let mut last_lr = 0.0;
-    let mut examples_since = 0usize;
-    let mut clock = Instant::now();
-    let sync_every_step = cfg.device == Device::Cpu;
-    let loop_start = Instant::now();
-    let mut excluded = 0.0f64; // seconds spent evaluating and saving inside the loop
-    let mut examples_total = 0usize;
 
-    while state.step < total_steps {
-        opt.zero_grad();
+    /// Step: one optimizer step over up to `grad_accum` micro-batches (never spanning two
+    /// epochs), all sharing one preparation of the weights.
+    fn step(&mut self) -> Result<()> {
+        let cfg = self.cfg;
+        self.opt.zero_grad();
         let lr = linear_schedule(
-            state.step as i64,
-            warmup,
-            total_steps as i64,
+            self.state.step as i64,
+            self.warmup,
+            self.total_steps as i64,
             cfg.optimizer.lr,
         );
         let mut step_loss = Tensor::zeros([], (Kind::Float, cfg.device));
-        for micro in 0..cfg.grad_accum {
-            let epoch = state.micro_batches / per_epoch;
-            let in_epoch = state.micro_batches % per_epoch;
-            let order = epoch_order(data.len(), cfg.seed, epoch as u64);
-            let rows = &order
-                [in_epoch * cfg.batch_size..((in_epoch + 1) * cfg.batch_size).min(order.len())];
-            tch::manual_seed(step_seed(cfg.seed, state.step, micro));
-            let l = if let Some(mb) = loss.mini_batch_size() {
-                cached_step(
-                    &encoder,
-                    loss.as_ref(),
-                    &data,
-                    rows,
-                    &inputs,
-                    &query_prompt,
-                    &doc_prompt,
-                    cfg,
-                    mb,
-                    state.step,
-                    micro,
-                )?
-            } else {
-                let embeddings = embed_columns(
-                    &encoder,
-                    &data,
-                    rows,
-                    &inputs,
-                    &query_prompt,
-                    &doc_prompt,
-                    true,
-                )?;
-                let mask = duplicate_mask(&data, rows, &inputs, cfg)?;
-                let labels = labels_tensor(&data, rows, cfg.device);
-                let l = loss.forward(&LossBatch {
-                    embeddings: &embeddings,
-                    labels: labels.as_ref(),
-                    duplicate_mask: mask.as_ref(),
-                })?;
-                (&l / cfg.grad_accum as f64).f_backward()?;
-                l.detach()
+        {
+            let weights = self.encoder.prepare();
+            let micro_step = MicroStep {
+                encoder: self.encoder,
+                weights: &weights,
+                loss: self.loss,
+                accum: cfg.grad_accum as f64,
             };
-            step_loss += l.to_kind(Kind::Float) / cfg.grad_accum as f64;
-            examples_since += rows.len();
-            examples_total += rows.len();
-            state.micro_batches += 1;
-            if state.micro_batches.is_multiple_of(per_epoch) {
-                break; // an optimizer step never spans two epochs
+            let per_epoch = self.collator.batches_per_epoch();
+            for micro in 0..cfg.grad_accum {
+                let batch = self.collator.batch(self.state.micro_batches)?;
+                let l = micro_step.run(&batch, step_seed(cfg.seed, self.state.step, micro))?;
+                step_loss += l.to_kind(Kind::Float) / cfg.grad_accum as f64;
+                self.examples_since_log += batch.rows();
+                self.examples_total += batch.rows();
+                self.state.micro_batches += 1;
+                if self.state.micro_batches.is_multiple_of(per_epoch) {
+                    break;
+                }
             }
         }
-        let mut grad = opt.flat_grad();
-        let norm = clip_grad_norm(&mut grad, cfg.max_grad_norm);
+        let mut grad = self.opt.flat_grad();
+        let grad_norm = clip_grad_norm(&mut grad, cfg.max_grad_norm);
         let ok = step_loss.isfinite().logical_and(&grad.isfinite().all());
-        opt.step(&grad, lr, Some(&ok));
-        all_ok = all_ok.logical_and(&ok);
-        loss_acc = step_loss;
-        last_norm = norm;
-        last_lr = lr;
-        state.step += 1;
-        observer.step(state.step);
+        self.opt.step(&grad, lr, Some(&ok));
+        self.all_ok = self.all_ok.logical_and(&ok);
+        self.last = Some(LastStep {
+            loss: step_loss,
+            grad_norm,
+            lr,
+        });
+        self.state.step += 1;
+        self.observer.step(self.state.step);
+        Ok(())
+    }
 
-        let interrupted = stop.load(Ordering::SeqCst);
-        let do_log =
-            state.step.is_multiple_of(cfg.log_every) || state.step == total_steps || interrupted;
-        if (sync_every_step || do_log) && !bool::try_from(&all_ok).unwrap_or(false) {
-            return Err(non_finite(state.step, &cfg.output));
+    /// Evaluate-and-save, after every step: the non-finite check, the log, the scheduled
+    /// evaluation with `best/` and `checkpoint-N/`, and the checkpoint of an interruption.
+    fn evaluate_and_save(&mut self, interrupted: bool) -> Result<()> {
+        let (cfg, step) = (self.cfg, self.state.step);
+        let do_log = step.is_multiple_of(cfg.log_every) || step == self.total_steps || interrupted;
+        if cfg.device == Device::Cpu || do_log {
+            self.check_finite()?;
         }
-        let do_eval = cfg.eval_every.is_some_and(|n| state.step.is_multiple_of(n))
-            && state.step < total_steps;
-        if do_log || do_eval {
-            let side_clock = Instant::now();
-            let elapsed = clock.elapsed().as_secs_f64().max(1e-9);
-            let eval = if do_eval { evaluate(&encoder)? } else { None };
-            let log = StepLog {
-                step: state.step,
-                loss: f64::try_from(&loss_acc).ok(),
-                lr: last_lr,
-                grad_norm: f64::try_from(&last_norm).unwrap_or(f64::NAN),
-                examples_per_s: examples_since as f64 / elapsed,
-                eval: eval.clone(),
-            };
-            metrics_log.write(&log)?;
-            observer.log(&log);
-            examples_since = 0;
-            clock = Instant::now();
-            if let (Some(m), Some(s)) = (&eval, suite) {
-                if let Some(v) = best_key(m, s) {
-                    if state.best.is_none_or(|b| v > b) {
-                        state.best = Some(v);
-                        checkpoint::save_model(&encoder, &cfg.output.join("best"), &opt)?;
-                        observer.message(&format!(
-                            "step {}: new best {v:.4}, saved best/",
-                            state.step
-                        ));
-                    }
-                }
-            }
+        let do_eval =
+            cfg.eval_every.is_some_and(|n| step.is_multiple_of(n)) && step < self.total_steps;
+        if !(do_log || do_eval) {
+            return Ok(());
+        }
+        let side_clock = Instant::now();
+        let eval = if do_eval { self.evaluate()? } else { None };
+        let elapsed = self.log_clock.elapsed().as_secs_f64().max(1e-9);
+        self.log(eval.clone(), self.examples_since_log as f64 / elapsed)?;
+        self.examples_since_log = 0;
+        self.log_clock = Instant::now();
+        if let Some(m) = &eval {
+            self.save_best(m)?;
+        }
+        if do_eval || interrupted {
+            let dir =
+                checkpoint::save_checkpoint(self.encoder, &self.opt, &self.state, &cfg.output)?;
             if do_eval {
-                let dir = checkpoint::save_checkpoint(&encoder, &opt, &state, &cfg.output)?;
                 checkpoint::prune(&cfg.output, cfg.save_total_limit)?;
-                observer.message(&format!("checkpoint written: {}", dir.display()));
+                self.observer
+                    .message(&format!("checkpoint written: {}", dir.display()));
             }
-            excluded += side_clock.elapsed().as_secs_f64();
+            if interrupted {
+                return Err(Error::Interrupted {
+                    step,
+                    checkpoint: dir,
+                });
+            }
         }
-        if interrupted {
-            let dir = checkpoint::save_checkpoint(&encoder, &opt, &state, &cfg.output)?;
-            return Err(Error::Interrupted {
-                step: state.step,
-                checkpoint: dir,
-            });
-        }
+        self.excluded += side_clock.elapsed().as_secs_f64();
+        Ok(())
     }
 
-    let _ = f64::try_from(&loss_acc); // wait for the device before reading the clock
-    let train_seconds = (loop_start.elapsed().as_secs_f64() - excluded).max(0.0);
-    let gpu = cuda_index.and_then(|i| crate::device_mem::cuda_memory(i).ok());
-    let after = evaluate(&encoder)?;
-    if let Some(m) = &after {
-        let log = StepLog {
-            step: state.step,
-            loss: f64::try_from(&loss_acc).ok(),
-            lr: last_lr,
-            grad_norm: f64::try_from(&last_norm).unwrap_or(f64::NAN),
-            examples_per_s: 0.0,
-            eval: Some(m.clone()),
+    /// Finish: train time and GPU peaks, the last evaluation (which may pick `best/`),
+    /// `final/` and the summary.
+    fn finish(mut self, before: Option<Metrics>) -> Result<TrainSummary> {
+        if let Some(last) = &self.last {
+            let _ = f64::try_from(&last.loss); // wait for the device before reading the clock
+        }
+        let train_seconds = (self.loop_start.elapsed().as_secs_f64() - self.excluded).max(0.0);
+        let gpu = match self.cfg.device {
+            Device::Cuda(i) => crate::device_mem::cuda_memory(i).ok(),
+            _ => None,
         };
-        metrics_log.write(&log)?;
-        observer.log(&log);
-        if let Some(s) = suite {
-            if let Some(v) = best_key(m, s) {
-                if state.best.is_none_or(|b| v > b) {
-                    state.best = Some(v);
-                    checkpoint::save_model(&encoder, &cfg.output.join("best"), &opt)?;
-                }
-            }
+        let after = self.evaluate()?;
+        if let Some(m) = &after {
+            self.log(Some(m.clone()), 0.0)?;
+            self.save_best(m)?;
+        }
+        let final_dir = self.cfg.output.join("final");
+        checkpoint::save_model(self.encoder, &final_dir, &self.opt)?;
+        let best_dir = self.cfg.output.join("best");
+        Ok(TrainSummary {
+            steps: self.state.step,
+            before,
+            after,
+            final_dir,
+            best_dir: best_dir.is_dir().then_some(best_dir),
+            train_seconds,
+            examples: self.examples_total,
+            peak_gpu_mem_gib: gpu.map(|m| m.peak_allocated_gib()),
+            peak_gpu_reserved_gib: gpu.map(|m| m.peak_reserved_gib()),
+        })
+    }
+
+    fn evaluate(&self) -> Result<Option<Metrics>> {
+        self.suite.map(|s| s.run(self.encoder)).transpose()
+    }
+
+    /// Writes and shows the log of the current step (the last step's loss, rate and norm;
+    /// none before the first step).
+    fn log(&mut self, eval: Option<Metrics>, examples_per_s: f64) -> Result<()> {
+        let last = self.last.as_ref();
+        let log = StepLog {
+            step: self.state.step,
+            loss: last.and_then(|l| f64::try_from(&l.loss).ok()),
+            lr: last.map_or(0.0, |l| l.lr),
+            grad_norm: last.map_or(0.0, |l| f64::try_from(&l.grad_norm).unwrap_or(f64::NAN)),
+            examples_per_s,
+            eval,
+        };
+        self.metrics.write(&log)?;
+        self.observer.log(&log);
+        Ok(())
+    }
+
+    /// Saves `best/` when `m`'s best metric beats the best so far.
+    fn save_best(&mut self, m: &Metrics) -> Result<()> {
+        let Some(suite) = self.suite else {
+            return Ok(());
+        };
+        let key = self
+            .cfg
+            .best_metric
+            .as_deref()
+            .unwrap_or(suite.main_metric());
+        let Some(&v) = m.get(key) else {
+            return Ok(());
+        };
+        if self.state.best.is_none_or(|b| v > b) {
+            self.state.best = Some(v);
+            checkpoint::save_model(self.encoder, &self.cfg.output.join("best"), &self.opt)?;
+            self.observer.message(&format!(
+                "step {}: new best {v:.4}, saved best/",
+                self.state.step
+            ));
+        }
+        Ok(())
+    }
+
+    /// The error of a run whose loss or gradient turned non-finite (that step's update
+    /// was skipped by the optimizer).
+    fn check_finite(&self) -> Result<()> {
+        if bool::try_from(&self.all_ok).unwrap_or(false) {
+            Ok(())
+        } else {
+            Err(non_finite(self.state.step, &self.cfg.output))
         }
     }
-    let final_dir = cfg.output.join("final");
-    checkpoint::save_model(&encoder, &final_dir, &opt)?;
-    let best_dir = cfg.output.join("best");
-    Ok(TrainSummary {
-        steps: state.step,
-        before,
-        after,
-        final_dir,
-        best_dir: best_dir.is_dir().then_some(best_dir),
-        train_seconds,
-        examples: examples_total,
-        peak_gpu_mem_gib: gpu.map(|m| m.peak_allocated_gib()),
-        peak_gpu_reserved_gib: gpu.map(|m| m.peak_reserved_gib()),
-    })
 }
 
 fn non_finite(step: usize, output: &Path) -> Error {
@@ -498,148 +584,4 @@ pub fn step_seed(seed: u64, step: usize, micro: usize) -> i64 {
         .wrapping_mul(1_000_003)
         .wrapping_add(step as u64 * 64 + micro as u64)
         & 0x7fff_ffff_ffff) as i64
-}
-
-/// Texts of column `c` for `rows`.
-fn column_texts<'d>(data: &'d Dataset, c: usize, rows: &[usize]) -> Vec<&'d str> {
-    rows.iter().map(|&r| data.texts[c][r].as_str()).collect()
-}
-
-/// Tokenizes `texts` with `prompt` prepended as the reference does (and its tokens
-/// excluded from pooling where the model says `include_prompt: false`).
-fn tokenize(
-    enc: &SentenceEncoder,
-    texts: &[&str],
-    prompt: &str,
-) -> Result<crate::encoder::TokenBatch> {
-    enc.tokenize_with_prompt(texts, Some(prompt))
-}
-
-/// One `(B, D)` embedding per loss input column (two dropout passes for SimCSE).
-fn embed_columns(
-    enc: &SentenceEncoder,
-    data: &Dataset,
-    rows: &[usize],
-    inputs: &LossInputs,
-    qp: &str,
-    dp: &str,
-    train: bool,
-) -> Result<Vec<Tensor>> {
-    let mut out = Vec::new();
-    match inputs {
-        LossInputs::SingleTextTwice => {
-            let batch = tokenize(enc, &column_texts(data, 0, rows), qp)?;
-            out.push(enc.forward(&batch, train)?);
-            out.push(enc.forward(&batch, train)?);
-        }
-        _ => {
-            for c in 0..data.columns.len() {
-                let batch = tokenize(
-                    enc,
-                    &column_texts(data, c, rows),
-                    if c == 0 { qp } else { dp },
-                )?;
-                out.push(enc.forward(&batch, train)?);
-            }
-        }
-    }
-    Ok(out)
-}
-
-fn labels_tensor(data: &Dataset, rows: &[usize], device: Device) -> Option<Tensor> {
-    data.labels.as_ref().map(|l| {
-        let v: Vec<f32> = rows.iter().map(|&r| l[r] as f32).collect();
-        Tensor::from_slice(&v).to_device(device)
-    })
-}
-
-fn duplicate_mask(
-    data: &Dataset,
-    rows: &[usize],
-    inputs: &LossInputs,
-    cfg: &TrainConfig,
-) -> Result<Option<Tensor>> {
-    if !cfg.dedupe || matches!(inputs, LossInputs::ScoredPairs { .. }) {
-        return Ok(None);
-    }
-    let mut cols: Vec<Vec<&str>> = data
-        .texts
-        .iter()
-        .map(|col| rows.iter().map(|&r| col[r].as_str()).collect())
-        .collect();
-    if matches!(inputs, LossInputs::SingleTextTwice) {
-        cols.push(cols[0].clone());
-    }
-    let slices: Vec<&[&str]> = cols.iter().map(Vec::as_slice).collect();
-    Ok(Some(
-        crate::loss::duplicate_mask(&slices)?.to_device(cfg.device),
-    ))
-}
-
-/// GradCache (Gao et al. 2021, as sentence-transformers'
-/// losses/CachedMultipleNegativesRankingLoss.py): embed every column in mini-batches
-/// without a graph, take the loss and its gradient w.r.t. the embeddings, then re-embed
-/// each mini-batch with a graph (same dropout seed) and backpropagate dot(embedding, grad).
-#[allow(clippy::too_many_arguments)]
-fn cached_step(
-    enc: &SentenceEncoder,
-    loss: &dyn ContrastiveLoss,
-    data: &Dataset,
-    rows: &[usize],
-    inputs: &LossInputs,
-    qp: &str,
-    dp: &str,
-    cfg: &TrainConfig,
-    mini: usize,
-    step: usize,
-    micro: usize,
-) -> Result<Tensor> {
-    let mini = mini.max(1);
-    let n_cols = match inputs {
-        LossInputs::SingleTextTwice => 2,
-        _ => data.columns.len(),
-    };
-    let col_texts = |c: usize| -> (Vec<&str>, &str) {
-        match inputs {
-            LossInputs::SingleTextTwice => (column_texts(data, 0, rows), qp),
-            _ => (column_texts(data, c, rows), if c == 0 { qp } else { dp }),
-        }
-    };
-    let seed_of = |c: usize, chunk: usize| {
-        step_seed(cfg.seed, step, micro) ^ (((c as i64) << 20) + chunk as i64 + 1)
-    };
-    // Pass 1: embeddings without a graph.
-    let mut detached = Vec::with_capacity(n_cols);
-    for c in 0..n_cols {
-        let (texts, prompt) = col_texts(c);
-        let mut parts = Vec::new();
-        for (chunk, piece) in texts.chunks(mini).enumerate() {
-            tch::manual_seed(seed_of(c, chunk));
-            let e = tch::no_grad(|| -> Result<Tensor> {
-                enc.forward(&tokenize(enc, piece, prompt)?, true)
-            })?;
-            parts.push(e.to_kind(Kind::Float));
-        }
-        detached.push(Tensor::cat(&parts, 0).detach().set_requires_grad(true));
-    }
-    let mask = duplicate_mask(data, rows, inputs, cfg)?;
-    let labels = labels_tensor(data, rows, cfg.device);
-    let l = loss.forward(&LossBatch {
-        embeddings: &detached,
-        labels: labels.as_ref(),
-        duplicate_mask: mask.as_ref(),
-    })?;
-    (&l / cfg.grad_accum as f64).f_backward()?;
-    // Pass 2: re-embed with a graph, chain the cached gradients in.
-    for (c, emb) in detached.iter().enumerate() {
-        let grad = emb.grad();
-        let (texts, prompt) = col_texts(c);
-        for (chunk, piece) in texts.chunks(mini).enumerate() {
-            tch::manual_seed(seed_of(c, chunk));
-            let e = enc.forward(&tokenize(enc, piece, prompt)?, true)?;
-            let g = grad.narrow(0, (chunk * mini) as i64, piece.len() as i64);
-            (e.to_kind(Kind::Float) * g).sum(Kind::Float).f_backward()?;
-        }
-    }
-    Ok(l.detach())
 }

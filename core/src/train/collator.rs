@@ -1,0 +1,326 @@
+//! The batch collator, as sentence-transformers' data collator: turns the rows of one
+//! micro-batch into what a training step consumes, the texts of every loss input column
+//! (gathered once), their token ids grouped by prompt (one forward per group), the labels
+//! and the duplicate mask. Everything that does not change between batches is computed
+//! once: the prompts' token lengths at construction, the row order once per epoch.
+
+use std::ops::Range;
+
+use tch::{Device, Tensor};
+
+use crate::encoder::tokenize::TextTokenizer;
+use crate::error::Result;
+use crate::loss::LossInputs;
+use crate::train::data::{batches_per_epoch, epoch_order, Dataset};
+use crate::train::TrainConfig;
+
+/// Loss input columns that share one prompt, so one forward embeds them all.
+#[derive(Debug, Clone, PartialEq)]
+struct PromptGroup {
+    /// The loss input columns of the group (contiguous, in loss order).
+    columns: Range<usize>,
+    /// The prompt prepended to every text of the group (None: no prompt).
+    prompt: Option<String>,
+    /// The prompt's token count for `include_prompt: false` pooling.
+    prompt_length: Option<usize>,
+}
+
+/// The token ids of one prompt group of a [`Batch`]: the group's columns one after the
+/// other, `ids[k * B + i]` being row i of the group's k-th column.
+pub struct GroupIds {
+    /// The loss input columns the ids cover (contiguous, in loss order).
+    pub columns: Range<usize>,
+    /// Token ids of each text, prompt included (special tokens added, truncated).
+    pub ids: Vec<Vec<u32>>,
+    /// Prompt tokens at the start of every row (None: no prompt).
+    pub prompt_length: Option<usize>,
+}
+
+/// One micro-batch of B rows, ready for the encoder and the loss.
+pub struct Batch<'d> {
+    /// `texts[c][i]`: loss input column c of row i, without prompt (for
+    /// [`LossInputs::SingleTextTwice`] the text column twice).
+    pub texts: Vec<Vec<&'d str>>,
+    /// Token ids by prompt group, covering every loss input column once, in order.
+    pub groups: Vec<GroupIds>,
+    /// `(B,)` float labels on the training device, for scored pairs.
+    pub labels: Option<Tensor>,
+    /// The `(B, B*(C-1))` false-negative mask of [`crate::loss::duplicate_mask`] on the
+    /// training device; None with deduplication off or for scored pairs.
+    pub duplicate_mask: Option<Tensor>,
+}
+
+impl Batch<'_> {
+    /// Rows in the batch (B).
+    pub fn rows(&self) -> usize {
+        self.texts.first().map_or(0, Vec::len)
+    }
+}
+
+/// Cuts a [`Dataset`] into seeded micro-batches and collates each into a [`Batch`].
+pub struct Collator<'a> {
+    data: &'a Dataset,
+    tokenizer: &'a TextTokenizer,
+    /// The data column of each loss input column.
+    sources: Vec<usize>,
+    groups: Vec<PromptGroup>,
+    batch_size: usize,
+    seed: u64,
+    dedupe: bool,
+    device: Device,
+    per_epoch: usize,
+    /// The row order of epoch `epoch`, drawn when a batch of another epoch is asked for.
+    order: Vec<usize>,
+    epoch: Option<usize>,
+}
+
+impl<'a> Collator<'a> {
+    /// A collator for `data` as `inputs` needs it, with `cfg`'s batch size, seed, prompts
+    /// (the query prompt on the first column, the document prompt on the others),
+    /// deduplication and device; the prompts are tokenized here, once.
+    pub fn new(
+        data: &'a Dataset,
+        inputs: &LossInputs,
+        tokenizer: &'a TextTokenizer,
+        cfg: &TrainConfig,
+    ) -> Result<Self> {
+        let query = cfg.query_prompt.as_deref().filter(|p| !p.is_empty());
+        let document = cfg.document_prompt.as_deref().filter(|p| !p.is_empty());
+        let sources: Vec<usize> = match inputs {
+            LossInputs::SingleTextTwice => vec![0, 0],
+            _ => (0..data.columns.len()).collect(),
+        };
+        let n = sources.len();
+        // SimCSE embeds one column twice, both copies with the query prompt; otherwise the
+        // anchors get their own forward only when their prompt differs.
+        let spans: Vec<(Range<usize>, Option<&str>)> =
+            if matches!(inputs, LossInputs::SingleTextTwice) || query == document {
+                vec![(0..n, query)]
+            } else {
+                vec![(0..1, query), (1..n, document)]
+            };
+        let groups = spans
+            .into_iter()
+            .map(|(columns, prompt)| {
+                Ok(PromptGroup {
+                    columns,
+                    prompt: prompt.map(str::to_string),
+                    prompt_length: prompt.map(|p| tokenizer.prompt_length(p)).transpose()?,
+                })
+            })
+            .collect::<Result<_>>()?;
+        Ok(Collator {
+            data,
+            tokenizer,
+            sources,
+            groups,
+            batch_size: cfg.batch_size,
+            seed: cfg.seed,
+            dedupe: cfg.dedupe && !matches!(inputs, LossInputs::ScoredPairs { .. }),
+            device: cfg.device,
+            per_epoch: batches_per_epoch(data.len(), cfg.batch_size),
+            order: Vec::new(),
+            epoch: None,
+        })
+    }
+
+    /// Micro-batches in one pass over the data (the last one may be smaller).
+    pub fn batches_per_epoch(&self) -> usize {
+        self.per_epoch
+    }
+
+    /// The `micro_batch`-th micro-batch of the run (counted over all epochs): rows
+    /// `epoch_order(n, seed, epoch)[k*B .. (k+1)*B]` of epoch `micro_batch / per_epoch`.
+    pub fn batch(&mut self, micro_batch: usize) -> Result<Batch<'a>> {
+        let (epoch, k) = (micro_batch / self.per_epoch, micro_batch % self.per_epoch);
+        if self.epoch != Some(epoch) {
+            self.order = epoch_order(self.data.len(), self.seed, epoch as u64);
+            self.epoch = Some(epoch);
+        }
+        let end = ((k + 1) * self.batch_size).min(self.order.len());
+        let rows = &self.order[k * self.batch_size..end];
+        let data = self.data;
+        let texts: Vec<Vec<&'a str>> = self
+            .sources
+            .iter()
+            .map(|&c| rows.iter().map(|&r| data.texts[c][r].as_str()).collect())
+            .collect();
+        let groups = self
+            .groups
+            .iter()
+            .map(|g| self.group_ids(g, &texts))
+            .collect::<Result<_>>()?;
+        let labels = data.labels.as_ref().map(|l| {
+            let v: Vec<f32> = rows.iter().map(|&r| l[r] as f32).collect();
+            Tensor::from_slice(&v).to_device(self.device)
+        });
+        let duplicate_mask = if self.dedupe {
+            let columns: Vec<&[&str]> = texts.iter().map(Vec::as_slice).collect();
+            Some(crate::loss::duplicate_mask(&columns)?.to_device(self.device))
+        } else {
+            None
+        };
+        Ok(Batch {
+            texts,
+            groups,
+            labels,
+            duplicate_mask,
+        })
+    }
+
+    /// Tokenizes the texts of group `g`'s columns in one call, the prompt prepended as the
+    /// reference prepends it.
+    fn group_ids(&self, g: &PromptGroup, texts: &[Vec<&str>]) -> Result<GroupIds> {
+        let columns = &texts[g.columns.clone()];
+        let ids = match &g.prompt {
+            None => {
+                let all: Vec<&str> = columns.iter().flatten().copied().collect();
+                self.tokenizer.encode_ids(&all)?
+            }
+            Some(p) => {
+                let joined: Vec<String> = columns
+                    .iter()
+                    .flatten()
+                    .map(|t| format!("{p}{t}"))
+                    .collect();
+                let all: Vec<&str> = joined.iter().map(String::as_str).collect();
+                self.tokenizer.encode_ids(&all)?
+            }
+        };
+        Ok(GroupIds {
+            columns: g.columns.clone(),
+            ids,
+            prompt_length: g.prompt_length,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::{Path, PathBuf};
+
+    /// A word-level tokenizer over the test texts' words, written to a temporary folder.
+    fn tokenizer() -> (tempfile::TempDir, TextTokenizer) {
+        let words = [
+            "[PAD]", "[UNK]", "anchor", "positive", "negative", "text", "query", ":", "0", "1", "2",
+        ];
+        let vocab: serde_json::Map<String, serde_json::Value> = words
+            .iter()
+            .enumerate()
+            .map(|(i, w)| (w.to_string(), i.into()))
+            .collect();
+        let special = |id: usize, content: &str| {
+            serde_json::json!({"id": id, "content": content, "single_word": false,
+                "lstrip": false, "rstrip": false, "normalized": false, "special": true})
+        };
+        let json = serde_json::json!({
+            "version": "1.0", "truncation": null, "padding": null,
+            "added_tokens": [special(0, "[PAD]"), special(1, "[UNK]")],
+            "normalizer": null, "pre_tokenizer": {"type": "Whitespace"},
+            "post_processor": null, "decoder": null,
+            "model": {"type": "WordLevel", "vocab": vocab, "unk_token": "[UNK]"},
+        });
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("tokenizer.json"), json.to_string()).unwrap();
+        let tok = TextTokenizer::load(dir.path(), 16, 0, false).unwrap();
+        (dir, tok)
+    }
+
+    fn dataset(columns: &[&str], rows: usize) -> Dataset {
+        Dataset {
+            path: PathBuf::from("t.csv"),
+            columns: columns.iter().map(|c| c.to_string()).collect(),
+            texts: columns
+                .iter()
+                .map(|c| (0..rows).map(|r| format!("{c} {}", r % 3)).collect())
+                .collect(),
+            label_column: None,
+            labels: None,
+        }
+    }
+
+    fn config(batch_size: usize) -> TrainConfig {
+        let mut cfg = TrainConfig::new(
+            PathBuf::new(),
+            PathBuf::new(),
+            "mnrl",
+            Path::new("out").into(),
+        );
+        cfg.batch_size = batch_size;
+        cfg
+    }
+
+    #[test]
+    fn batches_follow_the_epoch_order_and_share_one_group_without_prompts() {
+        let (_dir, tok) = tokenizer();
+        let data = dataset(&["anchor", "positive", "negative"], 10);
+        let inputs = LossInputs::Texts { min: 2, max: None };
+        let mut c = Collator::new(&data, &inputs, &tok, &config(4)).unwrap();
+        assert_eq!(c.batches_per_epoch(), 3);
+        for epoch in 0..2 {
+            let order = epoch_order(10, 42, epoch as u64);
+            for k in 0..3 {
+                let b = c.batch(epoch * 3 + k).unwrap();
+                let rows = &order[k * 4..((k + 1) * 4).min(10)];
+                assert_eq!(b.rows(), rows.len());
+                for (col, texts) in b.texts.iter().enumerate() {
+                    let want: Vec<&str> =
+                        rows.iter().map(|&r| data.texts[col][r].as_str()).collect();
+                    assert_eq!(texts, &want);
+                }
+                assert_eq!(b.groups.len(), 1);
+                assert_eq!(b.groups[0].columns, 0..3);
+                assert_eq!(b.groups[0].ids.len(), 3 * rows.len());
+                assert_eq!(
+                    b.groups[0].ids[rows.len()],
+                    tok.encode_ids(&[b.texts[1][0]]).unwrap()[0]
+                );
+                let mask = b.duplicate_mask.unwrap();
+                assert_eq!(mask.size(), [rows.len() as i64, 2 * rows.len() as i64]);
+            }
+        }
+    }
+
+    #[test]
+    fn a_distinct_query_prompt_splits_the_anchors_off() {
+        let (_dir, tok) = tokenizer();
+        let data = dataset(&["anchor", "positive"], 4);
+        let inputs = LossInputs::Texts { min: 2, max: None };
+        let mut cfg = config(4);
+        cfg.query_prompt = Some("query: ".into());
+        cfg.document_prompt = Some(String::new());
+        let b = Collator::new(&data, &inputs, &tok, &cfg)
+            .unwrap()
+            .batch(0)
+            .unwrap();
+        assert_eq!(b.groups.len(), 2);
+        assert_eq!(
+            (b.groups[0].columns.clone(), b.groups[1].columns.clone()),
+            (0..1, 1..2)
+        );
+        let pl = tok.prompt_length("query: ").unwrap();
+        assert_eq!(b.groups[0].prompt_length, Some(pl));
+        assert_eq!(b.groups[1].prompt_length, None);
+        let joined = format!("query: {}", b.texts[0][2]);
+        assert_eq!(
+            b.groups[0].ids[2],
+            tok.encode_ids(&[joined.as_str()]).unwrap()[0]
+        );
+    }
+
+    #[test]
+    fn simcse_embeds_its_column_twice_in_one_group() {
+        let (_dir, tok) = tokenizer();
+        let data = dataset(&["text"], 5);
+        let b = Collator::new(&data, &LossInputs::SingleTextTwice, &tok, &config(5))
+            .unwrap()
+            .batch(0)
+            .unwrap();
+        assert_eq!(b.texts.len(), 2);
+        assert_eq!(b.texts[0], b.texts[1]);
+        assert_eq!(b.groups[0].columns, 0..2);
+        assert_eq!(b.groups[0].ids[..5], b.groups[0].ids[5..]);
+        assert_eq!(b.duplicate_mask.unwrap().size(), [5, 5]);
+    }
+}
