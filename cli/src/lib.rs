@@ -35,7 +35,7 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Turn a CSV table into contrastive training data (strategies + samplers).
-    Gen(commands::gen::GenArgs),
+    Gen(Box<commands::gen::GenArgs>),
     /// List the registered plugins: strategies, samplers and losses.
     List(commands::list::ListArgs),
     /// Report versions, devices and whether the default model verifies.
@@ -129,7 +129,7 @@ fn dispatch(cmd: Command, _args: &[OsString]) -> anyhow::Result<ExitCode> {
         embtune_core::mem::keep_large_allocations();
     }
     match cmd {
-        Command::Gen(a) => commands::gen::run(a),
+        Command::Gen(a) => commands::gen::run(*a),
         Command::List(a) => commands::list::run(a),
         Command::Doctor(a) => commands::doctor::run(a),
         Command::Train(a) => commands::train::run(*a),
@@ -145,7 +145,7 @@ fn dispatch(cmd: Command, _args: &[OsString]) -> anyhow::Result<ExitCode> {
 #[cfg(not(feature = "torch"))]
 fn dispatch(cmd: Command, args: &[OsString]) -> anyhow::Result<ExitCode> {
     let name = match cmd {
-        Command::Gen(a) => return commands::gen::run(a).map(|()| ExitCode::SUCCESS),
+        Command::Gen(a) => return commands::gen::run(*a).map(|()| ExitCode::SUCCESS),
         Command::List(a) => return commands::list::run(a).map(|()| ExitCode::SUCCESS),
         Command::Doctor(_) => "doctor",
         Command::Train(_) => "train",

@@ -720,7 +720,7 @@ mod tests {
         req.output = Output::Dir(dir.path().join("out"));
         let report = generate(&req, Box::new(Triples), Box::new(LastOther), &mut |_| {}).unwrap();
         assert_eq!(report.total(|p| p.supervised_rows), 4);
-        let out = Table::read_csv(&dir.path().join("out/all_supervised.csv"), "utf-8").unwrap();
+        let out = Table::read_csv(dir.path().join("out/all_supervised.csv"), "utf-8").unwrap();
         let rows: Vec<Vec<&str>> = (0..out.n_rows())
             .map(|r| (0..3).map(|c| out.cell(r, c)).collect())
             .collect();
