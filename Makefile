@@ -10,9 +10,13 @@ setup:
 	source scripts/env.sh
 	scripts/fetch-model.sh
 
+# target/release/embtune is the torch-free front end (gen, list in-process) and
+# target/release/embtune-torch the libtorch binary it hands the other commands to. Two cargo
+# invocations: cargo unifies features within one, which would give the front end libtorch.
 build: setup
 	source scripts/env.sh
-	cargo build --release --workspace --bins
+	cargo build --release -p embtune-torch
+	cargo build --release -p embtune
 
 demo: build
 	scripts/demo.sh

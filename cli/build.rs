@@ -1,5 +1,7 @@
-//! Link libtorch (see build-support/link_torch.rs) and record the torch version the binary
-//! was built against for `embtune doctor`.
+//! In a `torch` build: link libtorch (see build-support/link_torch.rs), record the torch
+//! version the binary was built against for `embtune doctor`, and pass the libtorch folder
+//! on to dependents' build scripts as DEP_EMBTUNE_TORCH_LIB (so a binary built on this
+//! crate can rpath it). A build without `torch` links nothing.
 include!("../build-support/link_torch.rs");
 
 fn main() {
@@ -18,5 +20,6 @@ fn main() {
         .unwrap_or_else(|| "unknown".to_string());
     println!("cargo:rustc-env=EMBTUNE_TORCH_VERSION={version}");
     println!("cargo:rustc-env=EMBTUNE_TORCH_LIB={lib}");
+    println!("cargo:torch_lib={lib}");
     println!("cargo:rerun-if-changed={}", version_py.display());
 }

@@ -1,17 +1,32 @@
 //! embtune's command line as a library: [`run`] parses the arguments, dispatches to a
 //! command and turns any error into one line on stderr and a non-zero exit. A third-party
 //! binary links its own plugin crates and calls [`run`] (docs/PLUGINS.md).
+//!
+//! Two builds of the same command line:
+//! - without the `torch` feature (the default; the `embtune` binary that `make build`
+//!   installs), `gen`, `list`, `--help` and `--version` run in-process and never load
+//!   libtorch, and the libtorch commands (`train`, `eval`, `encode`, `score`, `doctor`)
+//!   are handed, arguments untouched, to the libtorch binary `embtune-torch` installed
+//!   beside it ([`forward`]; the git/cargo subcommand pattern);
+//! - with `torch` (the `embtune-torch` package, or a third-party binary with loss
+//!   plugins), every command runs in-process.
+//!
+//! Both parse the same [`Cli`], so `embtune --help` lists every command either way.
 
+use std::ffi::OsString;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
 pub mod commands;
+#[cfg(not(feature = "torch"))]
+pub mod forward;
 
 /// Fine-tune text-embedding models on libtorch.
 #[derive(Parser, Debug)]
 #[command(name = "embtune", version, about, long_about = None)]
 pub struct Cli {
+    /// The command to run.
     #[command(subcommand)]
     pub command: Command,
 }
@@ -20,24 +35,54 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Turn a CSV table into contrastive training data (strategies + samplers).
-    Gen(commands::gen::GenArgs),
-    /// List the registered plugins: strategies, samplers and (in builds with libtorch) losses.
+    Gen(Box<commands::gen::GenArgs>),
+    /// List the registered plugins: strategies, samplers and losses.
     List(commands::list::ListArgs),
     /// Report versions, devices and whether the default model verifies.
-    #[cfg(feature = "torch")]
-    Doctor(commands::doctor::DoctorArgs),
+    Doctor(torch_commands::Doctor),
     /// Fine-tune a sentence encoder with a named loss.
-    #[cfg(feature = "torch")]
-    Train(Box<commands::train::TrainArgs>),
+    Train(torch_commands::Train),
     /// Evaluate a model folder (retrieval, triplet accuracy, combined margin); prints JSON.
-    #[cfg(feature = "torch")]
-    Eval(commands::eval::EvalArgs),
+    Eval(torch_commands::Eval),
     /// Embed the texts of a file (.txt or .csv) into .npy or .jsonl.
-    #[cfg(feature = "torch")]
-    Encode(commands::encode::EncodeArgs),
+    Encode(torch_commands::Encode),
     /// Cosine scores of one query against documents, highest first.
-    #[cfg(feature = "torch")]
-    Score(commands::score::ScoreArgs),
+    Score(torch_commands::Score),
+}
+
+/// The argument types of the libtorch commands: parsed in this build.
+#[cfg(feature = "torch")]
+pub mod torch_commands {
+    use crate::commands;
+
+    /// `embtune doctor`.
+    pub type Doctor = commands::doctor::DoctorArgs;
+    /// `embtune train`.
+    pub type Train = Box<commands::train::TrainArgs>;
+    /// `embtune eval`.
+    pub type Eval = commands::eval::EvalArgs;
+    /// `embtune encode`.
+    pub type Encode = commands::encode::EncodeArgs;
+    /// `embtune score`.
+    pub type Score = commands::score::ScoreArgs;
+}
+
+/// The argument types of the libtorch commands: in a build without `torch`, passed on
+/// untouched to the libtorch binary, which parses them ([`forward`]).
+#[cfg(not(feature = "torch"))]
+pub mod torch_commands {
+    use crate::forward::Forwarded;
+
+    /// `embtune doctor`.
+    pub type Doctor = Forwarded;
+    /// `embtune train`.
+    pub type Train = Forwarded;
+    /// `embtune eval`.
+    pub type Eval = Forwarded;
+    /// `embtune encode`.
+    pub type Encode = Forwarded;
+    /// `embtune score`.
+    pub type Score = Forwarded;
 }
 
 /// Runs the command line of this process and returns its exit code.
@@ -49,9 +94,10 @@ pub fn run() -> ExitCode {
 pub fn run_from<I, T>(args: I) -> ExitCode
 where
     I: IntoIterator<Item = T>,
-    T: Into<std::ffi::OsString> + Clone,
+    T: Into<OsString> + Clone,
 {
-    let cli = match Cli::try_parse_from(args) {
+    let args: Vec<OsString> = args.into_iter().map(Into::into).collect();
+    let cli = match Cli::try_parse_from(&args) {
         Ok(c) => c,
         Err(e) => {
             let _ = e.print();
@@ -62,8 +108,8 @@ where
             };
         }
     };
-    match dispatch(cli.command) {
-        Ok(()) => ExitCode::SUCCESS,
+    match dispatch(cli.command, &args) {
+        Ok(code) => code,
         Err(e) => {
             eprintln!("embtune: error: {}", error_line(&e));
             ExitCode::FAILURE
@@ -71,8 +117,10 @@ where
     }
 }
 
-fn dispatch(cmd: Command) -> anyhow::Result<()> {
-    #[cfg(feature = "torch")]
+/// Runs `cmd`; `args` is the whole command line, for a command handed to the libtorch
+/// binary.
+#[cfg(feature = "torch")]
+fn dispatch(cmd: Command, _args: &[OsString]) -> anyhow::Result<ExitCode> {
     if matches!(
         cmd,
         Command::Train(_) | Command::Eval(_) | Command::Encode(_) | Command::Score(_)
@@ -81,19 +129,31 @@ fn dispatch(cmd: Command) -> anyhow::Result<()> {
         embtune_core::mem::keep_large_allocations();
     }
     match cmd {
-        Command::Gen(a) => commands::gen::run(a),
+        Command::Gen(a) => commands::gen::run(*a),
         Command::List(a) => commands::list::run(a),
-        #[cfg(feature = "torch")]
         Command::Doctor(a) => commands::doctor::run(a),
-        #[cfg(feature = "torch")]
         Command::Train(a) => commands::train::run(*a),
-        #[cfg(feature = "torch")]
         Command::Eval(a) => commands::eval::run(a),
-        #[cfg(feature = "torch")]
         Command::Encode(a) => commands::encode::run(a),
-        #[cfg(feature = "torch")]
         Command::Score(a) => commands::score::run(a),
-    }
+    }?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Runs `cmd`; `args` is the whole command line, for a command handed to the libtorch
+/// binary.
+#[cfg(not(feature = "torch"))]
+fn dispatch(cmd: Command, args: &[OsString]) -> anyhow::Result<ExitCode> {
+    let name = match cmd {
+        Command::Gen(a) => return commands::gen::run(*a).map(|()| ExitCode::SUCCESS),
+        Command::List(a) => return commands::list::run(a).map(|()| ExitCode::SUCCESS),
+        Command::Doctor(_) => "doctor",
+        Command::Train(_) => "train",
+        Command::Eval(_) => "eval",
+        Command::Encode(_) => "encode",
+        Command::Score(_) => "score",
+    };
+    forward::run(name, args)
 }
 
 /// The error and its context chain on one line.

@@ -4,6 +4,14 @@
 //!
 //! Rules: names are kebab-case (`[a-z0-9]+(-[a-z0-9]+)*`); a duplicate name is an error
 //! naming both registrations; an unknown name is an error listing the valid names.
+//!
+//! Names are resolved here, at the top ([`build`], called by the command line); the
+//! library entry points (`gen::generate`, the trainer) take the built instances.
+//!
+//! What `embtune list` prints ([`PluginInfo`]: name, docs, default config) is available in
+//! every build: [`infos`] for strategies and samplers, [`loss_infos`] for losses, whose
+//! `register_loss!` also registers a [`LossInfo`] without libtorch; the buildable loss
+//! [`Registration`] exists only in builds with the `torch` feature.
 
 use std::sync::OnceLock;
 
@@ -48,12 +56,70 @@ impl<T: ?Sized + 'static> Registration<T> {
     pub fn build_with(&self, options: &Map<String, Value>) -> Result<Box<T>> {
         (self.build)(&Value::Object(options.clone()))
     }
+
+    /// What `embtune list` shows of it.
+    pub fn info(&self) -> PluginInfo {
+        PluginInfo {
+            name: self.name,
+            summary: self.summary,
+            long_doc: self.long_doc,
+            origin: self.origin,
+            default_config: self.default_config,
+        }
+    }
 }
+
+/// A plugin as `embtune list` shows it: the fields of a [`Registration`] but the factory,
+/// so it exists in builds without libtorch too.
+#[derive(Debug, Clone, Copy)]
+pub struct PluginInfo {
+    /// Registry key, kebab-case.
+    pub name: &'static str,
+    /// One line for `embtune list`.
+    pub summary: &'static str,
+    /// Several lines for `embtune list KIND` and docs.
+    pub long_doc: &'static str,
+    /// `module_path!()` of the registering code.
+    pub origin: &'static str,
+    /// The config with every default filled in, as JSON.
+    pub default_config: fn() -> Value,
+}
+
+/// The description of a loss, registered by `register_loss!` in every build; the loss's
+/// buildable [`Registration`] is registered beside it only in builds with core's `torch`
+/// feature. This is what lets a torch-free binary list the losses.
+#[derive(Debug)]
+pub struct LossInfo(pub PluginInfo);
 
 inventory::collect!(Registration<dyn PairStrategy>);
 inventory::collect!(Registration<dyn NegativeSampler>);
 #[cfg(feature = "torch")]
 inventory::collect!(Registration<dyn ContrastiveLoss>);
+inventory::collect!(LossInfo);
+
+/// Name and origin of a registry entry, for the checks of [`collect_checked`].
+trait Entry {
+    fn name(&self) -> &'static str;
+    fn origin(&self) -> &'static str;
+}
+
+impl<T: ?Sized + 'static> Entry for Registration<T> {
+    fn name(&self) -> &'static str {
+        self.name
+    }
+    fn origin(&self) -> &'static str {
+        self.origin
+    }
+}
+
+impl Entry for LossInfo {
+    fn name(&self) -> &'static str {
+        self.0.name
+    }
+    fn origin(&self) -> &'static str {
+        self.0.origin
+    }
+}
 
 /// A plugin kind: its human name and its checked, sorted entry list.
 pub trait PluginKind: 'static {
@@ -63,28 +129,29 @@ pub trait PluginKind: 'static {
     fn entries() -> Result<&'static [&'static Registration<Self>]>;
 }
 
-fn collect_checked<T: ?Sized + 'static>(
+fn collect_checked<E: Entry + ?Sized + 'static>(
     kind: &'static str,
-    iter: impl Iterator<Item = &'static Registration<T>>,
-) -> std::result::Result<Vec<&'static Registration<T>>, String> {
-    let mut all: Vec<&'static Registration<T>> = iter.collect();
-    all.sort_by(|a, b| a.name.cmp(b.name).then(a.origin.cmp(b.origin)));
+    iter: impl Iterator<Item = &'static E>,
+) -> std::result::Result<Vec<&'static E>, String> {
+    let mut all: Vec<&'static E> = iter.collect();
+    all.sort_by(|a, b| a.name().cmp(b.name()).then(a.origin().cmp(b.origin())));
     for r in &all {
-        if !is_kebab_case(r.name) {
+        if !is_kebab_case(r.name()) {
             return Err(Error::Invalid(format!(
                 "{kind} name '{}' (registered by {}) is not kebab-case: use lowercase words joined by '-'",
-                r.name, r.origin
+                r.name(),
+                r.origin()
             ))
             .to_string());
         }
     }
     for w in all.windows(2) {
-        if w[0].name == w[1].name {
+        if w[0].name() == w[1].name() {
             return Err(Error::DuplicatePlugin {
                 kind,
-                name: w[0].name.to_string(),
-                first: w[0].origin.to_string(),
-                second: w[1].origin.to_string(),
+                name: w[0].name().to_string(),
+                first: w[0].origin().to_string(),
+                second: w[1].origin().to_string(),
             }
             .to_string());
         }
@@ -131,9 +198,26 @@ pub fn lookup<T: PluginKind + ?Sized>(name: &str) -> Result<&'static Registratio
         })
 }
 
-/// Looks `name` up and builds it with `options` over its defaults.
+/// Looks `name` up and builds it with `options` over its defaults: the one place where a
+/// plugin name becomes an instance (the command line calls it for `--strategy`,
+/// `--sampler` and `--loss`).
 pub fn build<T: PluginKind + ?Sized>(name: &str, options: &Map<String, Value>) -> Result<Box<T>> {
     lookup::<T>(name)?.build_with(options)
+}
+
+/// The descriptions of every registration of kind `T`, sorted by name.
+pub fn infos<T: PluginKind + ?Sized>() -> Result<Vec<PluginInfo>> {
+    Ok(T::entries()?.iter().map(|r| r.info()).collect())
+}
+
+/// The descriptions of every registered loss, sorted by name, in every build (with or
+/// without libtorch); checked like a registry (kebab-case, no duplicates).
+pub fn loss_infos() -> Result<Vec<PluginInfo>> {
+    static CELL: OnceLock<std::result::Result<Vec<&'static LossInfo>, String>> = OnceLock::new();
+    CELL.get_or_init(|| collect_checked("loss", inventory::iter::<LossInfo>.into_iter()))
+        .as_deref()
+        .map(|all| all.iter().map(|l| l.0).collect())
+        .map_err(|e| Error::Invalid(e.clone()))
 }
 
 /// `[a-z0-9]+(-[a-z0-9]+)*`
@@ -255,12 +339,52 @@ macro_rules! register_sampler {
     };
 }
 
-/// Registers a [`ContrastiveLoss`](crate::ContrastiveLoss); same shape as `register_strategy!`.
+/// Registers a loss; same shape as `register_strategy!`. Its description (a [`LossInfo`],
+/// for `embtune list`) is registered in every build; the buildable registration of the
+/// `ContrastiveLoss` only when core has its `torch` feature, so without it the `build`
+/// expression is dropped unexpanded. A plugin crate therefore keeps the config type
+/// torch-free and may put the tch implementation under its own `torch` feature, which must
+/// enable `embtune-core/torch` (docs/PLUGINS.md).
 #[macro_export]
 macro_rules! register_loss {
     (name: $name:literal, summary: $s:expr, long: $l:expr, config: $cfg:ty, build: $b:expr $(,)?) => {
+        const _: () = {
+            fn __default_config() -> $crate::serde_json::Value {
+                $crate::serde_json::to_value(<$cfg as ::core::default::Default>::default())
+                    .unwrap_or($crate::serde_json::Value::Null)
+            }
+            $crate::inventory::submit! {
+                $crate::registry::LossInfo($crate::registry::PluginInfo {
+                    name: $name,
+                    summary: $s,
+                    long_doc: $l,
+                    origin: module_path!(),
+                    default_config: __default_config,
+                })
+            }
+        };
+        $crate::__register_loss_build!($name, $s, $l, $cfg, $b);
+    };
+}
+
+/// The buildable half of `register_loss!`, in builds with core's `torch` feature. Defined
+/// here (not behind a `cfg` in the macro's expansion) so that core's feature decides, not
+/// the feature set of the crate that calls `register_loss!`.
+#[cfg(feature = "torch")]
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __register_loss_build {
+    ($name:literal, $s:expr, $l:expr, $cfg:ty, $b:expr) => {
         $crate::__register_plugin!($crate::ContrastiveLoss, "loss", $name, $s, $l, $cfg, $b);
     };
+}
+
+/// The buildable half of `register_loss!` in a build without libtorch: nothing.
+#[cfg(not(feature = "torch"))]
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __register_loss_build {
+    ($($ignored:tt)*) => {};
 }
 
 #[cfg(test)]
@@ -311,25 +435,19 @@ mod tests {
         }
     }
 
-    #[cfg(feature = "torch")]
-    fn fake(name: &'static str, origin: &'static str) -> Registration<dyn ContrastiveLoss> {
+    fn fake(name: &'static str, origin: &'static str) -> LossInfo {
         fn cfg() -> Value {
             Value::Null
         }
-        fn build(_: &Value) -> Result<Box<dyn ContrastiveLoss>> {
-            Err(Error::Invalid("not buildable".into()))
-        }
-        Registration {
+        LossInfo(PluginInfo {
             name,
             summary: "s",
             long_doc: "l",
             origin,
             default_config: cfg,
-            build,
-        }
+        })
     }
 
-    #[cfg(feature = "torch")]
     #[test]
     fn duplicates_name_both_origins_and_bad_names_are_refused() {
         let a: &'static _ = Box::leak(Box::new(fake("mnrl", "crate_a::mnrl")));
@@ -344,7 +462,7 @@ mod tests {
         );
         let ok = collect_checked("loss", [c, a].into_iter()).unwrap();
         assert_eq!(
-            ok.iter().map(|r| r.name).collect::<Vec<_>>(),
+            ok.iter().map(|r| r.0.name).collect::<Vec<_>>(),
             ["mnrl", "triplet"]
         );
         let bad: &'static _ = Box::leak(Box::new(fake("My_Loss", "x")));

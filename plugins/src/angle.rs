@@ -4,7 +4,10 @@
 
 use embtune_core::register_loss;
 
-use crate::cosent::{ScoredPairConfig, ScoredPairLoss};
+use crate::cosent::ScoredPairConfig;
+#[cfg(feature = "torch")]
+use crate::cosent::ScoredPairLoss;
+#[cfg(feature = "torch")]
 use crate::loss_math::pairwise_angle_sim;
 
 register_loss!(
@@ -22,7 +25,7 @@ real, second half imaginary; an odd dimension is padded with a zero); the loss i
     build: |c| Ok(Box::new(ScoredPairLoss::new("angle", c, pairwise_angle_sim)?)),
 );
 
-#[cfg(test)]
+#[cfg(all(test, feature = "torch"))]
 mod tests {
     use crate::loss_math::test_support::{logsumexp, permute_rows, rows};
     use embtune_core::testing::{self, random_embeddings};

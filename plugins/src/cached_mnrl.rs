@@ -7,11 +7,16 @@
 //! backpropagates `dot(embedding, cached_grad)`. Memory stays flat in the batch size.
 //! Follows `sentence_transformers/sentence_transformer/losses/cached_multiple_negatives_ranking.py`.
 
-use embtune_core::{register_loss, ContrastiveLoss, Error, LossBatch, LossInputs, Result};
+use embtune_core::register_loss;
+#[cfg(feature = "torch")]
+use embtune_core::{ContrastiveLoss, Error, LossBatch, LossInputs, Result};
 use serde::{Deserialize, Serialize};
+#[cfg(feature = "torch")]
 use tch::Tensor;
 
-use crate::mnrl::{ranking_options_doc, MnrlConfig, Ranking};
+#[cfg(feature = "torch")]
+use crate::mnrl::Ranking;
+use crate::mnrl::{ranking_options_doc, MnrlConfig};
 
 /// Options of `cached-mnrl`: those of `mnrl` plus the mini-batch size.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -34,11 +39,13 @@ impl Default for CachedMnrlConfig {
 }
 
 /// The `cached-mnrl` loss.
+#[cfg(feature = "torch")]
 pub struct CachedMnrl {
     mini_batch_size: usize,
     ranking: Ranking,
 }
 
+#[cfg(feature = "torch")]
 impl CachedMnrl {
     /// Builds the loss from its options.
     pub fn new(cfg: CachedMnrlConfig) -> Result<Self> {
@@ -56,6 +63,7 @@ impl CachedMnrl {
     }
 }
 
+#[cfg(feature = "torch")]
 impl ContrastiveLoss for CachedMnrl {
     fn inputs(&self) -> LossInputs {
         LossInputs::Texts { min: 2, max: None }
@@ -88,7 +96,7 @@ replayed) and backpropagated. Use it for batches that do not fit in memory with 
     build: |c| Ok(Box::new(CachedMnrl::new(c)?)),
 );
 
-#[cfg(test)]
+#[cfg(all(test, feature = "torch"))]
 mod tests {
     use super::*;
     use embtune_core::testing::{self, random_embeddings};

@@ -4,10 +4,14 @@
 //! The pair-ranking core [`cosent_from_scores`] and the scored-pair plumbing
 //! [`scored_pairs`] are shared with `angle`.
 
-use embtune_core::{register_loss, ContrastiveLoss, Error, LossBatch, LossInputs, Result};
+use embtune_core::register_loss;
+#[cfg(feature = "torch")]
+use embtune_core::{ContrastiveLoss, Error, LossBatch, LossInputs, Result};
 use serde::{Deserialize, Serialize};
+#[cfg(feature = "torch")]
 use tch::{Kind, Tensor};
 
+#[cfg(feature = "torch")]
 use crate::loss_math::{check_columns, pairwise_cos_sim};
 
 /// Options of `cosent` and `angle`.
@@ -32,6 +36,7 @@ impl Default for ScoredPairConfig {
     }
 }
 
+#[cfg(feature = "torch")]
 impl ScoredPairConfig {
     pub(crate) fn check(&self, loss: &'static str) -> Result<()> {
         if !(self.scale > 0.0 && self.scale.is_finite()) {
@@ -56,6 +61,7 @@ impl ScoredPairConfig {
 /// n-tuples `[anchor, positive, negative...]` turned into pairs (anchor, column k): labels
 /// `batch.labels` (or `positive_label`) for the positives and `1 - labels` (or
 /// `negative_label`) for the negatives, as the reference's AnglELoss does with n-tuples.
+#[cfg(feature = "torch")]
 pub fn scored_pairs(
     loss: &str,
     batch: &LossBatch<'_>,
@@ -103,6 +109,7 @@ pub fn scored_pairs(
 
 /// CoSENT on precomputed similarities: `scores (N,)`, `labels (N,)`; pairs with
 /// `labels_i < labels_j` contribute `scale * (s_i - s_j)` to a logsumexp that starts with 0.
+#[cfg(feature = "torch")]
 pub fn cosent_from_scores(scores: &Tensor, labels: &Tensor, scale: f64) -> Result<Tensor> {
     let s = scores.f_mul_scalar(scale)?;
     let diff = s.f_unsqueeze(1)?.f_sub(&s.f_unsqueeze(0)?)?; // (n, n): s_i - s_j
@@ -117,12 +124,14 @@ pub fn cosent_from_scores(scores: &Tensor, labels: &Tensor, scale: f64) -> Resul
 
 /// A CoSENT-style loss over scored pairs: `cosent` with the cosine, `angle` with the angle
 /// similarity; only the pairwise similarity differs.
+#[cfg(feature = "torch")]
 pub struct ScoredPairLoss {
     name: &'static str,
     cfg: ScoredPairConfig,
     similarity: fn(&Tensor, &Tensor) -> Result<Tensor>,
 }
 
+#[cfg(feature = "torch")]
 impl ScoredPairLoss {
     /// The loss `name` with config `cfg` (checked here) and the pairwise `similarity`.
     pub fn new(
@@ -139,6 +148,7 @@ impl ScoredPairLoss {
     }
 }
 
+#[cfg(feature = "torch")]
 impl ContrastiveLoss for ScoredPairLoss {
     fn inputs(&self) -> LossInputs {
         self.cfg.inputs()
@@ -165,7 +175,7 @@ labels matters.
     build: |c| Ok(Box::new(ScoredPairLoss::new("cosent", c, pairwise_cos_sim)?)),
 );
 
-#[cfg(test)]
+#[cfg(all(test, feature = "torch"))]
 mod tests {
     use super::*;
     use crate::loss_math::test_support::{cos, logsumexp, permute_rows, rows};

@@ -13,20 +13,15 @@ pub mod fusion_multineg;
 pub mod random;
 pub mod same_category;
 
-// Contrastive losses.
-#[cfg(feature = "torch")]
+// Contrastive losses: options, docs and registration in every build (`embtune list`
+// shows them without libtorch), the tensor code with the `torch` feature.
 pub mod angle;
-#[cfg(feature = "torch")]
 pub mod cached_mnrl;
-#[cfg(feature = "torch")]
 pub mod cosent;
 #[cfg(feature = "torch")]
 pub mod loss_math;
-#[cfg(feature = "torch")]
 pub mod mnrl;
-#[cfg(feature = "torch")]
 pub mod simcse;
-#[cfg(feature = "torch")]
 pub mod triplet;
 
 /// Call once from a binary (the CLI does) so the built-in plugins are linked in.

@@ -4,10 +4,18 @@
 //! `sentence_transformers/sentence_transformer/losses/multiple_negatives_ranking.py` (6.0.1),
 //! `compute_loss_from_embeddings`. `simcse` and `cached-mnrl` reuse [`Ranking`].
 
-use embtune_core::{register_loss, ContrastiveLoss, Error, LossBatch, LossInputs, Result};
+//!
+//! The options ([`MnrlConfig`]) and the registration are torch-free (`embtune list` shows
+//! them in every build); the loss itself needs the `torch` feature.
+
+use embtune_core::register_loss;
+#[cfg(feature = "torch")]
+use embtune_core::{ContrastiveLoss, Error, LossBatch, LossInputs, Result};
 use serde::{Deserialize, Deserializer, Serialize};
+#[cfg(feature = "torch")]
 use tch::Tensor;
 
+#[cfg(feature = "torch")]
 use crate::loss_math::{check_columns, checked_mask, cos_sim, own_documents, own_positive};
 
 /// One similarity interaction term of the ranking loss (the reference's `directions`).
@@ -102,6 +110,7 @@ fn directions_list<'de, D: Deserializer<'de>>(
 }
 
 /// The validated ranking loss shared by `mnrl`, `simcse` and `cached-mnrl`.
+#[cfg(feature = "torch")]
 #[derive(Debug, Clone)]
 pub struct Ranking {
     scale: f64,
@@ -110,6 +119,7 @@ pub struct Ranking {
     hardness: Option<(HardnessMode, f64)>,
 }
 
+#[cfg(feature = "torch")]
 impl Ranking {
     /// The plain InfoNCE of SimCSE: query -> documents, one softmax, at `scale`.
     pub fn info_nce(scale: f64) -> Result<Self> {
@@ -277,10 +287,12 @@ impl Ranking {
 }
 
 /// The `mnrl` loss.
+#[cfg(feature = "torch")]
 pub struct Mnrl {
     ranking: Ranking,
 }
 
+#[cfg(feature = "torch")]
 impl Mnrl {
     /// Builds the loss from its options.
     pub fn new(cfg: MnrlConfig) -> Result<Self> {
@@ -290,6 +302,7 @@ impl Mnrl {
     }
 }
 
+#[cfg(feature = "torch")]
 impl ContrastiveLoss for Mnrl {
     fn inputs(&self) -> LossInputs {
         LossInputs::Texts { min: 2, max: None }
@@ -335,7 +348,7 @@ Same value and gradients as sentence-transformers' MultipleNegativesRankingLoss.
     build: |c| Ok(Box::new(Mnrl::new(c)?)),
 );
 
-#[cfg(test)]
+#[cfg(all(test, feature = "torch"))]
 mod tests {
     use super::*;
     use crate::loss_math::test_support::{naive_ranking, permute_rows, rows, to_vec2};

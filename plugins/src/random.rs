@@ -1,8 +1,8 @@
 //! `random`: negatives drawn uniformly from the anchors of any other row of the part
 //! (distinct texts, never the anchor's own text): an easy-negative baseline.
 
-use embtune_core::gen::groups::GroupSampler;
 use embtune_core::register_sampler;
+use embtune_core::sampler::GroupSampler;
 use serde::{Deserialize, Serialize};
 
 /// Config of `random` (no options).

@@ -1,7 +1,7 @@
 //! `same-category`: the original's hard negatives: other anchors of the same category
 //! value. Distinct texts, never empty, never equal to the anchor; linear time.
 
-use embtune_core::gen::groups::GroupSampler;
+use embtune_core::sampler::GroupSampler;
 use embtune_core::{register_sampler, CandidatePool};
 use serde::{Deserialize, Serialize};
 

@@ -4,10 +4,14 @@
 //! (anchor, positive, hard negative) rows. Both are MultipleNegativesRankingLoss at scale 20
 //! (sentence-transformers trains SimCSE with that loss), computed by [`Ranking`].
 
-use embtune_core::{register_loss, ContrastiveLoss, LossBatch, LossInputs, Result};
+use embtune_core::register_loss;
+#[cfg(feature = "torch")]
+use embtune_core::{ContrastiveLoss, LossBatch, LossInputs, Result};
 use serde::{Deserialize, Serialize};
+#[cfg(feature = "torch")]
 use tch::Tensor;
 
+#[cfg(feature = "torch")]
 use crate::mnrl::Ranking;
 
 /// Which SimCSE.
@@ -40,11 +44,13 @@ impl Default for SimcseConfig {
 }
 
 /// The `simcse` loss.
+#[cfg(feature = "torch")]
 pub struct Simcse {
     mode: SimcseMode,
     ranking: Ranking,
 }
 
+#[cfg(feature = "torch")]
 impl Simcse {
     /// Builds the loss from its options.
     pub fn new(cfg: SimcseConfig) -> Result<Self> {
@@ -55,6 +61,7 @@ impl Simcse {
     }
 }
 
+#[cfg(feature = "torch")]
 impl ContrastiveLoss for Simcse {
     fn inputs(&self) -> LossInputs {
         match self.mode {
@@ -94,7 +101,7 @@ Repeated texts inside a batch are masked out of the negatives unless --no-dedupe
     build: |c| Ok(Box::new(Simcse::new(c)?)),
 );
 
-#[cfg(test)]
+#[cfg(all(test, feature = "torch"))]
 mod tests {
     use super::*;
     use crate::loss_math::test_support::{naive_ranking, rows, to_vec2};

@@ -1,10 +1,14 @@
 //! `triplet`: TripletLoss, `mean(relu(d(a, p) - d(a, n) + margin))`, as
 //! `sentence_transformers/sentence_transformer/losses/triplet.py` (6.0.1).
 
-use embtune_core::{register_loss, ContrastiveLoss, LossBatch, LossInputs, Result};
+use embtune_core::register_loss;
+#[cfg(feature = "torch")]
+use embtune_core::{ContrastiveLoss, LossBatch, LossInputs, Result};
 use serde::{Deserialize, Serialize};
+#[cfg(feature = "torch")]
 use tch::{Kind, Tensor};
 
+#[cfg(feature = "torch")]
 use crate::loss_math::{check_columns, pairwise_cos_sim};
 
 /// The distance d of the triplet loss (the reference's `TripletDistanceMetric`).
@@ -22,6 +26,7 @@ pub enum DistanceMetric {
     Manhattan,
 }
 
+#[cfg(feature = "torch")]
 impl DistanceMetric {
     /// Row-wise distance: `(B, D) x (B, D) -> (B,)`.
     pub fn distance(self, a: &Tensor, b: &Tensor) -> Result<Tensor> {
@@ -54,10 +59,12 @@ impl Default for TripletConfig {
 }
 
 /// The `triplet` loss.
+#[cfg(feature = "torch")]
 pub struct Triplet {
     cfg: TripletConfig,
 }
 
+#[cfg(feature = "torch")]
 impl ContrastiveLoss for Triplet {
     fn inputs(&self) -> LossInputs {
         LossInputs::Texts {
@@ -95,7 +102,7 @@ The original fine-tuning script used distance_metric=cosine triplet_margin=0.7."
     build: |c| Ok(Box::new(Triplet { cfg: c })),
 );
 
-#[cfg(test)]
+#[cfg(all(test, feature = "torch"))]
 mod tests {
     use super::*;
     use crate::loss_math::test_support::{cos, permute_rows, rows};

@@ -1,8 +1,10 @@
 //! Walks every registered plugin of every kind (built-ins plus anything linked into this
 //! test binary): names are unique and kebab-case, docs are non-empty, the default config
 //! deserializes from `{}` and every factory builds with it; unknown names list the valid ones.
+//! The descriptions `embtune list` prints without libtorch (`registry::infos`,
+//! `registry::loss_infos`) match the buildable registrations one to one.
 
-use embtune_core::registry::{self, is_kebab_case, PluginKind, Registration};
+use embtune_core::registry::{self, is_kebab_case, PluginInfo, PluginKind, Registration};
 use embtune_core::{ContrastiveLoss, NegativeSampler, PairStrategy};
 use serde_json::{Map, Value};
 
@@ -91,6 +93,54 @@ fn every_loss_is_well_formed() {
     for want in ["mnrl", "simcse", "triplet"] {
         assert!(names.contains(&want), "loss {want} missing from {names:?}");
     }
+}
+
+/// The descriptions of kind `T` are those of its registrations, field for field.
+fn same_as_registrations<T: PluginKind + ?Sized>(infos: &[PluginInfo]) {
+    let entries = T::entries().unwrap();
+    assert_eq!(
+        infos.iter().map(|i| i.name).collect::<Vec<_>>(),
+        entries.iter().map(|r| r.name).collect::<Vec<_>>(),
+        "{}: described and buildable names differ",
+        T::KIND
+    );
+    for (i, r) in infos.iter().zip(entries) {
+        assert_eq!(i.summary, r.summary, "{} '{}'", T::KIND, r.name);
+        assert_eq!(i.long_doc, r.long_doc, "{} '{}'", T::KIND, r.name);
+        assert_eq!(i.origin, r.origin, "{} '{}'", T::KIND, r.name);
+        assert_eq!(
+            (i.default_config)(),
+            (r.default_config)(),
+            "{} '{}'",
+            T::KIND,
+            r.name
+        );
+    }
+}
+
+#[test]
+fn descriptions_match_the_registrations() {
+    embtune_plugins::link();
+    same_as_registrations::<dyn PairStrategy>(&registry::infos::<dyn PairStrategy>().unwrap());
+    same_as_registrations::<dyn NegativeSampler>(
+        &registry::infos::<dyn NegativeSampler>().unwrap(),
+    );
+    // Losses: the torch-free descriptions that register_loss! submits on their own.
+    let losses = registry::loss_infos().expect("loss descriptions without duplicates");
+    for want in [
+        "angle",
+        "cached-mnrl",
+        "cosent",
+        "mnrl",
+        "simcse",
+        "triplet",
+    ] {
+        assert!(
+            losses.iter().any(|i| i.name == want),
+            "loss {want} has no description"
+        );
+    }
+    same_as_registrations::<dyn ContrastiveLoss>(&losses);
 }
 
 #[test]

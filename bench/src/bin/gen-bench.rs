@@ -1,23 +1,24 @@
 //! `gen-bench`: times `embtune gen` end to end (read, generate, write) for each built-in
-//! strategy on a synthetic table of the original's shape, measures peak RSS, and runs the
-//! Python re-implementation of the original scripts (bench/reference/original_gen.py) on
-//! the same table for the side-by-side ratio.
+//! strategy on a synthetic table of the original's shape, on the binary the README builds
+//! (`target/release/embtune` from `make build`: the torch-free front end), and its
+//! `embtune list` start-up; then runs the Python re-implementation of the original scripts
+//! (bench/reference/original_gen.py) on the same table for the side-by-side ratio.
 //!
-//! Run: `cargo run --release -p embtune-bench --bin gen-bench`
+//! Run (after `make build`): `cargo run --release -p embtune-bench --bin gen-bench`
 //! Options: `--rows N` (default 75000), `--big-rows N` (default 1000000; 0 skips),
 //! `--no-reference`, `--out DIR` (default bench-out/gen), `--python PATH` (default
-//! .venv-ref/bin/python, or $EMBTUNE_REF_PYTHON), `--embtune PATH` (the torch-free binary
-//! to time; default target/lite/release/embtune, built first with
-//! `CARGO_TARGET_DIR=target/lite cargo build --release -p embtune --no-default-features`
-//! when missing), `--full` (time the full, libtorch-linked build instead, in process).
+//! .venv-ref/bin/python, or $EMBTUNE_REF_PYTHON), `--embtune PATH` (the binary to time;
+//! default target/release/embtune; `target/release/embtune-torch` times the libtorch
+//! build for comparison), `--repeat N` (measurements per strategy, median reported),
+//! `--list-repeat N` (runs of `embtune list`).
 //!
-//! `gen` is timed with the torch-free ("lite") binary: the process floor of a binary that
-//! links libtorch (about 1 s and 130-480 MB before any work) would dwarf the work. The full
-//! binary's floor is still measured (this binary, which links libtorch, as a child doing
-//! `list`) and printed for comparison. Wall time includes process start; peak RSS is the
-//! child's `ru_maxrss` from `wait4`. With `--full`, each measurement runs this binary again
-//! as a child (`--child gen ...`, which calls `embtune::run_from` exactly like the `embtune`
-//! binary) and the child also records the time spent inside `embtune gen` alone.
+//! Each figure is one child process: wall time from spawn to exit, CPU and peak RSS from
+//! `wait4`. Linux hands a process's peak RSS on to a child through `exec` (this binary
+//! maps libtorch for its sibling encode-bench), so the child runs under `/usr/bin/time -f
+//! %M`, a small process whose fork starts with fresh accounting, and its peak RSS is read
+//! from there; wall and CPU still come from `wait4`. Without /usr/bin/time the RSS printed
+//! is `max(this process, child)` and says so. Targets (issue 10): 75,000 rows in 0.2 s and
+//! 60 MB per strategy; `embtune list` in 20 ms.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -34,11 +35,16 @@ const STRATEGIES: [(&str, &str); 3] = [
     ("fusion-multineg", "fusion"),
 ];
 
+/// Issue 10's targets at 75,000 rows, per strategy: wall seconds and peak RSS in MB.
+const TARGET_WALL_S: f64 = 0.2;
+const TARGET_RSS_MB: f64 = 60.0;
+/// `embtune list` start-up target, seconds.
+const TARGET_LIST_S: f64 = 0.020;
+
+/// The binary the README builds (`make build`).
+const README_BINARY: &str = "target/release/embtune";
+
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().collect();
-    if args.get(1).map(String::as_str) == Some("--child") {
-        return child(&args[2..]);
-    }
     match bench(&Opts::parse()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -46,17 +52,6 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
-}
-
-/// Child mode: `--child TIMING_FILE embtune-args...`.
-fn child(args: &[String]) -> ExitCode {
-    embtune_plugins::link();
-    let timing = PathBuf::from(&args[0]);
-    let start = Instant::now();
-    let code =
-        embtune::run_from(std::iter::once("embtune".to_string()).chain(args[1..].iter().cloned()));
-    let _ = std::fs::write(timing, format!("{}", start.elapsed().as_secs_f64()));
-    code
 }
 
 /// `embtune gen` timed against the original scripts.
@@ -78,26 +73,21 @@ struct Opts {
     /// Python of the reference environment.
     #[arg(long, default_value_os_t = embtune_bench::reference_python())]
     python: PathBuf,
-    /// The torch-free binary to time (default: target/lite/release/embtune, built when missing).
-    #[arg(long)]
-    embtune: Option<PathBuf>,
-    /// Time the full, libtorch-linked build instead, in process.
-    #[arg(long)]
-    full: bool,
+    /// The binary to time.
+    #[arg(long, default_value = README_BINARY)]
+    embtune: PathBuf,
     /// Measurements per strategy at --rows (half as many at --big-rows); the median is
     /// reported.
     #[arg(long, default_value_t = 5)]
     repeat: usize,
+    /// Runs of `embtune list`; the median is reported.
+    #[arg(long, default_value_t = 20)]
+    list_repeat: usize,
 }
 
-const LITE: &str = "target/lite/release/embtune";
-
-/// Linux carries a process's peak RSS across `fork` and `exec`, so a child of this binary
-/// (which links libtorch) reports at least this binary's own peak in `ru_maxrss`. The
-/// torch-free binary is therefore run under `/usr/bin/time -f %M` (a small process whose
-/// fork of the measured program starts with fresh accounting) and its peak RSS taken from
-/// there; wall and CPU still come from `wait4`. Without /usr/bin/time the RSS stays inflated.
-fn measure_fresh(cmd: &Command, rss_file: &Path) -> Result<Measured, String> {
+/// Runs `cmd` (stdout discarded) as one measured child: wall and CPU from `wait4`, peak
+/// RSS from `/usr/bin/time` (see the module doc) when it exists.
+fn measure(cmd: &Command, rss_file: &Path) -> Result<Measured, String> {
     let time = Path::new("/usr/bin/time");
     if !time.exists() {
         let mut c = Command::new(cmd.get_program());
@@ -122,34 +112,19 @@ fn measure_fresh(cmd: &Command, rss_file: &Path) -> Result<Measured, String> {
     Ok(m)
 }
 
-/// The torch-free binary: `--embtune PATH`, or target/lite/release/embtune (built when missing).
-fn lite_binary(o: &Opts) -> Result<PathBuf, String> {
-    if let Some(p) = &o.embtune {
-        return if p.exists() {
-            Ok(p.clone())
-        } else {
-            Err(format!("--embtune {}: no such file", p.display()))
-        };
+/// Whether `bin` maps libtorch when it starts (`ldd`); None when ldd is unavailable.
+fn links_libtorch(bin: &Path) -> Option<bool> {
+    let out = Command::new("ldd").arg(bin).output().ok()?;
+    Some(String::from_utf8_lossy(&out.stdout).contains("libtorch"))
+}
+
+/// `within` or `OVER` against a target.
+fn verdict(value: f64, target: f64) -> &'static str {
+    if value <= target {
+        "within"
+    } else {
+        "OVER"
     }
-    let p = PathBuf::from(LITE);
-    if !p.exists() {
-        println!("building the torch-free binary ({LITE}) ...");
-        let st = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
-            .env("CARGO_TARGET_DIR", "target/lite")
-            .args([
-                "build",
-                "--release",
-                "-p",
-                "embtune",
-                "--no-default-features",
-            ])
-            .status()
-            .map_err(|e| format!("cargo: {e}"))?;
-        if !st.success() || !p.exists() {
-            return Err("building the torch-free binary failed".into());
-        }
-    }
-    Ok(p)
 }
 
 /// Category sizes with a Zipf-like skew: `categories` groups summing to `rows`, the
@@ -250,23 +225,18 @@ struct Row {
     what: String,
     rows: usize,
     m: Measured,
-    inproc_s: Option<f64>,
     out_rows: u64,
 }
 
-/// Runs `gen`; `timing`: Some when `exe` is this binary (child mode, records in-gen time).
+/// Runs `embtune gen` once; returns the measurement and the supervised rows written.
 fn run_ours(
     exe: &Path,
     data: &Path,
     out: &Path,
     strategy: &str,
-    timing: Option<&Path>,
-) -> Result<(Measured, Option<f64>, u64), String> {
+) -> Result<(Measured, u64), String> {
     let _ = std::fs::remove_dir_all(out);
     let mut cmd = Command::new(exe);
-    if let Some(t) = timing {
-        cmd.arg("--child").arg(t);
-    }
     cmd.args(["gen", "--quiet", "--strategy", strategy, "--data"])
         .arg(data);
     cmd.args([
@@ -282,23 +252,14 @@ fn run_ours(
     if strategy == "domainwise" {
         cmd.args(["--domain-col", "도메인"]);
     }
-    cmd.arg("--output-dir").arg(out).stdout(Stdio::null());
-    let m = match timing {
-        Some(_) => run_measured(&mut cmd).map_err(|e| e.to_string())?,
-        None => measure_fresh(&cmd, &out.with_extension("rss"))?,
-    };
+    cmd.arg("--output-dir").arg(out);
+    let m = measure(&cmd, &out.with_extension("rss"))?;
     if m.code != 0 {
         return Err(format!(
             "embtune gen --strategy {strategy} failed with code {}",
             m.code
         ));
     }
-    let inproc: Option<f64> = timing.map(|t| {
-        std::fs::read_to_string(t)
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(f64::NAN)
-    });
     let manifest: serde_json::Value = std::fs::read_to_string(out.join("manifest.json"))
         .ok()
         .and_then(|s| serde_json::from_str(&s).ok())
@@ -312,7 +273,7 @@ fn run_ours(
                 .sum()
         })
         .unwrap_or(0);
-    Ok((m, inproc, sup))
+    Ok((m, sup))
 }
 
 fn run_reference(python: &Path, data: &Path, out: &Path, script: &str) -> Result<Measured, String> {
@@ -359,46 +320,63 @@ fn run_reference(python: &Path, data: &Path, out: &Path, script: &str) -> Result
 }
 
 fn bench(o: &Opts) -> Result<(), String> {
-    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
     std::fs::create_dir_all(&o.out).map_err(|e| e.to_string())?;
-    let timing = o.out.join("timing.txt");
+    let exe = &o.embtune;
+    if !exe.is_file() {
+        return Err(format!(
+            "{} not found: build the README's binaries first (`make build`), or pass --embtune PATH",
+            exe.display()
+        ));
+    }
     let mut results: Vec<Row> = Vec::new();
-
-    // Process floor: the same binary doing `embtune list` (exec + libtorch load).
     println!(
         "load average: {} (figures are inflated when other work shares the CPUs)",
         std::fs::read_to_string("/proc/loadavg")
             .unwrap_or_default()
             .trim()
     );
-    let mut floor_cmd = Command::new(&exe);
-    floor_cmd
-        .arg("--child")
-        .arg(&timing)
-        .arg("list")
-        .stdout(Stdio::null());
-    let floor = run_measured(&mut floor_cmd).map_err(|e| e.to_string())?;
+    let libtorch = links_libtorch(exe);
     println!(
-        "full binary's process floor (embtune list: exec + libtorch load): {:.3} s wall, {:.3} s CPU, {:.1} MiB peak RSS",
-        floor.wall_s, floor.cpu_s, floor.peak_rss_mib
+        "binary: {} (links libtorch: {})",
+        exe.display(),
+        match libtorch {
+            Some(true) => "yes",
+            Some(false) => "no",
+            None => "unknown, no ldd",
+        }
     );
-    let full_floor = floor;
-    let (gen_exe, child_timing, floor) = if o.full {
-        (exe.clone(), Some(timing.as_path()), floor)
-    } else {
-        let lite = lite_binary(o)?;
-        let mut c = Command::new(&lite);
-        c.arg("list");
-        let lf = measure_fresh(&c, &o.out.join("floor.rss"))?;
-        println!(
-            "torch-free binary ({}) process floor (embtune list): {:.3} s wall, {:.3} s CPU, {:.1} MiB peak RSS; gen is timed with it",
-            lite.display(),
-            lf.wall_s,
-            lf.cpu_s,
-            lf.peak_rss_mib
-        );
-        (lite, None, lf)
-    };
+    if !Path::new("/usr/bin/time").exists() {
+        println!("(no /usr/bin/time: peak RSS below is max(gen-bench, child), see the module doc)");
+    }
+
+    // Start-up: `embtune list` (no table, no files): the process floor of every command.
+    let mut list_cmd = Command::new(exe);
+    list_cmd.arg("list");
+    let mut lists = Vec::with_capacity(o.list_repeat.max(1));
+    for _ in 0..o.list_repeat.max(1) {
+        let m = measure(&list_cmd, &o.out.join("list.rss"))?;
+        if m.code != 0 {
+            return Err(format!(
+                "{} list failed with code {}",
+                exe.display(),
+                m.code
+            ));
+        }
+        lists.push(m);
+    }
+    lists.sort_by(|a, b| a.wall_s.total_cmp(&b.wall_s));
+    let floor = lists[lists.len() / 2];
+    println!(
+        "embtune list start-up: {:.1} ms wall (median of {}; {:.1}-{:.1}), {:.1} ms CPU, {:.1} MiB peak RSS; target {:.0} ms: {}",
+        floor.wall_s * 1e3,
+        lists.len(),
+        lists[0].wall_s * 1e3,
+        lists[lists.len() - 1].wall_s * 1e3,
+        floor.cpu_s * 1e3,
+        floor.peak_rss_mib,
+        TARGET_LIST_S * 1e3,
+        verdict(floor.wall_s, TARGET_LIST_S)
+    );
 
     let mut sizes = vec![o.rows];
     if o.big_rows > 0 {
@@ -429,30 +407,34 @@ fn bench(o: &Opts) -> Result<(), String> {
             for _ in 0..runs {
                 let _ = std::fs::remove_dir_all(&out);
                 let _ = Command::new("sync").status();
-                all.push(run_ours(&gen_exe, &data, &out, strategy, child_timing)?);
+                all.push(run_ours(exe, &data, &out, strategy)?);
             }
             all.sort_by(|a, b| a.0.wall_s.total_cmp(&b.0.wall_s));
             let (min_w, max_w) = (all[0].0.wall_s, all[all.len() - 1].0.wall_s);
             let peak = all.iter().map(|r| r.0.peak_rss_mib).fold(0.0, f64::max);
-            let (mut m, inproc, sup) = all[all.len() / 2];
+            let (mut m, sup) = all[all.len() / 2];
             m.peak_rss_mib = peak;
-            let in_gen = inproc
-                .map(|t| format!(" ({t:.3} s in gen)"))
-                .unwrap_or_default();
+            let targets = if n == 75_000 {
+                let mb = m.peak_rss_mib * 1.048576;
+                format!(
+                    "; targets {TARGET_WALL_S} s: {}, {TARGET_RSS_MB:.0} MB: {} ({mb:.1} MB)",
+                    verdict(m.wall_s, TARGET_WALL_S),
+                    verdict(mb, TARGET_RSS_MB)
+                )
+            } else {
+                String::new()
+            };
             println!(
-                "  embtune {strategy:16} {:6.3} s wall (median of {runs}; {min_w:.3}-{max_w:.3}){in_gen}, {:.3} s CPU ({:.3} above floor), {:6.1} MiB peak RSS (+{:.1} above floor), {:>9.0} rows/s, {sup} supervised rows",
+                "  embtune {strategy:16} {:6.3} s wall (median of {runs}; {min_w:.3}-{max_w:.3}), {:.3} s CPU, {:6.1} MiB peak RSS (max of the runs), {:>9.0} rows/s, {sup} supervised rows{targets}",
                 m.wall_s,
                 m.cpu_s,
-                m.cpu_s - floor.cpu_s,
                 m.peak_rss_mib,
-                m.peak_rss_mib - floor.peak_rss_mib,
-                n as f64 / inproc.unwrap_or(m.wall_s)
+                n as f64 / m.wall_s
             );
             results.push(Row {
                 what: format!("embtune {strategy}"),
                 rows: n,
                 m,
-                inproc_s: inproc,
                 out_rows: sup,
             });
             let _ = std::fs::remove_dir_all(&out);
@@ -481,7 +463,6 @@ fn bench(o: &Opts) -> Result<(), String> {
                             what: format!("reference {script}"),
                             rows: n,
                             m: rm,
-                            inproc_s: None,
                             out_rows: 0,
                         });
                     }
@@ -495,16 +476,17 @@ fn bench(o: &Opts) -> Result<(), String> {
         .iter()
         .map(|r| {
             serde_json::json!({
-                "what": r.what, "rows": r.rows, "wall_s": r.m.wall_s, "in_gen_s": r.inproc_s, "cpu_s": r.m.cpu_s,
+                "what": r.what, "rows": r.rows, "wall_s": r.m.wall_s, "cpu_s": r.m.cpu_s,
                 "peak_rss_mib": r.m.peak_rss_mib, "rows_per_s": r.rows as f64 / r.m.wall_s,
                 "supervised_rows": r.out_rows,
             })
         })
         .collect();
     let summary = serde_json::json!({
-        "binary": if o.full { "full (libtorch)".to_string() } else { gen_exe.display().to_string() },
-        "floor": { "wall_s": floor.wall_s, "cpu_s": floor.cpu_s, "peak_rss_mib": floor.peak_rss_mib },
-        "full_floor": { "wall_s": full_floor.wall_s, "cpu_s": full_floor.cpu_s, "peak_rss_mib": full_floor.peak_rss_mib },
+        "binary": exe.display().to_string(),
+        "links_libtorch": libtorch,
+        "list": { "wall_s": floor.wall_s, "cpu_s": floor.cpu_s, "peak_rss_mib": floor.peak_rss_mib, "runs": lists.len() },
+        "targets": { "wall_s_75k": TARGET_WALL_S, "peak_rss_mb_75k": TARGET_RSS_MB, "list_s": TARGET_LIST_S },
         "load_average": std::fs::read_to_string("/proc/loadavg").unwrap_or_default().trim(),
         "results": json,
     });

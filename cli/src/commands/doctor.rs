@@ -22,7 +22,7 @@ pub fn run(args: DoctorArgs) -> anyhow::Result<()> {
             println!("torch (loaded)  {v} from {}", dir.display());
             if v != "unknown" && base(&v) != base(built) {
                 anyhow::bail!(
-                    "libtorch {v} is loaded but embtune was built against {built}; rebuild with `source scripts/env.sh && cargo build --release`"
+                    "libtorch {v} is loaded but embtune was built against {built}; rebuild with `make build` (or `source scripts/env.sh && cargo build --release -p embtune-torch`)"
                 );
             }
         }

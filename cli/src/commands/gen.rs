@@ -12,6 +12,8 @@ use anyhow::Context;
 use clap::{Args, ValueEnum};
 use embtune_core::gen::{self, GenProgress, GenReport, GenRequest, Output};
 use embtune_core::registry;
+use embtune_core::{NegativeSampler, PairStrategy};
+use serde_json::Map;
 
 /// Arguments of `embtune gen`.
 #[derive(Args, Debug, Clone)]
@@ -227,7 +229,13 @@ pub fn run(args: GenArgs) -> anyhow::Result<()> {
         });
         b.set_position(p.done_rows);
     };
-    let report = gen::generate(&req, &mut progress)
+    // Names become instances here, at the top; core runs whatever it is given.
+    let report = registry::build::<dyn PairStrategy>(&req.strategy, &Map::new())
+        .and_then(|strategy| {
+            let sampler =
+                registry::build::<dyn NegativeSampler>(&req.sampler, &req.sampler_options)?;
+            gen::generate(&req, strategy, sampler, &mut progress)
+        })
         .with_context(|| format!("embtune gen --strategy {}", req.strategy))?;
     if let Some(b) = bar {
         b.finish_and_clear();

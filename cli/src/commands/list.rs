@@ -1,10 +1,9 @@
 //! `embtune list [strategies|samplers|losses]`: the registries, from the plugins' own
-//! descriptions.
+//! descriptions. The same output with or without libtorch: the losses are listed from
+//! their torch-free descriptions ([`registry::loss_infos`]).
 
 use clap::{Args, ValueEnum};
-use embtune_core::registry::{PluginKind, Registration};
-#[cfg(feature = "torch")]
-use embtune_core::ContrastiveLoss;
+use embtune_core::registry::{self, PluginInfo};
 use embtune_core::{NegativeSampler, PairStrategy};
 
 /// Arguments of `embtune list`.
@@ -20,10 +19,11 @@ pub struct ListArgs {
 /// A registry to list.
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Which {
+    /// Pair strategies (`gen --strategy`).
     Strategies,
+    /// Negative samplers (`gen --sampler`).
     Samplers,
-    /// Only in builds with the `torch` feature (the default).
-    #[cfg(feature = "torch")]
+    /// Contrastive losses (`train --loss`).
     Losses,
 }
 
@@ -34,25 +34,29 @@ pub fn run(args: ListArgs) -> anyhow::Result<()> {
     let all = args.which.is_none();
     let mut out = String::new();
     if all || args.which == Some(Which::Strategies) {
-        section::<dyn PairStrategy>(&mut out, "strategies", long)?;
+        section(
+            &mut out,
+            "strategies",
+            &registry::infos::<dyn PairStrategy>()?,
+            long,
+        );
     }
     if all || args.which == Some(Which::Samplers) {
-        section::<dyn NegativeSampler>(&mut out, "samplers", long)?;
+        section(
+            &mut out,
+            "samplers",
+            &registry::infos::<dyn NegativeSampler>()?,
+            long,
+        );
     }
-    #[cfg(feature = "torch")]
     if all || args.which == Some(Which::Losses) {
-        section::<dyn ContrastiveLoss>(&mut out, "losses", long)?;
+        section(&mut out, "losses", &registry::loss_infos()?, long);
     }
     print!("{out}");
     Ok(())
 }
 
-fn section<T: PluginKind + ?Sized>(
-    out: &mut String,
-    title: &str,
-    long: bool,
-) -> anyhow::Result<()> {
-    let entries: &[&Registration<T>] = T::entries()?;
+fn section(out: &mut String, title: &str, entries: &[PluginInfo], long: bool) {
     out.push_str(&format!("{title}:\n"));
     if entries.is_empty() {
         out.push_str("  (none registered)\n");
@@ -68,5 +72,4 @@ fn section<T: PluginKind + ?Sized>(
         }
     }
     out.push('\n');
-    Ok(())
 }

@@ -1,14 +1,17 @@
 //! Data generation pipeline (`embtune gen`): read the table, split it into parts (by the
 //! domain column, or one part `all`), build each part's candidate pool, run the
-//! [`PairStrategy`] with the chosen [`NegativeSampler`], hold out an optional eval split,
-//! and write everything atomically together with `manifest.json`.
+//! [`PairStrategy`] with the [`NegativeSampler`] it is given, hold out an optional eval
+//! split, and write everything atomically together with `manifest.json`.
 //!
-//! Submodules: [`groups`] (linear-time candidate lookup for samplers), [`names`] (safe
-//! file names for domain values), [`output`] (staged writes, CSV/JSONL writers),
-//! [`eval`] (the held-out retrieval split).
+//! [`generate`] takes the strategy and the sampler as instances: the command line builds
+//! them by name ([`registry::build`](crate::registry::build)), a library user may pass any
+//! implementation, registered or not.
+//!
+//! Submodules: [`names`] (safe file names for domain values), [`output`] (staged writes,
+//! CSV/JSONL writers), [`eval`] (the held-out retrieval split). The candidate lookup of
+//! the samplers lives with their API, in [`crate::sampler::groups`].
 
 pub mod eval;
-pub mod groups;
 pub mod names;
 pub mod output;
 
@@ -18,13 +21,13 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 
 use crate::error::{Error, Result};
-use crate::registry;
+// `groups` is imported as a module too: `eval` and `names` use its hash maps.
+use crate::sampler::groups::{self, FxHashMap};
 use crate::sampler::{CandidatePool, NegativeSampler};
 use crate::strategy::{ColumnSpec, DomainUse, ExampleSink, GenContext, PairStrategy};
 use crate::table::Table;
 
 use eval::EvalSplit;
-use groups::FxHashMap;
 pub use output::Format;
 use output::{RowWriter, Staging};
 
@@ -47,20 +50,20 @@ pub enum Output {
     },
 }
 
-/// One `embtune gen` run, fully described (the CLI builds it from flags).
+/// One `embtune gen` run, fully described (the CLI builds it from flags). The strategy
+/// and sampler themselves are passed to [`generate`]; the request holds their names and
+/// options for the manifest and the messages.
 #[derive(Debug, Clone)]
 pub struct GenRequest {
     /// Input CSV.
     pub data: PathBuf,
     /// Encoding label of the input (`utf-8`, `cp949`, ...).
     pub encoding: String,
-    /// Strategy registry key.
+    /// Name of the strategy (its registry key for a registered one), for the manifest.
     pub strategy: String,
-    /// Strategy config overrides.
-    pub strategy_options: Map<String, Value>,
-    /// Sampler registry key.
+    /// Name of the sampler (its registry key for a registered one), for the manifest.
     pub sampler: String,
-    /// Sampler config overrides (`--sampler-opt key=value`).
+    /// Sampler config overrides (`--sampler-opt key=value`), for the manifest.
     pub sampler_options: Map<String, Value>,
     /// Anchor column; the strategy's default when `None`.
     pub desc_col: Option<String>,
@@ -85,14 +88,13 @@ pub struct GenRequest {
 }
 
 impl GenRequest {
-    /// A request with the defaults of the command line (`baseline`, `same-category`,
-    /// utf-8, seed 42, CSV, preview only).
+    /// A request with the defaults of the command line (names `baseline` and
+    /// `same-category`, utf-8, seed 42, CSV, preview only).
     pub fn new(data: impl Into<PathBuf>) -> Self {
         GenRequest {
             data: data.into(),
             encoding: "utf-8".into(),
             strategy: "baseline".into(),
-            strategy_options: Map::new(),
             sampler: "same-category".into(),
             sampler_options: Map::new(),
             desc_col: None,
@@ -238,18 +240,22 @@ pub fn resolve_columns(req: &GenRequest, strategy: &dyn PairStrategy) -> Result<
     Ok(spec)
 }
 
-/// Runs `embtune gen`: everything or nothing is written (temporary names, renamed at the
-/// end). `progress` is called every few thousand rows.
-pub fn generate(req: &GenRequest, progress: &mut dyn FnMut(GenProgress)) -> Result<GenReport> {
+/// Runs `embtune gen` with `strategy` and `sampler` (built by the caller: by name through
+/// [`registry::build`](crate::registry::build), or any implementation of the traits):
+/// everything or nothing is written (temporary names, renamed at the end). `progress` is
+/// called every few thousand rows.
+pub fn generate(
+    req: &GenRequest,
+    strategy: Box<dyn PairStrategy>,
+    mut sampler: Box<dyn NegativeSampler>,
+    progress: &mut dyn FnMut(GenProgress),
+) -> Result<GenReport> {
     if !(0.0..1.0).contains(&req.eval_ratio) || req.eval_ratio.is_nan() {
         return Err(Error::Invalid(format!(
             "--eval-ratio must be in [0, 1), got {}",
             req.eval_ratio
         )));
     }
-    let strategy: Box<dyn PairStrategy> = registry::build(&req.strategy, &req.strategy_options)?;
-    let mut sampler: Box<dyn NegativeSampler> =
-        registry::build(&req.sampler, &req.sampler_options)?;
     let spec = resolve_columns(req, &*strategy)?;
     if spec.domain.is_some() {
         if let Output::Files { .. } = req.output {
@@ -643,5 +649,98 @@ impl ExampleSink for PartSink<'_, '_> {
                 .push(fields.iter().map(|s| s.to_string()).collect());
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::strategy::DefaultColumns;
+
+    /// One supervised row per kept row: (anchor, its `pos` cell, the sampler's negative).
+    struct Triples;
+
+    impl PairStrategy for Triples {
+        fn default_columns(&self) -> DefaultColumns {
+            DefaultColumns {
+                desc: "desc",
+                category: "cat",
+                positives: &["pos"],
+                num_negatives: 1,
+            }
+        }
+
+        fn supervised_header(&self, _spec: &ColumnSpec) -> Vec<String> {
+            vec!["anchor".into(), "positive".into(), "negative".into()]
+        }
+
+        fn generate(&self, ctx: &mut GenContext<'_>, sink: &mut dyn ExampleSink) -> Result<()> {
+            let pos = ctx.table.column("pos").unwrap_or(0);
+            let mut scratch = Vec::new();
+            for i in 0..ctx.rows.len() {
+                let (anchor, positive) = (ctx.pool.anchors[i], ctx.table.cell(ctx.rows[i], pos));
+                let negatives = ctx.negatives(i, 1, &mut scratch)?;
+                if let Some(n) = negatives.first() {
+                    sink.supervised(&[anchor, positive, n])?;
+                }
+            }
+            Ok(())
+        }
+    }
+
+    /// The last pool entry whose text differs from the anchor's: no built-in draws that.
+    struct LastOther;
+
+    impl NegativeSampler for LastOther {
+        fn prepare(&mut self, _pool: &CandidatePool<'_>) -> Result<()> {
+            Ok(())
+        }
+
+        fn sample(
+            &self,
+            pool: &CandidatePool<'_>,
+            anchor: usize,
+            _k: usize,
+            _rng: &mut crate::Rng,
+            out: &mut Vec<usize>,
+        ) -> Result<()> {
+            out.extend(
+                (0..pool.len())
+                    .rev()
+                    .find(|&i| pool.anchors[i] != pool.anchors[anchor]),
+            );
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn runs_plugins_passed_as_instances_that_no_registry_knows() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("t.csv");
+        std::fs::write(&data, "desc,cat,pos\na,x,pa\nb,x,pb\nc,y,pc\nd,y,pd\n").unwrap();
+        let mut req = GenRequest::new(&data);
+        req.strategy = "triples".into();
+        req.sampler = "last-other".into();
+        req.output = Output::Dir(dir.path().join("out"));
+        let report = generate(&req, Box::new(Triples), Box::new(LastOther), &mut |_| {}).unwrap();
+        assert_eq!(report.total(|p| p.supervised_rows), 4);
+        let out = Table::read_csv(dir.path().join("out/all_supervised.csv"), "utf-8").unwrap();
+        let rows: Vec<Vec<&str>> = (0..out.n_rows())
+            .map(|r| (0..3).map(|c| out.cell(r, c)).collect())
+            .collect();
+        assert_eq!(
+            rows,
+            [
+                ["a", "pa", "d"],
+                ["b", "pb", "d"],
+                ["c", "pc", "d"],
+                ["d", "pd", "c"]
+            ]
+        );
+        let manifest = std::fs::read_to_string(dir.path().join("out/manifest.json")).unwrap();
+        assert!(
+            manifest.contains("\"sampler\": \"last-other\""),
+            "{manifest}"
+        );
     }
 }

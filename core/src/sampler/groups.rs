@@ -1,5 +1,7 @@
 //! Linear-time candidate lookup for samplers: every pool entry gets a (group, distinct
 //! text) slot once per part, so drawing k negatives costs O(k), never a scan of the group.
+//! [`GroupSampler`] is the ready sampler on top ([`DistinctGroups`] for samplers of their
+//! own); [`FxHashMap`]/[`FxHashSet`] and [`hash_text`] are the fast hashing `gen` uses too.
 
 use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasherDefault, Hasher};

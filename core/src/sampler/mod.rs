@@ -1,5 +1,13 @@
 //! The [`NegativeSampler`] extension point: picks hard negatives for an anchor from the
 //! candidate pool of one part of the table.
+//!
+//! Building blocks for sampler authors live here too: [`GroupSampler`] (a ready sampler
+//! drawing distinct texts of the anchor's group, keyed by any function of the pool) and
+//! the [`groups`] module it is built on (linear-time grouping, O(k) draws, fast hashing).
+
+pub mod groups;
+
+pub use groups::{GroupKey, GroupSampler};
 
 use crate::error::Result;
 use crate::Rng;
