@@ -7,8 +7,8 @@ use std::path::Path;
 
 use tch::Tensor;
 
-use super::params::{Checkpoint, ParamId, ParamTable};
 use crate::error::{Error, Result};
+use crate::models::params::{Checkpoint, ParamId, ParamTable};
 
 /// The activation after the linear map.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

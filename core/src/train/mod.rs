@@ -226,7 +226,7 @@ pub fn train(
 
     let vars: Vec<(String, Tensor)> = encoder.var_store().variables().into_iter().collect();
     let mut opt = FlatAdamW::new(vars, cfg.optimizer, cfg.device)?;
-    let names_hash = crate::models::sha256_hex(opt.names().join("\n").as_bytes());
+    let names_hash = crate::default_model::sha256_hex(opt.names().join("\n").as_bytes());
 
     let per_epoch = batches_per_epoch(data.len(), cfg.batch_size);
     let steps_per_epoch = per_epoch.div_ceil(cfg.grad_accum);
