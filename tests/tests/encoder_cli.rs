@@ -5,8 +5,19 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use embtune::commands::score::score_documents;
-use embtune_core::encoder::{npy, SentenceEncoder};
+use embtune_core::encoder::SentenceEncoder;
 use tch::Device;
+
+/// A float32 `.npy` matrix as (row-major data, rows, cols), read by tch.
+fn read_npy(path: &Path) -> Result<(Vec<f32>, usize, usize), tch::TchError> {
+    let t = tch::Tensor::read_npy(path)?;
+    let (rows, cols) = t.size2()?;
+    Ok((
+        Vec::<f32>::try_from(t.view([-1]))?,
+        rows as usize,
+        cols as usize,
+    ))
+}
 
 fn gemma_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -46,7 +57,7 @@ fn encode_txt_to_npy_and_jsonl_matches_the_library() {
         "2",
     ]);
     assert_eq!(code, ExitCode::SUCCESS);
-    let (data, rows, cols) = npy::read_f32(&out).unwrap();
+    let (data, rows, cols) = read_npy(&out).unwrap();
     assert_eq!((rows, cols), (4, 32));
     let enc = SentenceEncoder::load(&model, Device::Cpu).unwrap();
     let want = enc
@@ -119,7 +130,7 @@ fn encode_csv_column() {
         "cpu",
     ]);
     assert_eq!(code, ExitCode::SUCCESS);
-    assert_eq!(npy::read_f32(&out).unwrap().1, 2);
+    assert_eq!(read_npy(&out).unwrap().1, 2);
     // A missing column fails.
     let code = run(&[
         "encode",
@@ -252,8 +263,11 @@ fn encode_bad_inputs_fail_cleanly() {
 
 #[test]
 fn score_ranks_the_matching_document_first() {
-    let enc = SentenceEncoder::load(&embtune_core::models::default_model_dir(), Device::Cpu)
-        .expect("the default model all-MiniLM-L6-v2 is missing: run scripts/fetch-model.sh");
+    let enc = SentenceEncoder::load(
+        &embtune_core::default_model::default_model_dir(),
+        Device::Cpu,
+    )
+    .expect("the default model all-MiniLM-L6-v2 is missing: run scripts/fetch-model.sh");
     let docs = [
         "The weather is sunny and warm today.",
         "A recipe for chocolate cake.",

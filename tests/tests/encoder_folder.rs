@@ -21,7 +21,7 @@ fn gemma_dir() -> PathBuf {
 }
 
 fn minilm_dir() -> PathBuf {
-    let dir = embtune_core::models::default_model_dir();
+    let dir = embtune_core::default_model::default_model_dir();
     assert!(
         dir.join("model.safetensors").is_file(),
         "the default model all-MiniLM-L6-v2 is missing at {}: run scripts/fetch-model.sh",

@@ -5,11 +5,22 @@
 
 use std::path::{Path, PathBuf};
 
-use embtune_core::encoder::{npy, SentenceEncoder};
+use embtune_core::encoder::SentenceEncoder;
 use tch::Device;
 
 const MIN_COS: f64 = 0.99999;
 const MAX_ABS: f64 = 1e-4;
+
+/// A float32 `.npy` matrix as (row-major data, rows, cols), read by tch.
+fn read_npy(path: &Path) -> Result<(Vec<f32>, usize, usize), tch::TchError> {
+    let t = tch::Tensor::read_npy(path)?;
+    let (rows, cols) = t.size2()?;
+    Ok((
+        Vec::<f32>::try_from(t.view([-1]))?,
+        rows as usize,
+        cols as usize,
+    ))
+}
 
 fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -24,7 +35,7 @@ fn texts() -> Vec<String> {
 
 /// The default model; a missing model fails the test with the fix.
 fn minilm_dir() -> PathBuf {
-    let dir = embtune_core::models::default_model_dir();
+    let dir = embtune_core::default_model::default_model_dir();
     assert!(
         dir.join("model.safetensors").is_file(),
         "the default model all-MiniLM-L6-v2 is missing at {}: run scripts/fetch-model.sh",
@@ -35,7 +46,7 @@ fn minilm_dir() -> PathBuf {
 
 /// (min cosine, max abs diff) between our rows and the reference's.
 fn compare(ours: &tch::Tensor, reference: &Path) -> (f64, f64) {
-    let (want, rows, cols) = npy::read_f32(reference).unwrap();
+    let (want, rows, cols) = read_npy(reference).unwrap();
     assert_eq!(
         ours.size(),
         vec![rows as i64, cols as i64],

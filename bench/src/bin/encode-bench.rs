@@ -22,7 +22,7 @@ use rand::{Rng, SeedableRng};
 #[command(name = "encode-bench")]
 struct Opts {
     /// Model folder (default: the embedded all-MiniLM-L6-v2).
-    #[arg(long, default_value_os_t = embtune_core::models::default_model_dir())]
+    #[arg(long, default_value_os_t = embtune_core::default_model::default_model_dir())]
     model: PathBuf,
     /// Number of seeded synthetic texts.
     #[arg(long, default_value_t = 2000)]

@@ -1,7 +1,7 @@
 //! `embtune doctor`: what this binary runs on, in one screen.
 
 use clap::Args;
-use embtune_core::models;
+use embtune_core::default_model;
 
 /// Arguments of `embtune doctor`.
 #[derive(Args, Debug)]
@@ -40,8 +40,8 @@ pub fn run(args: DoctorArgs) -> anyhow::Result<()> {
         }
     );
     println!("threads         {}", tch::get_num_threads());
-    let dir = models::default_model_dir();
-    match models::verify_default_model(&dir) {
+    let dir = default_model::default_model_dir();
+    match default_model::verify_default_model(&dir) {
         Ok(()) => println!("default model   {} (verified)", dir.display()),
         Err(e) => {
             println!("default model   {} (NOT OK: {e})", dir.display());

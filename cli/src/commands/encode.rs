@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use clap::Args;
-use embtune_core::encoder::{npy, SentenceEncoder};
+use embtune_core::encoder::SentenceEncoder;
 use embtune_core::error::Error;
 use embtune_core::table::{read_text, InputFormat, ReadOptions, Table};
 
@@ -56,7 +56,7 @@ pub fn model_dir(model: &Option<PathBuf>) -> anyhow::Result<PathBuf> {
     match model {
         Some(m) => Ok(m.clone()),
         None => {
-            let d = embtune_core::models::default_model_dir();
+            let d = embtune_core::default_model::default_model_dir();
             if !d.join("model.safetensors").is_file() {
                 anyhow::bail!("the default model is missing at {}; run scripts/fetch-model.sh or pass --model DIR", d.display());
             }
@@ -116,7 +116,7 @@ pub fn read_texts(path: &Path, column: Option<&str>) -> anyhow::Result<Vec<Strin
 
 /// Writes `emb (n, d)` for `texts` to `path` (.npy or .jsonl) through a temporary file.
 pub fn write_embeddings(path: &Path, texts: &[String], emb: &tch::Tensor) -> anyhow::Result<()> {
-    let (n, d) = emb.size2()?;
+    let (_, d) = emb.size2()?;
     let data = Vec::<f32>::try_from(emb.contiguous().view([-1]))?;
     let ext = path
         .extension()
@@ -130,7 +130,10 @@ pub fn write_embeddings(path: &Path, texts: &[String], emb: &tch::Tensor) -> any
     let tmp = path.with_file_name(format!(".{name}.tmp-{}", std::process::id()));
     let result = (|| -> anyhow::Result<()> {
         match ext.as_str() {
-            "npy" => npy::write_f32(&tmp, &data, n as usize, d as usize)?,
+            "npy" => emb
+                .contiguous()
+                .write_npy(&tmp)
+                .map_err(|e| Error::io(&tmp, e))?,
             "jsonl" => {
                 let f = std::fs::File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
                 let mut w = std::io::BufWriter::new(f);

@@ -105,7 +105,7 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
     let model = args
         .model
         .clone()
-        .unwrap_or_else(embtune_core::models::default_model_dir);
+        .unwrap_or_else(embtune_core::default_model::default_model_dir);
     let (qp, dp) = args.prompts.resolve(&model)?;
     let Some(suite) = build_suite(&args.eval, &qp, &dp, args.batch_size)? else {
         anyhow::bail!("nothing to evaluate: give --eval-dir DIR, --triplets FILE or --margin-query Q --margin-docs D1 D2 ...");

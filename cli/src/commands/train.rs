@@ -101,7 +101,7 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
     let model = args
         .model
         .clone()
-        .unwrap_or_else(embtune_core::models::default_model_dir);
+        .unwrap_or_else(embtune_core::default_model::default_model_dir);
     let device = resolve_device(&args.device)?;
     let precision = resolve_precision(&args.precision, device)?;
     let (query_prompt, document_prompt) = args.prompts.resolve(&model)?;

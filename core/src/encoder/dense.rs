@@ -7,16 +7,21 @@ use std::path::Path;
 
 use tch::Tensor;
 
-use super::params::{Checkpoint, ParamId, ParamTable};
 use crate::error::{Error, Result};
+use crate::models::params::{Checkpoint, ParamId, ParamTable};
 
 /// The activation after the linear map.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Activation {
+    /// `torch.nn.Identity`.
     Identity,
+    /// `torch.nn.Tanh` (the reference's default).
     Tanh,
+    /// `torch.nn.ReLU`.
     Relu,
+    /// `torch.nn.Sigmoid`.
     Sigmoid,
+    /// `torch.nn.GELU` (exact erf form).
     Gelu,
 }
 
@@ -54,10 +59,15 @@ impl Activation {
 
 /// A Dense module with its weights in a [`ParamTable`].
 pub struct Dense {
+    /// The module's folder in the model (`2_Dense`), also its VarStore name prefix.
     pub folder: String,
+    /// Input width.
     pub in_features: i64,
+    /// Output width.
     pub out_features: i64,
+    /// The activation after the linear map.
     pub activation: Activation,
+    /// The folder's `config.json`, written back unchanged on save.
     pub config: serde_json::Value,
     weight: ParamId,
     bias: Option<ParamId>,

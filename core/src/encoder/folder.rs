@@ -55,9 +55,13 @@ pub fn write_json(path: &Path, v: &serde_json::Value) -> Result<()> {
 /// The kinds of module embtune runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ModuleKind {
+    /// The backbone (always the first module).
     Transformer,
+    /// Token embeddings to one sentence embedding (the second module).
     Pooling,
+    /// A linear layer with an activation.
     Dense,
+    /// L2 normalization.
     Normalize,
 }
 
@@ -86,7 +90,9 @@ impl ModuleKind {
 /// One entry of `modules.json`.
 #[derive(Debug, Clone)]
 pub struct ModuleEntry {
+    /// The module's folder relative to the model folder (`""` for the root).
     pub path: String,
+    /// What the module is.
     pub kind: ModuleKind,
 }
 

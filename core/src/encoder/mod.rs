@@ -1,23 +1,21 @@
-//! Sentence encoders on tch: sentence-transformers folders in and out, BERT and
-//! bidirectional Gemma3 backbones, pooling, dense layers and normalization.
+//! Sentence encoders on tch: sentence-transformers folders in and out, a backbone from
+//! [`crate::models`] (chosen by `config.json`'s `model_type`), pooling, dense layers and
+//! normalization.
 //!
 //! [`SentenceEncoder`] is the one type callers use: [`SentenceEncoder::load`] reads a
 //! folder, [`SentenceEncoder::tokenize`] + [`SentenceEncoder::forward`] give differentiable
-//! `(B, D)` embeddings for training, [`SentenceEncoder::encode`] gives `(N, D)` fp32 CPU
-//! embeddings for inference, and [`SentenceEncoder::save`] writes a folder that
-//! sentence-transformers loads unchanged. Every trainable tensor lives in one
-//! `tch::nn::VarStore` ([`SentenceEncoder::var_store`]) under its checkpoint name.
+//! `(B, D)` embeddings for training ([`SentenceEncoder::prepare`] +
+//! [`SentenceEncoder::forward_prepared`] when one step runs several forwards),
+//! [`SentenceEncoder::encode`] gives `(N, D)` fp32 CPU embeddings for inference, and
+//! [`SentenceEncoder::save`] writes a folder that sentence-transformers loads unchanged.
+//! Every trainable tensor lives in one `tch::nn::VarStore` ([`SentenceEncoder::var_store`])
+//! under its checkpoint name.
 
-pub mod bert;
 pub mod dense;
 pub mod folder;
-pub mod gemma3;
-pub mod npy;
-pub mod params;
 pub mod pooling;
 pub mod safetensors;
 pub mod tokenize;
-pub mod unpad;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -25,16 +23,11 @@ use std::path::{Path, PathBuf};
 use tch::{Device, Kind, Tensor};
 
 use crate::error::{Error, Result};
-use bert::{Bert, BertWeights};
+use crate::models::{load_backbone, Backbone, Checkpoint, ParamId, ParamTable, PreparedBackbone};
 use dense::Dense;
 use folder::{ModuleEntry, ModuleKind};
-use gemma3::{Gemma3, Gemma3Weights};
-use params::{Checkpoint, ParamTable};
 use pooling::Pooling;
 use tokenize::TextTokenizer;
-
-/// The backbone architectures (`config.json`'s `model_type`) embtune runs.
-pub const SUPPORTED_MODEL_TYPES: &[&str] = &["bert", "gemma3_text"];
 
 /// Numeric precision of forward passes. Master weights are always fp32.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
@@ -43,8 +36,8 @@ pub enum Precision {
     /// Everything in fp32.
     #[default]
     Fp32,
-    /// Compute in bf16 (CUDA only); weights are cast once per forward call, gradients
-    /// reach the fp32 masters through the cast.
+    /// Compute in bf16 (CUDA only); weights are cast once per [`SentenceEncoder::prepare`],
+    /// gradients reach the fp32 masters through the cast.
     Bf16,
 }
 
@@ -72,22 +65,15 @@ pub struct TokenBatch {
     pub prompt_length: Option<usize>,
 }
 
-// One value per encoder: the size difference between variants does not matter.
-#[allow(clippy::large_enum_variant)]
-enum Backbone {
-    Bert(Bert),
-    Gemma3(Gemma3),
-}
-
-enum Prepared {
-    Bert(BertWeights),
-    Gemma3(Gemma3Weights),
-}
-
-/// An encoder's weights prepared for forward passes by [`SentenceEncoder::prepare`].
+/// An encoder's weights prepared for one forward precision by [`SentenceEncoder::prepare`]:
+/// cast (bf16) and fused (q/k/v, gate/up) once, then read by every
+/// [`SentenceEncoder::forward_prepared`] call. Differentiable: a backward pass through the
+/// forwards reaches the fp32 masters. Opaque; valid for the encoder that made it until its
+/// weights or precision change (prepare again after an optimizer step).
 pub struct PreparedWeights {
-    w: Vec<Tensor>,
-    backbone: Prepared,
+    /// Every parameter in the forward's precision (embedding tables left fp32).
+    params: Vec<Tensor>,
+    backbone: Box<dyn PreparedBackbone>,
 }
 
 enum Stage {
@@ -100,13 +86,12 @@ enum Stage {
 
 /// A sentence-transformers model: Transformer -> Pooling -> Dense* -> Normalize?.
 pub struct SentenceEncoder {
-    dir: PathBuf,
     transformer_dir: PathBuf,
     device: Device,
     precision: Precision,
     params: ParamTable,
     n_backbone: usize,
-    backbone: Backbone,
+    backbone: Box<dyn Backbone>,
     backbone_config: serde_json::Value,
     extras: Vec<(String, Tensor)>,
     tokenizer: TextTokenizer,
@@ -119,7 +104,7 @@ pub struct SentenceEncoder {
     st_config: Option<serde_json::Value>,
     sbert_config: Option<serde_json::Value>,
     max_seq_length: usize,
-    embedding_ids: Vec<usize>,
+    embedding_ids: Vec<ParamId>,
 }
 
 fn read_checkpoint(dir: &Path) -> Result<BTreeMap<String, Tensor>> {
@@ -149,20 +134,6 @@ fn read_checkpoint(dir: &Path) -> Result<BTreeMap<String, Tensor>> {
     Err(Error::model(dir, "model.safetensors is missing"))
 }
 
-/// The named prompts of the model folder `dir` (`config_sentence_transformers.json`),
-/// without loading the model; empty when the folder has none.
-pub fn read_prompts(dir: &Path) -> Result<BTreeMap<String, String>> {
-    let mut prompts = BTreeMap::new();
-    if let Some(c) = folder::read_json_opt(&dir.join("config_sentence_transformers.json"))? {
-        if let Some(p) = c.get("prompts").and_then(|p| p.as_object()) {
-            for (k, v) in p {
-                prompts.insert(k.clone(), v.as_str().unwrap_or_default().to_string());
-            }
-        }
-    }
-    Ok(prompts)
-}
-
 impl SentenceEncoder {
     /// Loads a sentence-transformers folder (or a plain Hugging Face folder, read as
     /// Transformer + mean pooling) onto `device`. Every bad input is an [`Error::Model`]
@@ -190,43 +161,15 @@ impl SentenceEncoder {
         }
         let transformer_dir = dir.join(&first.path);
         let config = folder::read_json(&transformer_dir.join("config.json"))?;
-        let model_type = config
-            .get("model_type")
-            .and_then(|v| v.as_str())
-            .unwrap_or("")
-            .to_string();
         let sbert_config =
             folder::read_json_opt(&transformer_dir.join("sentence_bert_config.json"))?;
 
         let mut params = ParamTable::new(device);
         let tensors = read_checkpoint(&transformer_dir)?;
         let mut ckpt = Checkpoint::new(&transformer_dir, "model.safetensors", tensors);
-        let (backbone, hidden, max_pos) = match model_type.as_str() {
-            "bert" => {
-                let b = Bert::load(&transformer_dir, &config, &mut ckpt, &mut params)?;
-                let (h, p) = (b.hidden_size(), b.max_positions());
-                (Backbone::Bert(b), h, p)
-            }
-            "gemma3_text" => {
-                let g = Gemma3::load(&transformer_dir, &config, &mut ckpt, &mut params)?;
-                let (h, p) = (g.hidden_size(), g.config().max_position_embeddings);
-                (Backbone::Gemma3(g), h, p)
-            }
-            other => {
-                return Err(Error::model(
-                    &transformer_dir,
-                    format!(
-                        "config.json: model_type '{}' is not supported (supported: {})",
-                        if other.is_empty() { "<missing>" } else { other },
-                        SUPPORTED_MODEL_TYPES.join(", ")
-                    ),
-                ))
-            }
-        };
-        let embedding_ids = match &backbone {
-            Backbone::Bert(b) => b.embedding_ids(),
-            Backbone::Gemma3(g) => g.embedding_ids(),
-        };
+        let backbone = load_backbone(&transformer_dir, &config, &mut ckpt, &mut params)?;
+        let (hidden, max_pos) = (backbone.hidden_size(), backbone.max_positions());
+        let embedding_ids = backbone.embedding_ids();
         let n_backbone = params.tensors().len();
         let extras = ckpt.into_rest();
 
@@ -334,7 +277,6 @@ impl SentenceEncoder {
                 .map(String::from);
         }
         Ok(SentenceEncoder {
-            dir: dir.to_path_buf(),
             transformer_dir,
             device,
             precision: Precision::Fp32,
@@ -355,11 +297,6 @@ impl SentenceEncoder {
             max_seq_length,
             embedding_ids,
         })
-    }
-
-    /// The folder this encoder was loaded from.
-    pub fn source_dir(&self) -> &Path {
-        &self.dir
     }
 
     /// The device of the weights and of every tensor this encoder returns from
@@ -501,8 +438,11 @@ impl SentenceEncoder {
         }
     }
 
-    /// Token ids (one row per text, as [`TextTokenizer::encode_ids`] gives them) padded
-    /// into a batch on the device; `prompt_length` as [`TokenBatch::prompt_length`].
+    /// A batch of already tokenized texts (`ids`, one row per text, as
+    /// [`TextTokenizer::encode_ids`] gives them) on the device, padded with the pad id to
+    /// the longest row. `prompt_length` is the prompt's token count at the start of every
+    /// row for `include_prompt: false` pooling (None: no prompt; see
+    /// [`TextTokenizer::prompt_length`]). Rows are not truncated here.
     pub fn batch_from_ids(
         &self,
         ids: &[Vec<u32>],
@@ -531,38 +471,31 @@ impl SentenceEncoder {
         })
     }
 
-    /// The weights cast to the forward precision and fused for this backbone, shared by
-    /// every [`Self::forward_prepared`] call until the weights change (one optimizer
-    /// step). Differentiable: gradients reach the fp32 masters through it.
+    /// The weights cast to the encoder's [`Self::precision`] and fused, once: a training
+    /// step calls this once and runs all its forwards ([`Self::forward_prepared`]) with the
+    /// result. With gradients enabled the result is part of the autograd graph (the cast
+    /// is differentiable); under `tch::no_grad` it is not.
     pub fn prepare(&self) -> PreparedWeights {
         let kind = self.kind();
-        let w = self.params.cast(kind, &self.embedding_ids);
-        let backbone = match &self.backbone {
-            Backbone::Bert(b) => Prepared::Bert(b.prepare(&w, kind)),
-            Backbone::Gemma3(g) => Prepared::Gemma3(g.prepare(&w, kind)),
-        };
-        PreparedWeights { w, backbone }
+        let params = self.params.cast(kind, &self.embedding_ids);
+        let backbone = self.backbone.prepare(&params, kind);
+        PreparedWeights { params, backbone }
     }
 
-    /// [`Self::forward`] with weights from [`Self::prepare`] (taken since the last change
-    /// of the weights).
+    /// Sentence embeddings `(b, D)` in fp32 on the device, as [`Self::forward`] gives them,
+    /// with weights `w` from this encoder's [`Self::prepare`]. Dropout only when `train`.
     pub fn forward_prepared(
         &self,
-        prepared: &PreparedWeights,
+        w: &PreparedWeights,
         batch: &TokenBatch,
         train: bool,
     ) -> Result<Tensor> {
-        let w = &prepared.w;
         let (ids, mask) = (&batch.input_ids, &batch.attention_mask);
-        let tokens = match (&self.backbone, &prepared.backbone) {
-            (Backbone::Bert(b), Prepared::Bert(pw)) => b.forward(pw, ids, mask, train)?,
-            (Backbone::Gemma3(g), Prepared::Gemma3(pw)) => g.forward(pw, ids, mask, train)?,
-            _ => unreachable!("prepared weights always match the backbone"),
-        };
+        let tokens = w.backbone.forward(ids, mask, train)?;
         let mut x = self.pooling.forward(&tokens, mask, batch.prompt_length)?;
         for s in &self.stages {
             x = match s {
-                Stage::Dense(d) => d.forward(w, &x),
+                Stage::Dense(d) => d.forward(&w.params, &x),
                 Stage::Normalize { .. } => {
                     let n = x
                         .norm_scalaropt_dim(2.0, [-1i64].as_slice(), true)
@@ -576,7 +509,8 @@ impl SentenceEncoder {
 
     /// Sentence embeddings `(b, D)` in fp32 on the device, through pooling, dense layers
     /// and normalization; differentiable with respect to [`Self::var_store`]. Dropout is
-    /// active only when `train`. Weights are cast (bf16) and fused once per call.
+    /// active only when `train`. Weights are cast (bf16) and fused once per call
+    /// ([`Self::prepare`] then [`Self::forward_prepared`]).
     pub fn forward(&self, batch: &TokenBatch, train: bool) -> Result<Tensor> {
         self.forward_prepared(&self.prepare(), batch, train)
     }
@@ -629,14 +563,14 @@ impl SentenceEncoder {
         let ids = self.tokenizer.encode_ids(&inputs)?;
         let mut order: Vec<usize> = (0..ids.len()).collect();
         order.sort_by_key(|&i| std::cmp::Reverse(ids[i].len()));
-        let prepared = self.prepare();
+        let w = self.prepare();
         let mut out: Vec<f32> = vec![0.0; texts.len() * d as usize];
         let mut done = 0;
         for chunk in order.chunks(batch_size) {
             let batch_ids: Vec<Vec<u32>> = chunk.iter().map(|&i| ids[i].clone()).collect();
             let batch = self.batch_from_ids(&batch_ids, prompt_length)?;
             let e = self
-                .forward_prepared(&prepared, &batch, false)?
+                .forward_prepared(&w, &batch, false)?
                 .to_device(Device::Cpu)
                 .contiguous();
             let v = Vec::<f32>::try_from(e.view([-1]))?;

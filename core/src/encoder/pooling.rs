@@ -14,11 +14,17 @@ use crate::error::{Error, Result};
 /// One pooling mode.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PoolingMode {
+    /// The first token's embedding.
     Cls,
+    /// The element-wise maximum over real tokens.
     Max,
+    /// The mean over real tokens.
     Mean,
+    /// The sum over real tokens divided by the square root of their count.
     MeanSqrtLen,
+    /// The mean weighted by token position (1-based).
     WeightedMean,
+    /// The last real token's embedding.
     LastToken,
 }
 
@@ -67,8 +73,11 @@ impl PoolingMode {
 /// A configured pooling module.
 #[derive(Debug, Clone)]
 pub struct Pooling {
+    /// Width of the token embeddings it pools.
     pub dimension: i64,
+    /// The modes, concatenated in this order (output width = modes x dimension).
     pub modes: Vec<PoolingMode>,
+    /// Whether prompt tokens are pooled (`include_prompt`; false skips the prompt).
     pub include_prompt: bool,
 }
 

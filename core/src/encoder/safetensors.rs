@@ -1,16 +1,16 @@
-//! Reading and writing `.safetensors` files.
+//! Reading and writing `.safetensors` files with the `safetensors` crate.
 //!
-//! Reading goes through tch (`Tensor::read_safetensors`). Writing is done here because
-//! tch 0.24 writes no `__metadata__`, and transformers refuses (or warns about) a
-//! checkpoint without `{"format":"pt"}`. The format: an 8-byte little-endian header
-//! length, a JSON header `{"__metadata__":{..}, name: {"dtype","shape","data_offsets"}}`
-//! (padded with spaces to a multiple of 8 bytes), then the raw little-endian data.
+//! Reading goes through tch's `Tensor::read_safetensors` (the crate's parser over one read
+//! of the file, each tensor built from its byte slice, any dtype tch has: bf16, f16, f32,
+//! ...). Writing goes through the crate's serializer with metadata `{"format":"pt"}`, which
+//! transformers wants and tch's own writer leaves out.
 
-use std::collections::BTreeMap;
-use std::io::Write;
+use std::borrow::Cow;
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
-use tch::{Kind, Tensor};
+use ::safetensors::tensor::{Dtype, SafeTensors, View};
+use tch::Tensor;
 
 use crate::error::{Error, Result};
 
@@ -37,101 +37,84 @@ pub fn read(path: &Path) -> Result<BTreeMap<String, Tensor>> {
     Ok(tensors.into_iter().collect())
 }
 
-fn dtype_name(kind: Kind) -> Result<&'static str> {
-    Ok(match kind {
-        Kind::Bool => "BOOL",
-        Kind::Uint8 => "U8",
-        Kind::Int8 => "I8",
-        Kind::Int16 => "I16",
-        Kind::Int => "I32",
-        Kind::Int64 => "I64",
-        Kind::BFloat16 => "BF16",
-        Kind::Half => "F16",
-        Kind::Float => "F32",
-        Kind::Double => "F64",
-        k => {
-            return Err(Error::Invalid(format!(
-                "cannot write a {k:?} tensor to safetensors"
-            )))
-        }
-    })
+/// One tensor's bytes (CPU, contiguous, little-endian as tch holds them) for the writer.
+struct Bytes {
+    dtype: Dtype,
+    shape: Vec<usize>,
+    data: Vec<u8>,
 }
 
-/// Writes `tensors` (any device, any layout) to `path` with metadata `{"format":"pt"}`.
-/// Tensors are written in name order.
-pub fn write(path: &Path, tensors: &[(String, Tensor)]) -> Result<()> {
-    let mut sorted: Vec<&(String, Tensor)> = tensors.iter().collect();
-    sorted.sort_by(|a, b| a.0.cmp(&b.0));
-    let mut header = serde_json::Map::new();
-    let mut meta = serde_json::Map::new();
-    meta.insert("format".into(), "pt".into());
-    header.insert("__metadata__".into(), serde_json::Value::Object(meta));
-    let mut blobs: Vec<Vec<u8>> = Vec::with_capacity(sorted.len());
-    let mut offset = 0usize;
-    for (name, t) in &sorted {
+impl Bytes {
+    fn new(t: &Tensor) -> Result<Self> {
         let t = t.detach().to_device(tch::Device::Cpu).contiguous();
         let kind = t.kind();
+        let dtype = Dtype::try_from(kind).map_err(|_| {
+            Error::Invalid(format!("cannot write a {kind:?} tensor to safetensors"))
+        })?;
         let n = t.numel();
         let mut data = vec![0u8; n * kind.elt_size_in_bytes()];
         t.f_copy_data_u8(&mut data, n)?;
-        let shape: Vec<i64> = t.size();
-        header.insert(
-            name.clone(),
-            serde_json::json!({
-                "dtype": dtype_name(kind)?,
-                "shape": shape,
-                "data_offsets": [offset, offset + data.len()],
-            }),
-        );
-        offset += data.len();
-        blobs.push(data);
+        let shape = t.size().iter().map(|&d| d as usize).collect();
+        Ok(Bytes { dtype, shape, data })
     }
-    let mut json = serde_json::to_string(&serde_json::Value::Object(header))
-        .map_err(|e| Error::Invalid(format!("safetensors header: {e}")))?
-        .into_bytes();
-    while json.len() % 8 != 0 {
-        json.push(b' ');
+}
+
+impl View for &Bytes {
+    fn dtype(&self) -> Dtype {
+        self.dtype
     }
-    let file = std::fs::File::create(path).map_err(|e| Error::io(path, e))?;
-    let mut w = std::io::BufWriter::new(file);
-    let io = |e: std::io::Error| Error::io(path, e);
-    w.write_all(&(json.len() as u64).to_le_bytes())
-        .map_err(io)?;
-    w.write_all(&json).map_err(io)?;
-    for b in &blobs {
-        w.write_all(b).map_err(io)?;
+    fn shape(&self) -> &[usize] {
+        &self.shape
     }
-    w.flush().map_err(io)?;
-    Ok(())
+    fn data(&self) -> Cow<'_, [u8]> {
+        Cow::Borrowed(&self.data)
+    }
+    fn data_len(&self) -> usize {
+        self.data.len()
+    }
+}
+
+/// Writes `tensors` (any device, any layout) to `path` with metadata `{"format":"pt"}`.
+pub fn write(path: &Path, tensors: &[(String, Tensor)]) -> Result<()> {
+    let bytes = tensors
+        .iter()
+        .map(|(n, t)| Ok((n.as_str(), Bytes::new(t)?)))
+        .collect::<Result<Vec<_>>>()?;
+    let metadata = Some(HashMap::from([("format".to_string(), "pt".to_string())]));
+    ::safetensors::tensor::serialize_to_file(bytes.iter().map(|(n, b)| (*n, b)), &metadata, path)
+        .map_err(|e| match e {
+            ::safetensors::SafeTensorError::IoError(e) => Error::io(path, e),
+            e => Error::Invalid(format!(
+                "{}: cannot write safetensors: {e:?}",
+                path.display()
+            )),
+        })
 }
 
 /// The `__metadata__` of a safetensors file (empty when it has none).
 pub fn read_metadata(path: &Path) -> Result<BTreeMap<String, String>> {
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-    let bad = || {
+    let (_, meta) = SafeTensors::read_metadata(&bytes).map_err(|e| {
         Error::model(
             path.parent().unwrap_or(path),
-            format!("{} has a malformed safetensors header", path.display()),
+            format!(
+                "{} has a malformed safetensors header ({e:?})",
+                path.display()
+            ),
         )
-    };
-    if bytes.len() < 8 {
-        return Err(bad());
-    }
-    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
-    let header = bytes.get(8..8 + n).ok_or_else(bad)?;
-    let v: serde_json::Value = serde_json::from_slice(header).map_err(|_| bad())?;
-    let mut out = BTreeMap::new();
-    if let Some(m) = v.get("__metadata__").and_then(|m| m.as_object()) {
-        for (k, v) in m {
-            out.insert(k.clone(), v.as_str().unwrap_or_default().to_string());
-        }
-    }
-    Ok(out)
+    })?;
+    Ok(meta
+        .metadata()
+        .iter()
+        .flatten()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tch::Kind;
 
     #[test]
     fn round_trip_with_metadata() {
@@ -140,12 +123,17 @@ mod tests {
         let a = Tensor::arange(6, (Kind::Float, tch::Device::Cpu)).view([2, 3]);
         let b = Tensor::from_slice(&[1i64, 2, 3]);
         let c = Tensor::ones([3], (Kind::BFloat16, tch::Device::Cpu));
+        let d = Tensor::from_slice(&[0.5f32, -2.0]).to_kind(Kind::Half);
+        // Not contiguous: written in its logical layout.
+        let e = a.transpose(0, 1);
         write(
             &p,
             &[
                 ("a.weight".into(), a.shallow_clone()),
                 ("b".into(), b.shallow_clone()),
                 ("c".into(), c.shallow_clone()),
+                ("d".into(), d.shallow_clone()),
+                ("e".into(), e.shallow_clone()),
             ],
         )
         .unwrap();
@@ -154,6 +142,10 @@ mod tests {
         assert!(got["a.weight"].equal(&a));
         assert!(got["b"].equal(&b));
         assert_eq!(got["c"].kind(), Kind::BFloat16);
+        assert!(got["c"].equal(&c));
+        assert_eq!(got["d"].kind(), Kind::Half);
+        assert!(got["d"].equal(&d));
+        assert!(got["e"].equal(&e));
         assert_eq!(
             read_metadata(&p).unwrap().get("format").map(String::as_str),
             Some("pt")
@@ -176,5 +168,6 @@ mod tests {
         std::fs::write(&p, &bytes[..bytes.len() - 10]).unwrap();
         let e = read(&p).unwrap_err().to_string();
         assert!(e.contains("not a valid safetensors"), "{e}");
+        assert!(read_metadata(&p).is_err());
     }
 }

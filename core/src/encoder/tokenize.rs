@@ -15,7 +15,6 @@ use crate::error::{Error, Result};
 /// A loaded tokenizer with the reference's batch settings.
 pub struct TextTokenizer {
     inner: Tokenizer,
-    max_len: usize,
     pad_id: i64,
     lowercase: bool,
 }
@@ -52,15 +51,9 @@ impl TextTokenizer {
             .map_err(|e| Error::model(dir, format!("tokenizer truncation: {e}")))?;
         Ok(TextTokenizer {
             inner,
-            max_len,
             pad_id,
             lowercase,
         })
-    }
-
-    /// The truncation length in tokens (special tokens included).
-    pub fn max_len(&self) -> usize {
-        self.max_len
     }
 
     /// Whether texts are lowercased first (`do_lower_case`).
@@ -110,10 +103,5 @@ impl TextTokenizer {
             }
         }
         Ok(n)
-    }
-
-    /// The wrapped `tokenizers` tokenizer.
-    pub fn inner(&self) -> &Tokenizer {
-        &self.inner
     }
 }

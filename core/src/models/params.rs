@@ -168,11 +168,6 @@ impl Checkpoint {
         ))
     }
 
-    /// Whether a tensor named `name` (with the detected prefix) exists.
-    pub fn has(&self, name: &str) -> bool {
-        self.tensors.contains_key(&format!("{}{name}", self.prefix))
-    }
-
     /// The tensors nobody took (kept so that a save writes them back unchanged).
     pub fn into_rest(self) -> Vec<(String, Tensor)> {
         self.tensors.into_iter().collect()

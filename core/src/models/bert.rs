@@ -1,8 +1,8 @@
 //! BERT (`model_type: bert`, e.g. all-MiniLM-L6-v2) as transformers' `BertModel` computes
 //! it (transformers/models/bert/modeling_bert.py): learned absolute positions, token-type
 //! embeddings (all type 0 for single texts), post-LayerNorm layers, exact erf GELU,
-//! attention through `scaled_dot_product_attention` with an additive mask on padded keys,
-//! dropout (`hidden_dropout_prob`, `attention_probs_dropout_prob`) only in training.
+//! attention through `scaled_dot_product_attention` with an additive mask on padded keys
+//! ([`super::layers`]), dropout (`hidden_dropout_prob`, `attention_probs_dropout_prob`) only in training.
 //!
 //! Checkpoint names follow sentence-transformers folders (no `bert.` prefix; a prefixed
 //! checkpoint is accepted): `embeddings.word_embeddings.weight`,
@@ -13,33 +13,32 @@ use std::path::Path;
 use serde::Deserialize;
 use tch::{Kind, Tensor};
 
+use super::layers::{attention, layer_norm, padding_mask, Unpad};
 use super::params::{Checkpoint, ParamId, ParamTable};
-use super::unpad::Unpad;
+use super::Architecture;
 use crate::error::{Error, Result};
 
 /// The fields of a BERT `config.json` that the forward pass uses.
 #[derive(Debug, Clone, Deserialize)]
-pub struct BertConfig {
-    pub vocab_size: i64,
-    pub hidden_size: i64,
-    pub num_hidden_layers: usize,
-    pub num_attention_heads: i64,
-    pub intermediate_size: i64,
+struct BertConfig {
+    vocab_size: i64,
+    hidden_size: i64,
+    num_hidden_layers: usize,
+    num_attention_heads: i64,
+    intermediate_size: i64,
     #[serde(default = "default_act")]
-    pub hidden_act: String,
+    hidden_act: String,
     #[serde(default = "default_dropout")]
-    pub hidden_dropout_prob: f64,
+    hidden_dropout_prob: f64,
     #[serde(default = "default_dropout")]
-    pub attention_probs_dropout_prob: f64,
-    pub max_position_embeddings: i64,
+    attention_probs_dropout_prob: f64,
+    max_position_embeddings: i64,
     #[serde(default = "default_type_vocab")]
-    pub type_vocab_size: i64,
+    type_vocab_size: i64,
     #[serde(default = "default_eps")]
-    pub layer_norm_eps: f64,
+    layer_norm_eps: f64,
     #[serde(default)]
-    pub position_embedding_type: Option<String>,
-    #[serde(default)]
-    pub pad_token_id: Option<i64>,
+    position_embedding_type: Option<String>,
 }
 
 fn default_act() -> String {
@@ -110,7 +109,7 @@ struct LayerW {
     ln2_b: Tensor,
 }
 
-/// Weights prepared once per forward call (per training step, or once per `encode`).
+/// BERT's weights prepared for one precision (per training step, or once per `encode`).
 pub struct BertWeights {
     word: Tensor,
     pos: Tensor,
@@ -121,9 +120,10 @@ pub struct BertWeights {
     kind: Kind,
 }
 
-impl Bert {
-    /// Parses `config.json` and takes the weights from `ckpt` into `params`.
-    pub fn load(
+impl Architecture for Bert {
+    type Weights = BertWeights;
+
+    fn load(
         dir: &Path,
         config: &serde_json::Value,
         ckpt: &mut Checkpoint,
@@ -211,28 +211,22 @@ impl Bert {
         })
     }
 
-    /// The config.
-    pub fn config(&self) -> &BertConfig {
-        &self.cfg
-    }
-
-    /// Width of the token embeddings.
-    pub fn hidden_size(&self) -> i64 {
+    fn hidden_size(&self) -> i64 {
         self.cfg.hidden_size
     }
 
-    /// Longest sequence the position table covers.
-    pub fn max_positions(&self) -> i64 {
+    /// The position table's length.
+    fn max_positions(&self) -> i64 {
         self.cfg.max_position_embeddings
     }
 
-    /// Ids of the embedding tables (gathered in fp32, then cast).
-    pub fn embedding_ids(&self) -> Vec<ParamId> {
+    /// The word, position and token-type tables.
+    fn embedding_ids(&self) -> Vec<ParamId> {
         vec![self.word, self.pos, self.tok_type]
     }
 
-    /// Prepares the weights for forward passes in `kind` from the (possibly cast) tensors.
-    pub fn prepare(&self, w: &[Tensor], kind: Kind) -> BertWeights {
+    /// Casts, and fuses q/k/v into one matrix per layer.
+    fn prepare(&self, w: &[Tensor], kind: Kind) -> BertWeights {
         let layers = self
             .layers
             .iter()
@@ -262,15 +256,7 @@ impl Bert {
         }
     }
 
-    /// Token embeddings `(b, s, h)` in the prepared kind for `ids (b, s)` and `mask (b, s)`
-    /// (1 = real token, right padding). Dropout only when `train`.
-    pub fn forward(
-        &self,
-        w: &BertWeights,
-        ids: &Tensor,
-        mask: &Tensor,
-        train: bool,
-    ) -> Result<Tensor> {
+    fn forward(&self, w: &BertWeights, ids: &Tensor, mask: &Tensor, train: bool) -> Result<Tensor> {
         let (b, s) = ids.size2()?;
         let h = self.cfg.hidden_size;
         let nh = self.cfg.num_attention_heads;
@@ -288,54 +274,24 @@ impl Bert {
         } else {
             0.0
         };
-        // Unpadded: everything but attention on the real tokens only (encoder/unpad.rs).
+        // Unpadded: everything but attention on the real tokens only (layers::Unpad).
         let unpad = Unpad::new(mask, b, s);
         let type0 = w.tok_type.get(0);
         // Embeddings: gathered from the fp32 tables, then cast.
         let emb = Tensor::f_embedding(&w.word, &unpad.tokens(ids), -1, false, false)?;
         let emb = emb + type0 + w.pos.index_select(0, &unpad.positions()); // (t, h)
         let emb = emb.to_kind(kind);
-        let mut x = emb
-            .layer_norm(
-                [h],
-                Some(&w.ln_w),
-                Some(&w.ln_b),
-                self.cfg.layer_norm_eps,
-                true,
-            )
-            .dropout(p_hidden, train);
-        // Additive key mask (b, 1, 1, s): 0 on real keys, the dtype's minimum on padding.
-        let min = if kind == Kind::BFloat16 {
-            -3.3895313892515355e38
-        } else {
-            f32::MIN as f64
-        };
-        let add_mask = (mask.to_kind(kind).ones_like() - mask.to_kind(kind))
-            .multiply_scalar(min)
-            .view([b, 1, 1, s]);
+        let eps = self.cfg.layer_norm_eps;
+        let mut x = layer_norm(&emb, &w.ln_w, &w.ln_b, eps).dropout(p_hidden, train);
+        let add_mask = padding_mask(mask, kind)?;
         for l in &w.layers {
             let qkv = unpad.to_padded(&x.linear(&l.qkv_w, Some(&l.qkv_b))); // (b * s, 3h)
             let qkv = qkv.view([b, s, 3, nh, hd]).permute([2, 0, 3, 1, 4]); // (3, b, nh, s, hd)
             let (q, k, v) = (qkv.get(0), qkv.get(1), qkv.get(2));
-            let a = Tensor::f_scaled_dot_product_attention(
-                &q,
-                &k,
-                &v,
-                Some(&add_mask),
-                p_attn,
-                false,
-                None,
-                false,
-            )?;
+            let a = attention(&q, &k, &v, &add_mask, p_attn, None)?;
             let a = unpad.from_padded(&a.transpose(1, 2).reshape([b * s, h])); // (t, h)
             let a = a.linear(&l.o_w, Some(&l.o_b)).dropout(p_hidden, train);
-            let a = (a + &x).layer_norm(
-                [h],
-                Some(&l.ln1_w),
-                Some(&l.ln1_b),
-                self.cfg.layer_norm_eps,
-                true,
-            );
+            let a = layer_norm(&(a + &x), &l.ln1_w, &l.ln1_b, eps);
             let i = a.linear(&l.i_w, Some(&l.i_b));
             let i = match self.act {
                 Act::Gelu => i.gelu("none"),
@@ -343,13 +299,7 @@ impl Bert {
                 Act::Relu => i.relu(),
             };
             let o = i.linear(&l.out_w, Some(&l.out_b)).dropout(p_hidden, train);
-            x = (o + &a).layer_norm(
-                [h],
-                Some(&l.ln2_w),
-                Some(&l.ln2_b),
-                self.cfg.layer_norm_eps,
-                true,
-            );
+            x = layer_norm(&(o + &a), &l.ln2_w, &l.ln2_b, eps);
         }
         let x = unpad.to_padded(&x).view([b, s, h]);
         Ok(x)

@@ -22,51 +22,55 @@ use std::path::Path;
 use serde::Deserialize;
 use tch::{Kind, Tensor};
 
+use super::layers::{
+    apply_rope, attention, gated_mlp, padding_mask, rms_norm, sliding_window_mask, GateActivation,
+    RmsWeight, Rope, Unpad,
+};
 use super::params::{Checkpoint, ParamId, ParamTable};
-use super::unpad::Unpad;
+use super::Architecture;
 use crate::error::{Error, Result};
 
 /// The fields of a Gemma3 text `config.json` that the forward pass uses.
 #[derive(Debug, Clone, Deserialize)]
-pub struct Gemma3Config {
-    pub vocab_size: i64,
-    pub hidden_size: i64,
-    pub intermediate_size: i64,
-    pub num_hidden_layers: usize,
-    pub num_attention_heads: i64,
-    pub num_key_value_heads: i64,
+struct Gemma3Config {
+    vocab_size: i64,
+    hidden_size: i64,
+    intermediate_size: i64,
+    num_hidden_layers: usize,
+    num_attention_heads: i64,
+    num_key_value_heads: i64,
     #[serde(default = "default_head_dim")]
-    pub head_dim: i64,
+    head_dim: i64,
     #[serde(default = "default_eps")]
-    pub rms_norm_eps: f64,
+    rms_norm_eps: f64,
     #[serde(default = "default_act")]
-    pub hidden_activation: String,
+    hidden_activation: String,
     #[serde(default = "default_qpas")]
-    pub query_pre_attn_scalar: f64,
+    query_pre_attn_scalar: f64,
     #[serde(default)]
-    pub sliding_window: Option<i64>,
+    sliding_window: Option<i64>,
     #[serde(default)]
-    pub layer_types: Option<Vec<String>>,
+    layer_types: Option<Vec<String>>,
     #[serde(default)]
-    pub sliding_window_pattern: Option<usize>,
+    sliding_window_pattern: Option<usize>,
     #[serde(default)]
-    pub use_bidirectional_attention: Option<bool>,
+    use_bidirectional_attention: Option<bool>,
     #[serde(default)]
-    pub attention_bias: Option<bool>,
+    attention_bias: Option<bool>,
     #[serde(default)]
-    pub attention_dropout: Option<f64>,
+    attention_dropout: Option<f64>,
     #[serde(default)]
-    pub attn_logit_softcapping: Option<f64>,
+    attn_logit_softcapping: Option<f64>,
     #[serde(default)]
-    pub rope_parameters: Option<serde_json::Value>,
+    rope_parameters: Option<serde_json::Value>,
     #[serde(default)]
-    pub rope_theta: Option<f64>,
+    rope_theta: Option<f64>,
     #[serde(default)]
-    pub rope_local_base_freq: Option<f64>,
+    rope_local_base_freq: Option<f64>,
     #[serde(default)]
-    pub rope_scaling: Option<serde_json::Value>,
+    rope_scaling: Option<serde_json::Value>,
     #[serde(default = "default_max_pos")]
-    pub max_position_embeddings: i64,
+    max_position_embeddings: i64,
 }
 
 fn default_head_dim() -> i64 {
@@ -83,36 +87,6 @@ fn default_qpas() -> f64 {
 }
 fn default_max_pos() -> i64 {
     131_072
-}
-
-/// RoPE of one layer type: inverse frequencies (head_dim / 2,) in fp32.
-struct Rope {
-    inv_freq: Tensor,
-}
-
-impl Rope {
-    /// transformers' default rope: 1 / base^(arange(0, dim, 2) / dim), divided by the
-    /// factor of a `linear` scaling.
-    fn new(base: f64, dim: i64, linear_factor: f64) -> Self {
-        let exponent = Tensor::arange_start_step(0, dim, 2, (Kind::Int64, tch::Device::Cpu))
-            .to_kind(Kind::Float)
-            / (dim as f64);
-        let inv_freq = Tensor::from(base as f32).pow(&exponent).reciprocal();
-        let inv_freq = if linear_factor != 1.0 {
-            inv_freq / linear_factor
-        } else {
-            inv_freq
-        };
-        Rope { inv_freq }
-    }
-
-    /// cos, sin of shape (s, dim) in `kind`.
-    fn cos_sin(&self, s: i64, device: tch::Device, kind: Kind) -> (Tensor, Tensor) {
-        let pos = Tensor::arange(s, (Kind::Float, device));
-        let freqs = pos.unsqueeze(1) * self.inv_freq.to_device(device).unsqueeze(0); // (s, dim/2)
-        let emb = Tensor::cat(&[&freqs, &freqs], -1);
-        (emb.cos().to_kind(kind), emb.sin().to_kind(kind))
-    }
 }
 
 struct Layer {
@@ -138,6 +112,7 @@ pub struct Gemma3 {
     embed: ParamId,
     norm: ParamId,
     layers: Vec<Layer>,
+    /// The effective bidirectional sliding window: keys with |q - k| < this are visible.
     window: i64,
     rope_full: Rope,
     rope_sliding: Rope,
@@ -156,7 +131,7 @@ struct LayerW {
     down: Tensor,
 }
 
-/// Weights prepared once per forward call.
+/// Gemma3's weights prepared for one precision (per training step, or once per `encode`).
 pub struct Gemma3Weights {
     embed: Tensor,
     norm: Tensor,
@@ -206,26 +181,10 @@ fn rope_factor(dir: &Path, rp: &serde_json::Value) -> Result<f64> {
     }
 }
 
-/// RMSNorm in fp32 as Gemma3RMSNorm: x * rsqrt(mean(x^2) + eps) * (1 + w), cast back.
-fn rms_norm(x: &Tensor, w: &Tensor, eps: f64) -> Tensor {
-    let kind = x.kind();
-    let xf = x.to_kind(Kind::Float);
-    let var = xf.square().mean_dim(-1, true, Kind::Float);
-    let out = xf * (var + eps).rsqrt();
-    let out = out * (w.to_kind(Kind::Float) + 1.0);
-    out.to_kind(kind)
-}
+impl Architecture for Gemma3 {
+    type Weights = Gemma3Weights;
 
-fn rotate_half(x: &Tensor) -> Tensor {
-    let d = x.size()[x.dim() - 1];
-    let x1 = x.narrow(-1, 0, d / 2);
-    let x2 = x.narrow(-1, d / 2, d / 2);
-    Tensor::cat(&[&x2.neg(), &x1], -1)
-}
-
-impl Gemma3 {
-    /// Parses `config.json` and takes the weights from `ckpt` into `params`.
-    pub fn load(
+    fn load(
         dir: &Path,
         config: &serde_json::Value,
         ckpt: &mut Checkpoint,
@@ -346,8 +305,8 @@ impl Gemma3 {
         }
         let norm = p("norm.weight", &[h])?;
         Ok(Gemma3 {
-            rope_full: Rope::new(full_theta, hd, full_factor),
-            rope_sliding: Rope::new(slide_theta, hd, slide_factor),
+            rope_full: Rope::new(full_theta, hd, full_factor)?,
+            rope_sliding: Rope::new(slide_theta, hd, slide_factor)?,
             cfg,
             embed,
             norm,
@@ -356,28 +315,22 @@ impl Gemma3 {
         })
     }
 
-    /// The config.
-    pub fn config(&self) -> &Gemma3Config {
-        &self.cfg
-    }
-
-    /// Width of the token embeddings.
-    pub fn hidden_size(&self) -> i64 {
+    fn hidden_size(&self) -> i64 {
         self.cfg.hidden_size
     }
 
-    /// The effective bidirectional sliding window: keys with |q - k| < this are visible.
-    pub fn window(&self) -> i64 {
-        self.window
+    /// `max_position_embeddings`.
+    fn max_positions(&self) -> i64 {
+        self.cfg.max_position_embeddings
     }
 
-    /// Ids of the embedding tables (gathered in fp32, then cast).
-    pub fn embedding_ids(&self) -> Vec<ParamId> {
+    /// The token embedding table.
+    fn embedding_ids(&self) -> Vec<ParamId> {
         vec![self.embed]
     }
 
-    /// Prepares the weights for forward passes in `kind` from the (possibly cast) tensors.
-    pub fn prepare(&self, w: &[Tensor], kind: Kind) -> Gemma3Weights {
+    /// Casts, and fuses q/k/v and gate/up into one matrix each per layer.
+    fn prepare(&self, w: &[Tensor], kind: Kind) -> Gemma3Weights {
         let layers = self
             .layers
             .iter()
@@ -402,11 +355,10 @@ impl Gemma3 {
         }
     }
 
-    /// Token embeddings `(b, s, h)` in the prepared kind for `ids (b, s)` and `mask (b, s)`
-    /// (1 = real token, right padding). Attention dropout only when `train`.
+    /// Attention dropout only when `train` (Gemma3 has no hidden dropout).
     // `x = x + ..` stays out of place: `+=` would modify a tensor autograd saved.
     #[allow(clippy::assign_op_pattern)]
-    pub fn forward(
+    fn forward(
         &self,
         w: &Gemma3Weights,
         ids: &Tensor,
@@ -415,12 +367,11 @@ impl Gemma3 {
     ) -> Result<Tensor> {
         let (b, s) = ids.size2()?;
         let c = &self.cfg;
-        let (h, hd, nh, nkv, i) = (
+        let (h, hd, nh, nkv) = (
             c.hidden_size,
             c.head_dim,
             c.num_attention_heads,
             c.num_key_value_heads,
-            c.intermediate_size,
         );
         let kind = w.kind;
         let device = ids.device();
@@ -437,42 +388,29 @@ impl Gemma3 {
             .to_device(device);
         // Unpadded: linear layers, norms and residuals on the real tokens only; q, k, v are
         // scattered into the (b, s) layout for rotary embeddings and attention, and the
-        // attention output gathered back (encoder/unpad.rs).
+        // attention output gathered back (layers::Unpad).
         let unpad = Unpad::new(mask, b, s);
         let tok_ids = unpad.tokens(ids);
         let mut x =
             Tensor::f_embedding(&w.embed, &tok_ids, -1, false, false)?.to_kind(kind) * scale; // (t, h)
-                                                                                              // Masks: additive (b, 1, 1, s) on padded keys; sliding adds the band |q - k| >= window.
-        let min = if kind == Kind::BFloat16 {
-            -3.3895313892515355e38
+        let norm = |x: &Tensor, w: &Tensor| rms_norm(x, w, eps, RmsWeight::OnePlus);
+        // Masks: full layers see every real key, sliding ones the band |q - k| < window.
+        let full = padding_mask(mask, kind)?;
+        let sliding = if self.layers.iter().any(|l| l.sliding) {
+            sliding_window_mask(mask, self.window, kind)?
         } else {
-            f32::MIN as f64
-        };
-        let maskf = mask.to_kind(Kind::Bool).view([b, 1, 1, s]);
-        let full =
-            Tensor::zeros([b, 1, 1, s], (kind, device)).masked_fill(&maskf.logical_not(), min);
-        let needs_sliding = self.layers.iter().any(|l| l.sliding);
-        let sliding = if needs_sliding {
-            let pos = Tensor::arange(s, (Kind::Int64, device));
-            let dist = (pos.unsqueeze(1) - pos.unsqueeze(0)).abs(); // (s, s)
-            let visible = dist.lt(self.window).view([1, 1, s, s]).logical_and(&maskf); // (b, 1, s, s)
-            Some(
-                Tensor::zeros([b, 1, s, s], (kind, device))
-                    .masked_fill(&visible.logical_not(), min),
-            )
-        } else {
-            None
+            full.shallow_clone()
         };
         let (cos_f, sin_f) = self.rope_full.cos_sin(s, device, kind);
         let (cos_s, sin_s) = self.rope_sliding.cos_sin(s, device, kind);
         let scaling = c.query_pre_attn_scalar.powf(-0.5);
         for (l, lw) in self.layers.iter().zip(&w.layers) {
             let (cos, sin, m) = if l.sliding {
-                (&cos_s, &sin_s, sliding.as_ref().unwrap())
+                (&cos_s, &sin_s, &sliding)
             } else {
                 (&cos_f, &sin_f, &full)
             };
-            let r = rms_norm(&x, &lw.ln_in, eps);
+            let r = norm(&x, &lw.ln_in);
             let qkv = unpad
                 .to_padded(&r.linear::<Tensor>(&lw.qkv, None))
                 .view([b, s, -1]); // (b, s, (nh + 2 nkv) hd)
@@ -480,40 +418,21 @@ impl Gemma3 {
             let q = parts[0].view([b, s, nh, hd]).transpose(1, 2); // (b, nh, s, hd)
             let k = parts[1].view([b, s, nkv, hd]).transpose(1, 2); // (b, nkv, s, hd)
             let v = parts[2].view([b, s, nkv, hd]).transpose(1, 2);
-            let q = rms_norm(&q, &lw.q_norm, eps);
-            let k = rms_norm(&k, &lw.k_norm, eps);
-            let q = &q * cos + rotate_half(&q) * sin;
-            let k = &k * cos + rotate_half(&k) * sin;
-            let (k, v) = if nkv != nh {
-                let rep = nh / nkv;
-                (
-                    k.repeat_interleave_self_int(rep, 1, None),
-                    v.repeat_interleave_self_int(rep, 1, None),
-                )
-            } else {
-                (k, v)
-            };
-            let a = Tensor::f_scaled_dot_product_attention(
-                &q,
-                &k,
-                &v,
-                Some(m),
-                p_attn,
-                false,
-                scaling,
-                false,
-            )?;
+            let q = apply_rope(&norm(&q, &lw.q_norm), cos, sin);
+            let k = apply_rope(&norm(&k, &lw.k_norm), cos, sin);
+            let a = attention(&q, &k, &v, m, p_attn, Some(scaling))?;
             let a = unpad
                 .from_padded(&a.transpose(1, 2).reshape([b * s, nh * hd]))
                 .linear::<Tensor>(&lw.o, None); // (t, h)
-            x = x + rms_norm(&a, &lw.ln_post_attn, eps);
-            let r = rms_norm(&x, &lw.ln_pre_ff, eps);
-            let gu = r.linear::<Tensor>(&lw.gate_up, None);
-            let gate = gu.narrow(-1, 0, i);
-            let up = gu.narrow(-1, i, i);
-            let f = (gate.gelu("tanh") * up).linear::<Tensor>(&lw.down, None);
-            x = x + rms_norm(&f, &lw.ln_post_ff, eps);
+            x = x + norm(&a, &lw.ln_post_attn);
+            let f = gated_mlp(
+                &norm(&x, &lw.ln_pre_ff),
+                &lw.gate_up,
+                &lw.down,
+                GateActivation::GeluTanh,
+            );
+            x = x + norm(&f, &lw.ln_post_ff);
         }
-        Ok(unpad.to_padded(&rms_norm(&x, &w.norm, eps)).view([b, s, h]))
+        Ok(unpad.to_padded(&norm(&x, &w.norm)).view([b, s, h]))
     }
 }
