@@ -12,8 +12,11 @@ pub enum Error {
     /// A name asked of a registry that no plugin registered.
     #[error("unknown {kind} '{name}'; valid names: {valid}")]
     UnknownPlugin {
+        /// The registry: "strategy", "sampler" or "loss".
         kind: &'static str,
+        /// The name asked for.
         name: String,
+        /// The registered names, comma-separated.
         valid: String,
     },
 
@@ -22,29 +25,44 @@ pub enum Error {
         "duplicate {kind} name '{name}': registered by {first} and by {second}; rename one of them"
     )]
     DuplicatePlugin {
+        /// The registry: "strategy", "sampler" or "loss".
         kind: &'static str,
+        /// The name registered twice.
         name: String,
+        /// Module path of the first registration.
         first: String,
+        /// Module path of the second registration.
         second: String,
     },
 
     /// A plugin option that the plugin's config does not know or cannot parse.
     #[error("{kind} '{plugin}': {message}")]
     PluginConfig {
+        /// The registry: "strategy", "sampler" or "loss".
         kind: &'static str,
+        /// The plugin's registry name.
         plugin: String,
+        /// What is wrong with the option, with the valid ones.
         message: String,
     },
 
     /// A file that could not be opened, read or written.
     #[error("{path}: {message}")]
-    Io { path: PathBuf, message: String },
+    Io {
+        /// The file or folder.
+        path: PathBuf,
+        /// The OS message, on one line.
+        message: String,
+    },
 
     /// Input data that is malformed; `line` is 1-based where known.
     #[error("{path}{}: {message}", line.map(|l| format!(", line {l}")).unwrap_or_default())]
     Data {
+        /// The input file.
         path: PathBuf,
+        /// 1-based line, where known.
         line: Option<u64>,
+        /// What is wrong and what to do.
         message: String,
     },
 
@@ -52,17 +70,24 @@ pub enum Error {
     /// and the column (or JSON key).
     #[error("{path}{}, column '{column}': {message}", line.map(|l| format!(", line {l}")).unwrap_or_default())]
     Cell {
+        /// The input file.
         path: PathBuf,
+        /// 1-based line, where known.
         line: Option<u64>,
+        /// The column name (or JSON key).
         column: String,
+        /// What is wrong and what to do.
         message: String,
     },
 
     /// Columns asked for that the table does not have.
     #[error("{path}: missing column(s) {missing}; available columns: {available}")]
     MissingColumns {
+        /// The input file.
         path: PathBuf,
+        /// The columns asked for and absent, comma-separated.
         missing: String,
+        /// The columns the file has, comma-separated.
         available: String,
     },
 
@@ -72,15 +97,30 @@ pub enum Error {
 
     /// A model folder that is missing, incomplete or inconsistent.
     #[error("model folder {path}: {message}")]
-    Model { path: PathBuf, message: String },
+    Model {
+        /// The model folder (or the file in it).
+        path: PathBuf,
+        /// What is wrong and what to do.
+        message: String,
+    },
 
     /// Training stopped on a signal after writing a checkpoint.
     #[error("interrupted after step {step}; checkpoint written to {checkpoint}; continue with the same command plus --resume {checkpoint}")]
-    Interrupted { step: usize, checkpoint: PathBuf },
+    Interrupted {
+        /// Optimizer steps done.
+        step: usize,
+        /// The checkpoint folder written on the way out.
+        checkpoint: PathBuf,
+    },
 
     /// The loss or the gradients became NaN or infinite.
     #[error("non-finite loss or gradient at step {step}; {hint}")]
-    NonFinite { step: usize, hint: String },
+    NonFinite {
+        /// The optimizer step that produced it.
+        step: usize,
+        /// What to do.
+        hint: String,
+    },
 
     /// An error from libtorch (shapes, devices, out of memory).
     #[error("libtorch: {0}")]

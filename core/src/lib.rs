@@ -2,6 +2,8 @@
 //! [`NegativeSampler`], [`ContrastiveLoss`]), table ingest, the error type and the test
 //! harness. A plugin crate depends on this crate alone.
 
+#![deny(missing_docs)]
+
 pub mod default_model;
 #[cfg(feature = "torch")]
 pub mod device_mem;

@@ -16,11 +16,18 @@ pub enum LossInputs {
     SingleTextTwice,
     /// Text columns taken by position: first = anchor, second = positive, the rest
     /// negatives; at least `min` and at most `max` (None: unbounded) text columns.
-    Texts { min: usize, max: Option<usize> },
+    Texts {
+        /// Fewest text columns (anchor and positive: 2).
+        min: usize,
+        /// Most text columns; None: unbounded.
+        max: Option<usize>,
+    },
     /// Two text columns and a float `label`/`score` column (CoSENT, AnglE); a file of
     /// triplets is turned into scored pairs with the soft labels given here.
     ScoredPairs {
+        /// Label of an (anchor, positive) pair made from a triplet row.
         positive_label: f64,
+        /// Label of an (anchor, negative) pair made from a triplet row.
         negative_label: f64,
     },
 }

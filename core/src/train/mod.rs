@@ -336,7 +336,9 @@ impl<'a> Trainer<'a> {
             best: None,
             seed: cfg.seed,
             parameters: opt.numel(),
-            parameter_names_sha256: crate::default_model::sha256_hex(opt.names().join("\n").as_bytes()),
+            parameter_names_sha256: crate::default_model::sha256_hex(
+                opt.names().join("\n").as_bytes(),
+            ),
             data: cfg.data.clone(),
             rows: data.len(),
         };
