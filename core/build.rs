@@ -1,9 +1,11 @@
 //! Link libtorch (see build-support/link_torch.rs) and, in builds with libtorch, compile
-//! csrc/device_mem.cpp: the caching allocator's memory statistics, which tch does not expose.
+//! csrc/device_mem.cpp (the caching allocator's memory statistics) and csrc/fused_adamw.cpp
+//! (ATen's fused AdamW over the flat parameter buffer): neither is exposed by tch.
 include!("../build-support/link_torch.rs");
 
 fn main() {
     println!("cargo:rerun-if-changed=csrc/device_mem.cpp");
+    println!("cargo:rerun-if-changed=csrc/fused_adamw.cpp");
     let Some(lib) = link_torch() else {
         return;
     };
@@ -20,6 +22,15 @@ fn main() {
         .flag(format!("-D_GLIBCXX_USE_CXX11_ABI={abi}"))
         .warnings(false)
         .compile("embtune_device_mem");
+    cc::Build::new()
+        .cpp(true)
+        .file("csrc/fused_adamw.cpp")
+        .include(&include)
+        .flag("-std=c++17")
+        .flag(format!("-D_GLIBCXX_USE_CXX11_ABI={abi}"))
+        .warnings(false)
+        .compile("embtune_fused_adamw");
+    println!("cargo:rustc-link-lib=dylib=torch_cpu");
     println!("cargo:rustc-link-lib=dylib=c10");
     println!("cargo:rustc-link-search=native={lib}");
 }

@@ -92,7 +92,7 @@ fn adamw_clip_and_schedule_match_torch() {
             (lr - want_lr).abs() <= 1e-12,
             "step {t}: lr {lr} vs {want_lr}"
         );
-        opt.step(&grad, lr, None);
+        opt.step(&grad, lr, None).unwrap();
         for ((p, want), name) in handles
             .iter()
             .zip(step["params"].as_array().unwrap())
@@ -119,13 +119,14 @@ fn a_false_ok_flag_skips_the_step() {
     )
     .unwrap();
     let grad = Tensor::from_slice(&[f32::NAN, 1.0]);
-    opt.step(&grad, 1e-3, Some(&Tensor::from(false)));
+    opt.step(&grad, 1e-3, Some(&Tensor::from(false))).unwrap();
     assert!(opt.params_finite());
     assert_eq!(Vec::<f32>::try_from(p.detach()).unwrap(), vec![1.0, 2.0]);
     opt.step(
         &Tensor::from_slice(&[1.0f32, 1.0]),
         1e-3,
         Some(&Tensor::from(true)),
-    );
+    )
+    .unwrap();
     assert_ne!(Vec::<f32>::try_from(p.detach()).unwrap(), vec![1.0, 2.0]);
 }

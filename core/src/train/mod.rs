@@ -35,7 +35,7 @@ use crate::eval::evaluators::{EvalSuite, Metrics};
 use crate::loss::ContrastiveLoss;
 use collator::Collator;
 use data::Dataset;
-use optim::{clip_grad_norm, linear_schedule, warmup_steps, AdamWConfig, FlatAdamW};
+use optim::{clip_divisor, linear_schedule, warmup_steps, AdamWConfig, FlatAdamW};
 use step::MicroStep;
 
 /// Everything a training run is configured by (the `embtune train` flags).
@@ -426,10 +426,12 @@ impl<'a> Trainer<'a> {
                 }
             }
         }
-        let mut grad = self.opt.flat_grad();
-        let grad_norm = clip_grad_norm(&mut grad, cfg.max_grad_norm);
-        let ok = step_loss.isfinite().logical_and(&grad.isfinite().all());
-        self.opt.step(&grad, lr, Some(&ok));
+        let grad = self.opt.flat_grad();
+        // The clipping divisor is applied inside the fused update; a non-finite gradient
+        // entry makes the norm non-finite, so the norm alone tells whether the step is sound.
+        let (grad_norm, divisor) = clip_divisor(&grad, cfg.max_grad_norm);
+        let ok = step_loss.isfinite().logical_and(&grad_norm.isfinite());
+        self.opt.step_scaled(&grad, lr, Some(&divisor), Some(&ok))?;
         self.all_ok = self.all_ok.logical_and(&ok);
         self.last = Some(LastStep {
             loss: step_loss,

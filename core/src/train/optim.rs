@@ -66,8 +66,8 @@ pub struct FlatAdamW {
     exp_avg_sq: Tensor,
     /// The flat ranges (offset, length) of the parameters that get weight decay.
     decayed: Vec<(i64, i64)>,
-    /// Work space of the flat size, reused every step (no allocation per step).
-    scratch: Tensor,
+    /// The flat ranges of the others (biases, norm weights).
+    not_decayed: Vec<(i64, i64)>,
     /// The flat gradient, rewritten by [`FlatAdamW::flat_grad`] every step.
     grad_buf: Tensor,
     /// Steps taken (t in the bias corrections).
@@ -109,19 +109,21 @@ impl FlatAdamW {
             names.push(name);
             tensors.push(p);
         }
-        // Adjacent decayed parameters merge into one range.
-        let mut decayed: Vec<(i64, i64)> = Vec::new();
+        // Adjacent parameters of the same kind merge into one range.
+        let (mut decayed, mut not_decayed): (Vec<(i64, i64)>, Vec<(i64, i64)>) = (vec![], vec![]);
         for (name, &(off, n)) in names.iter().zip(&offsets) {
-            if no_decay(name) {
-                continue;
-            }
-            match decayed.last_mut() {
+            let ranges = if no_decay(name) {
+                &mut not_decayed
+            } else {
+                &mut decayed
+            };
+            match ranges.last_mut() {
                 Some((o, len)) if *o + *len == off => *len += n,
-                _ => decayed.push((off, n)),
+                _ => ranges.push((off, n)),
             }
         }
         Ok(FlatAdamW {
-            scratch: flat.zeros_like(),
+            not_decayed,
             grad_buf: flat.zeros_like(),
             decayed,
             config,
@@ -172,64 +174,51 @@ impl FlatAdamW {
         tch::no_grad(|| Tensor::cat_out(&self.grad_buf, &parts, 0))
     }
 
-    /// One AdamW step at learning rate `lr` with the given flat gradient. When `ok` (a 0-d
-    /// bool tensor) is false the step leaves parameters and moments untouched, without a
-    /// host sync (the gradient is zeroed in place then); the caller checks `ok` when it
-    /// syncs anyway.
+    /// One AdamW step at learning rate `lr` with the given flat gradient; see
+    /// [`Self::step_scaled`] (no gradient scale).
+    pub fn step(&mut self, grad: &Tensor, lr: f64, ok: Option<&Tensor>) -> Result<()> {
+        self.step_scaled(grad, lr, None, ok)
+    }
+
+    /// One AdamW step at learning rate `lr` with the flat gradient `grad` divided by
+    /// `grad_scale` (a 0-d tensor, e.g. the clipping divisor of [`clip_divisor`]; None: 1).
+    /// When `ok` (a 0-d bool tensor) is false the step leaves parameters and moments
+    /// untouched, without a host sync on CUDA; the caller checks `ok` when it syncs anyway.
     ///
-    /// torch.optim.AdamW's update (torch/optim/adamw.py, single-tensor path), in place on
-    /// the flat buffers with one work buffer, so a step allocates nothing:
-    /// `p *= 1 - lr*wd` (decayed parameters), `m = lerp(m, g, 1 - b1)`,
-    /// `v = lerp(v, g*g, 1 - b2)`, `p -= lr/bc1 * m / (sqrt(v)/sqrt(bc2) + eps)`.
-    pub fn step(&mut self, grad: &Tensor, lr: f64, ok: Option<&Tensor>) {
+    /// torch.optim.AdamW's update (torch/optim/adamw.py): `p *= 1 - lr*wd` (decayed
+    /// parameters), `m = lerp(m, g, 1 - b1)`, `v = b2*v + (1 - b2)*g*g`,
+    /// `p -= lr/bc1 * m / (sqrt(v)/sqrt(bc2) + eps)`, computed by ATen's fused AdamW kernel
+    /// (`torch._fused_adamw_`, one pass over the four flat buffers; csrc/fused_adamw.cpp)
+    /// once for the decayed ranges and once for the others. `grad` may be rewritten.
+    pub fn step_scaled(
+        &mut self,
+        grad: &Tensor,
+        lr: f64,
+        grad_scale: Option<&Tensor>,
+        ok: Option<&Tensor>,
+    ) -> Result<()> {
         let c = self.config;
         self.step += 1;
-        let t = self.step as f64;
-        tch::no_grad(|| {
-            let bias1 = 1.0 - c.beta1.powf(t);
-            let bias2 = 1.0 - c.beta2.powf(t);
-            let mut g = grad.shallow_clone();
-            // Not ok: g = 0, the moments' weights and the decay times 0, and the denominator
-            // divided by 0 (infinite), so nothing moves.
-            let okf = ok.map(|o| {
-                let _ = g.masked_fill_(&o.logical_not(), 0.0);
-                o.to_kind(Kind::Float)
-            });
-            let weight = |w: f64| okf.as_ref().map(|o| o * w);
-            if c.weight_decay != 0.0 {
-                let keep = okf.as_ref().map(|o| 1.0 - o * (lr * c.weight_decay));
-                for &(off, n) in &self.decayed {
-                    let mut p = self.flat.narrow(0, off, n);
-                    match &keep {
-                        Some(k) => {
-                            let _ = p.g_mul_(k);
-                        }
-                        None => {
-                            let _ = p.g_mul_scalar_(1.0 - lr * c.weight_decay);
-                        }
-                    }
-                }
+        let found_inf = ok.map(|o| o.logical_not().to_kind(Kind::Float));
+        for (ranges, wd) in [(&self.decayed, c.weight_decay), (&self.not_decayed, 0.0)] {
+            if ranges.is_empty() {
+                continue;
             }
-            let _ = match weight(1.0 - c.beta1) {
-                Some(w) => self.exp_avg.lerp_tensor_(&g, &w),
-                None => self.exp_avg.lerp_(&g, 1.0 - c.beta1),
-            };
-            let mut s = self.scratch.shallow_clone();
-            let _ = g.mul_out(&s, &g);
-            let _ = match weight(1.0 - c.beta2) {
-                Some(w) => self.exp_avg_sq.lerp_tensor_(&s, &w),
-                None => self.exp_avg_sq.lerp_(&s, 1.0 - c.beta2),
-            };
-            let _ = self.exp_avg_sq.sqrt_out(&s);
-            let _ = s.g_div_scalar_(bias2.sqrt());
-            let _ = s.g_add_scalar_(c.eps);
-            if let Some(o) = &okf {
-                let _ = s.g_div_(o);
-            }
-            let _ = self.exp_avg.div_out(&s, &s);
-            let _ = s.g_mul_scalar_(-(lr / bias1));
-            let _ = self.flat.g_add_(&s);
-        });
+            fused_adamw(FusedArgs {
+                param: &self.flat,
+                grad,
+                exp_avg: &self.exp_avg,
+                exp_avg_sq: &self.exp_avg_sq,
+                ranges,
+                step: self.step as f64,
+                lr,
+                weight_decay: wd,
+                config: &c,
+                grad_scale,
+                found_inf: found_inf.as_ref(),
+            })?;
+        }
+        Ok(())
     }
 
     /// True when every parameter is finite (one host sync).
@@ -301,6 +290,90 @@ pub fn clip_grad_norm(grad: &mut Tensor, max_norm: f64) -> Tensor {
     })
 }
 
+/// The global L2 norm of `grad` (0-d, no host sync) and the divisor that clips it to
+/// `max_norm` as torch.nn.utils.clip_grad_norm_ does (coefficient `max_norm / (norm +
+/// 1e-6)` clamped at 1; the divisor is its inverse), for [`FlatAdamW::step_scaled`], which
+/// applies it inside the update instead of in a pass of its own.
+pub fn clip_divisor(grad: &Tensor, max_norm: f64) -> (Tensor, Tensor) {
+    tch::no_grad(|| {
+        let norm = grad.norm();
+        let divisor = ((&norm + 1e-6) / max_norm).clamp_min(1.0);
+        (norm, divisor)
+    })
+}
+
+extern "C" {
+    fn embtune_fused_adamw(
+        param: *const torch_sys::C_tensor,
+        grad: *const torch_sys::C_tensor,
+        exp_avg: *const torch_sys::C_tensor,
+        exp_avg_sq: *const torch_sys::C_tensor,
+        ranges: *const i64,
+        n_ranges: usize,
+        step: f64,
+        lr: f64,
+        beta1: f64,
+        beta2: f64,
+        weight_decay: f64,
+        eps: f64,
+        grad_scale: *const torch_sys::C_tensor,
+        found_inf: *const torch_sys::C_tensor,
+        err: *mut std::os::raw::c_char,
+        err_len: usize,
+    ) -> std::os::raw::c_int;
+}
+
+/// The arguments of one fused AdamW call over `ranges` of the flat buffers.
+struct FusedArgs<'a> {
+    param: &'a Tensor,
+    grad: &'a Tensor,
+    exp_avg: &'a Tensor,
+    exp_avg_sq: &'a Tensor,
+    ranges: &'a [(i64, i64)],
+    step: f64,
+    lr: f64,
+    weight_decay: f64,
+    config: &'a AdamWConfig,
+    grad_scale: Option<&'a Tensor>,
+    found_inf: Option<&'a Tensor>,
+}
+
+fn fused_adamw(a: FusedArgs<'_>) -> Result<()> {
+    let flat_ranges: Vec<i64> = a.ranges.iter().flat_map(|&(o, n)| [o, n]).collect();
+    let ptr = |t: Option<&Tensor>| t.map_or(std::ptr::null(), |t| t.as_ptr());
+    let mut err = vec![0 as std::os::raw::c_char; 512];
+    // Safety: every pointer is a live at::Tensor (tch's C_tensor) or null where the C side
+    // allows it; `ranges` lie inside the flat buffers (built from their own offsets).
+    let rc = unsafe {
+        embtune_fused_adamw(
+            a.param.as_ptr(),
+            a.grad.as_ptr(),
+            a.exp_avg.as_ptr(),
+            a.exp_avg_sq.as_ptr(),
+            flat_ranges.as_ptr(),
+            a.ranges.len(),
+            a.step,
+            a.lr,
+            a.config.beta1,
+            a.config.beta2,
+            a.weight_decay,
+            a.config.eps,
+            ptr(a.grad_scale),
+            ptr(a.found_inf),
+            err.as_mut_ptr(),
+            err.len(),
+        )
+    };
+    if rc == 0 {
+        return Ok(());
+    }
+    let msg = unsafe { std::ffi::CStr::from_ptr(err.as_ptr()) };
+    Err(Error::Torch(format!(
+        "fused AdamW step: {}",
+        crate::error::one_line(&msg.to_string_lossy())
+    )))
+}
+
 /// Linear warm-up from 0 to `peak` over `warmup` steps, then linear decay to 0 at `total`.
 /// `step` is the 0-based index of the optimizer step about to be taken.
 pub fn linear_schedule(step: i64, warmup: i64, total: i64, peak: f64) -> f64 {
@@ -314,4 +387,60 @@ pub fn linear_schedule(step: i64, warmup: i64, total: i64, peak: f64) -> f64 {
 /// `ceil(ratio * total)`, the reference's warm-up step count.
 pub fn warmup_steps(ratio: f64, total: i64) -> i64 {
     (ratio * total as f64).ceil() as i64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn optimizer(values: &[f32]) -> (FlatAdamW, Tensor, Tensor) {
+        let w = Tensor::from_slice(&values[..4]).set_requires_grad(true);
+        let b = Tensor::from_slice(&values[4..]).set_requires_grad(true);
+        let params = vec![
+            ("layer.weight".to_string(), w.shallow_clone()),
+            ("layer.bias".to_string(), b.shallow_clone()),
+        ];
+        let cfg = AdamWConfig {
+            weight_decay: 0.1,
+            ..AdamWConfig::default()
+        };
+        (FlatAdamW::new(params, cfg, Device::Cpu).unwrap(), w, b)
+    }
+
+    /// The divisor inside the fused step equals clipping the gradient first (the
+    /// reference's clip_grad_norm_ then AdamW), and decay reaches only decayed tensors.
+    #[test]
+    fn clip_divisor_in_the_step_equals_clipping_first() {
+        let values = [0.5f32, -1.0, 2.0, 0.25, 0.1, -0.2];
+        let grad = Tensor::from_slice(&[3.0f32, -4.0, 1.0, 0.5, 2.0, -1.0]);
+        let (mut a, wa, ba) = optimizer(&values);
+        let (mut b, wb, bb) = optimizer(&values);
+        for step in 0..3 {
+            let lr = 1e-2 * (step + 1) as f64;
+            let mut g = grad.copy();
+            let norm_a = clip_grad_norm(&mut g, 1.0);
+            a.step(&g, lr, None).unwrap();
+            let (norm_b, divisor) = clip_divisor(&grad.copy(), 1.0);
+            b.step_scaled(&grad.copy(), lr, Some(&divisor), Some(&Tensor::from(true)))
+                .unwrap();
+            assert_eq!(
+                f64::try_from(&norm_a).unwrap(),
+                f64::try_from(&norm_b).unwrap()
+            );
+        }
+        for (x, y) in [(&wa, &wb), (&ba, &bb)] {
+            let (x, y) = (
+                Vec::<f32>::try_from(x.detach()).unwrap(),
+                Vec::<f32>::try_from(y.detach()).unwrap(),
+            );
+            for (p, q) in x.iter().zip(&y) {
+                assert!((p - q).abs() <= 1e-6 * p.abs().max(1.0), "{x:?} vs {y:?}");
+            }
+        }
+        // The step moved the weights (the comparison above is not between two no-ops).
+        assert_ne!(
+            Vec::<f32>::try_from(wa.detach()).unwrap(),
+            values[..4].to_vec()
+        );
+    }
 }
