@@ -8,16 +8,7 @@ use embtune::commands::score::score_documents;
 use embtune_core::encoder::SentenceEncoder;
 use tch::Device;
 
-/// A float32 `.npy` matrix as (row-major data, rows, cols), read by tch.
-fn read_npy(path: &Path) -> Result<(Vec<f32>, usize, usize), tch::TchError> {
-    let t = tch::Tensor::read_npy(path)?;
-    let (rows, cols) = t.size2()?;
-    Ok((
-        Vec::<f32>::try_from(t.view([-1]))?,
-        rows as usize,
-        cols as usize,
-    ))
-}
+use embtune_tests::read_npy;
 
 fn gemma_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))

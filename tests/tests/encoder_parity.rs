@@ -11,16 +11,7 @@ use tch::Device;
 const MIN_COS: f64 = 0.99999;
 const MAX_ABS: f64 = 1e-4;
 
-/// A float32 `.npy` matrix as (row-major data, rows, cols), read by tch.
-fn read_npy(path: &Path) -> Result<(Vec<f32>, usize, usize), tch::TchError> {
-    let t = tch::Tensor::read_npy(path)?;
-    let (rows, cols) = t.size2()?;
-    Ok((
-        Vec::<f32>::try_from(t.view([-1]))?,
-        rows as usize,
-        cols as usize,
-    ))
-}
+use embtune_tests::read_npy;
 
 fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))

@@ -46,11 +46,7 @@ impl ContrastiveLoss for InBatchSoftmax {
 }
 
 fn model() -> PathBuf {
-    let dir = embtune_core::default_model::default_model_dir();
-    embtune_core::default_model::verify_default_model(&dir).unwrap_or_else(|e| {
-        panic!("{e} (these tests need the default model: run scripts/fetch-model.sh)")
-    });
-    dir
+    embtune_tests::default_model()
 }
 
 fn data(dir: &Path) -> PathBuf {
