@@ -110,7 +110,8 @@ impl FlatAdamW {
             tensors.push(p);
         }
         // Adjacent parameters of the same kind merge into one range.
-        let (mut decayed, mut not_decayed): (Vec<(i64, i64)>, Vec<(i64, i64)>) = (vec![], vec![]);
+        let mut decayed: Vec<(i64, i64)> = Vec::new();
+        let mut not_decayed: Vec<(i64, i64)> = Vec::new();
         for (name, &(off, n)) in names.iter().zip(&offsets) {
             let ranges = if no_decay(name) {
                 &mut not_decayed
