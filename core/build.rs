@@ -17,19 +17,12 @@ fn main() {
     cc::Build::new()
         .cpp(true)
         .file("csrc/device_mem.cpp")
-        .include(&include)
-        .flag("-std=c++17")
-        .flag(format!("-D_GLIBCXX_USE_CXX11_ABI={abi}"))
-        .warnings(false)
-        .compile("embtune_device_mem");
-    cc::Build::new()
-        .cpp(true)
         .file("csrc/fused_adamw.cpp")
         .include(&include)
         .flag("-std=c++17")
         .flag(format!("-D_GLIBCXX_USE_CXX11_ABI={abi}"))
         .warnings(false)
-        .compile("embtune_fused_adamw");
+        .compile("embtune_csrc");
     println!("cargo:rustc-link-lib=dylib=torch_cpu");
     println!("cargo:rustc-link-lib=dylib=c10");
     println!("cargo:rustc-link-search=native={lib}");

@@ -429,9 +429,7 @@ impl SentenceEncoder {
         match prompt.filter(|p| !p.is_empty()) {
             None => self.tokenize(texts),
             Some(p) => {
-                let joined: Vec<String> = texts.iter().map(|t| format!("{p}{t}")).collect();
-                let refs: Vec<&str> = joined.iter().map(String::as_str).collect();
-                let ids = self.tokenizer.encode_ids(&refs)?;
+                let ids = self.tokenizer.encode_ids_with_prompt(texts, Some(p))?;
                 let pl = self.tokenizer.prompt_length(p)?;
                 self.batch_from_ids(&ids, Some(pl))
             }
@@ -548,19 +546,11 @@ impl SentenceEncoder {
         }
         let batch_size = batch_size.max(1);
         let prompt = prompt.filter(|p| !p.is_empty());
-        let joined: Vec<String>;
-        let inputs: Vec<&str> = match prompt {
-            Some(p) => {
-                joined = texts.iter().map(|t| format!("{p}{t}")).collect();
-                joined.iter().map(String::as_str).collect()
-            }
-            None => texts.to_vec(),
-        };
         let prompt_length = match prompt {
             Some(p) => Some(self.tokenizer.prompt_length(p)?),
             None => None,
         };
-        let ids = self.tokenizer.encode_ids(&inputs)?;
+        let ids = self.tokenizer.encode_ids_with_prompt(texts, prompt)?;
         let mut order: Vec<usize> = (0..ids.len()).collect();
         order.sort_by_key(|&i| std::cmp::Reverse(ids[i].len()));
         let w = self.prepare();

@@ -77,11 +77,28 @@ impl TextTokenizer {
 
     /// Token ids of each text (special tokens added, truncated), in input order.
     pub fn encode_ids(&self, texts: &[&str]) -> Result<Vec<Vec<u32>>> {
-        let inputs: Vec<String> = if self.lowercase {
-            texts.iter().map(|t| t.to_lowercase()).collect()
-        } else {
-            texts.iter().map(|t| t.to_string()).collect()
-        };
+        self.encode_ids_with_prompt(texts, None)
+    }
+
+    /// Token ids of `prompt + text` for each text, as the reference prepends prompts
+    /// (None or an empty prompt: the texts as they are).
+    pub fn encode_ids_with_prompt(
+        &self,
+        texts: &[&str],
+        prompt: Option<&str>,
+    ) -> Result<Vec<Vec<u32>>> {
+        let prompt = prompt.unwrap_or("");
+        let inputs: Vec<String> = texts
+            .iter()
+            .map(|t| {
+                let joined = format!("{prompt}{t}");
+                if self.lowercase {
+                    joined.to_lowercase()
+                } else {
+                    joined
+                }
+            })
+            .collect();
         let encs = self.inner.encode_batch_fast(inputs, true).map_err(|e| {
             Error::Invalid(format!(
                 "tokenizer: {}",

@@ -172,20 +172,20 @@ impl<'a> Collator<'a> {
     /// reference prepends it.
     fn group_ids(&self, g: &PromptGroup, texts: &[Vec<&str>]) -> Result<GroupIds> {
         let columns = &texts[g.columns.clone()];
-        let ids = match &g.prompt {
-            None => {
-                let all: Vec<&str> = columns.iter().flatten().copied().collect();
-                self.tokenizer.encode_ids(&all)?
+        let prompt = g.prompt.as_deref();
+        // SimCSE's two copies of one column: tokenized once, the ids repeated.
+        let sources = &self.sources[g.columns.clone()];
+        let ids = if sources.len() > 1 && sources.iter().all(|&s| s == sources[0]) {
+            let once = self.tokenizer.encode_ids_with_prompt(&columns[0], prompt)?;
+            let mut ids = Vec::with_capacity(once.len() * sources.len());
+            for _ in 1..sources.len() {
+                ids.extend(once.iter().cloned());
             }
-            Some(p) => {
-                let joined: Vec<String> = columns
-                    .iter()
-                    .flatten()
-                    .map(|t| format!("{p}{t}"))
-                    .collect();
-                let all: Vec<&str> = joined.iter().map(String::as_str).collect();
-                self.tokenizer.encode_ids(&all)?
-            }
+            ids.extend(once);
+            ids
+        } else {
+            let all: Vec<&str> = columns.iter().flatten().copied().collect();
+            self.tokenizer.encode_ids_with_prompt(&all, prompt)?
         };
         Ok(GroupIds {
             columns: g.columns.clone(),
