@@ -16,11 +16,13 @@ its own phases when it prints a JSON summary (the reference: load_s, mine_s, wri
 sides alternate run by run (`--repeats`, default 3) so a change in the machine's load hits
 both alike; the best (shortest) wall time is kept, and the largest peak RSS.
 
-Agreement: for sampling "top", each (anchor, positive) must get the same negatives from
-both sides. Where the sets differ the reference scores the differing negatives
-(st_mine.py --score-pairs) and the difference counts as a tie when every negative that only
-one side chose scores within `--tie-tol` of the other side's weakest chosen negative.
-For "random" only the row counts are compared.
+Agreement: for sampling "top" (triplet or n-tuple output), each (anchor, positive) must get
+the same negatives from both sides. Where the sets differ the reference scores the differing
+negatives (st_mine.py --score-pairs) and the difference counts as a tie when every negative
+that only one side chose scores within `--tie-tol` of a boundary: the reference's weakest
+chosen negative, max_score or min_score (a candidate sitting on a margin's threshold is
+reported as a disagreement; inspect it in the report). For "random" and the labeled formats
+only the row counts are compared. A disagreement makes the exit status 1.
 
 Offline: needs only the Python standard library here; the reference side runs with
 `--python` (a venv that already has sentence-transformers), nothing is installed.
@@ -240,20 +242,23 @@ def agreement(a, env: dict, work: Path, e_out: Path, r_out: Path) -> dict:
     cmd = [a.python, str(ST_MINE), "--model", a.model, "--score-pairs", str(path), "--device", a.device,
            "--batch-size", str(a.batch_size), "--threads", str(a.threads)]
     scores = dict(zip(need, run_timed(cmd, env, work / "score_pairs.log")["report"]["scores"]))
+    # A tie: each negative that only one side chose scores within tie_tol of a boundary, i.e.
+    # the reference's weakest chosen negative (the k-th), or max_score / min_score.
+    bounds = [b for b in (a.max_score, a.min_score) if b is not None]
     ties, bad = 0, []
     for k in differ:
         es, rs = set(e.get(k, [])), set(r.get(k, []))
         if len(es) != len(rs):
-            bad.append((k, "count", len(es), len(rs)))
+            bad.append({"anchor": k[0], "positive": k[1], "negatives_embtune": len(es), "negatives_reference": len(rs)})
             continue
-        floor_e = min(scores[(k[0], n)] for n in es)
         floor_r = min(scores[(k[0], n)] for n in rs)
-        only = [scores[(k[0], n)] for n in es ^ rs]
-        if all(abs(s - floor_r) <= a.tie_tol or abs(s - floor_e) <= a.tie_tol for s in only):
+        only = {n: scores[(k[0], n)] for n in es ^ rs}
+        if all(any(abs(v - b) <= a.tie_tol for b in [floor_r] + bounds) for v in only.values()):
             ties += 1
         else:
-            bad.append((k, "scores", sorted(only), floor_r))
-    return {**res, "ties": ties, "disagreements": len(bad), "examples": [list(map(str, b)) for b in bad[:5]],
+            bad.append({"anchor": k[0], "positive": k[1], "reference_kth_score": floor_r,
+                        "only_embtune": {n: only[n] for n in es - rs}, "only_reference": {n: only[n] for n in rs - es}})
+    return {**res, "ties": ties, "disagreements": len(bad), "examples": bad[:5],
             "ok": not bad}
 
 
@@ -376,7 +381,10 @@ def main(argv=None) -> int:
             print(f"{name:<11}{s['seconds']:10.2f}{s['peak_rss_mib']:14.0f}{s['rows']:8d}")
     print(f"ratio embtune/reference: time {fmt(ratio, '.3f')}, peak RSS {fmt(rss_ratio, '.3f')}")
     if agree is not None:
-        print(f"agreement: {json.dumps(agree, ensure_ascii=False)}")
+        summary = {k: v for k, v in agree.items() if k != "examples"}
+        print(f"agreement: {json.dumps(summary, ensure_ascii=False)}")
+        for ex in agree.get("examples", [])[:2]:
+            print(f"  differs: {json.dumps(ex, ensure_ascii=False)[:400]}")
         if not agree["ok"]:
             return 1
     return 0
