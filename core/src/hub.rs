@@ -461,18 +461,21 @@ mod fetch {
     }
 
     /// Whether a file of the repository is one an encoder may read: configuration and
-    /// tokenizer files and safetensors weights at the root or in a module folder of
-    /// modules.json (not other formats' weights, ONNX or OpenVINO exports, READMEs).
+    /// tokenizer files and safetensors weights (`model.safetensors` or its shards
+    /// `model-*.safetensors`) at the root or in a module folder of modules.json (not other
+    /// formats' weights or variants, ONNX or OpenVINO exports, READMEs).
     fn wanted(file: &str, module_dirs: &[String]) -> bool {
         let (dir, name) = match file.rsplit_once('/') {
             Some((d, n)) => (d, n),
             None => ("", file),
         };
         let in_scope = dir.is_empty() || module_dirs.iter().any(|m| m == dir);
-        let kind = [".json", ".safetensors", ".txt", ".model"]
+        let weights = name == "model.safetensors"
+            || (name.starts_with("model-") && name.ends_with(".safetensors"));
+        let other = [".json", ".txt", ".model"]
             .iter()
             .any(|e| name.ends_with(e));
-        in_scope && kind && !name.starts_with('.')
+        in_scope && (weights || other) && !name.starts_with('.')
     }
 
     pub(super) fn download(
@@ -683,7 +686,8 @@ mod fetch {
         }
         // snapshots/{commit}/{file}: up past the file's folders, the commit and snapshots/.
         let up = 2 + file.matches('/').count();
-        let target: PathBuf = std::iter::repeat_n("..", up)
+        let target: PathBuf = (0..up)
+            .map(|_| "..")
             .collect::<PathBuf>()
             .join("blobs")
             .join(blob.file_name().expect("blob name"));
@@ -730,6 +734,8 @@ mod fetch {
                 "onnx/config.json",
                 "openvino/openvino_model.xml",
                 "2_Dense/pytorch_model.bin",
+                "model.fp16.safetensors",
+                "adapter_model.safetensors",
             ] {
                 assert!(!wanted(f, &m), "{f}");
             }

@@ -93,7 +93,7 @@ fn answer(mut stream: TcpStream, files: &BTreeMap<String, Vec<u8>>, log: &Mutex<
     let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
     log.lock().unwrap().push(format!("{method} {path}"));
     let authorized = auth.as_deref() == Some(&format!("Bearer {TOKEN}"));
-    let (status, headers, body) = route(method, path, authorized, files);
+    let (status, headers, body) = route(path, authorized, files);
     let reason = match status {
         200 => "OK",
         302 => "Found",
@@ -116,7 +116,7 @@ fn answer(mut stream: TcpStream, files: &BTreeMap<String, Vec<u8>>, log: &Mutex<
 
 type Answer = (u16, Vec<(&'static str, String)>, Vec<u8>);
 
-fn route(method: &str, path: &str, authorized: bool, files: &BTreeMap<String, Vec<u8>>) -> Answer {
+fn route(path: &str, authorized: bool, files: &BTreeMap<String, Vec<u8>>) -> Answer {
     let not_found = (404, vec![], b"Not Found".to_vec());
     let gated: Answer = (
         401,
@@ -188,7 +188,6 @@ fn route(method: &str, path: &str, authorized: bool, files: &BTreeMap<String, Ve
             return (302, headers, vec![]);
         }
         let etag = format!("\"{}\"", &sha256_hex(bytes)[..40]);
-        let _ = method;
         return (200, vec![commit, ("ETag", etag)], bytes.clone());
     }
     not_found
