@@ -313,7 +313,7 @@ fn not_cached(id: &ModelId, cfg: &HubConfig, lacking: Option<String>, why: &str)
         ),
     };
     Error::model(
-        &id.to_string(),
+        id.to_string(),
         format!(
             "no such folder, and the Hugging Face cache does not hold this model complete ({found}); {why}; download it with `huggingface-cli download {}{rev_flag}` (same cache) or pass --model FOLDER",
             id.repo
@@ -444,7 +444,7 @@ mod fetch {
                 ),
             },
         };
-        Error::model(&id.to_string(), msg)
+        Error::model(id.to_string(), msg)
     }
 
     /// `s` with every byte but unreserved ones (and `/` when `keep_slash`) percent-encoded.
@@ -495,7 +495,7 @@ mod fetch {
             .map_err(|f| failure(id, cfg, lacking.clone(), f, &url))
             .and_then(|r| {
                 serde_json::from_reader(r.into_reader()).map_err(|e| {
-                    Error::model(&id.to_string(), format!("{url} answered no model info ({e}); is HF_ENDPOINT ({ep}) a Hugging Face hub?"))
+                    Error::model(id.to_string(), format!("{url} answered no model info ({e}); is HF_ENDPOINT ({ep}) a Hugging Face hub?"))
                 })
             })?;
         let commit = info
@@ -503,7 +503,7 @@ mod fetch {
             .and_then(|s| s.as_str())
             .filter(|s| is_commit_hash(s))
             .ok_or_else(|| {
-                Error::model(&id.to_string(), format!("{url} gave no commit hash (field sha); is HF_ENDPOINT ({ep}) a Hugging Face hub?"))
+                Error::model(id.to_string(), format!("{url} gave no commit hash (field sha); is HF_ENDPOINT ({ep}) a Hugging Face hub?"))
             })?
             .to_string();
         let files: Vec<String> = info
@@ -539,7 +539,7 @@ mod fetch {
         }
         if let Some(m) = missing_files(&snap) {
             return Err(Error::model(
-                &id.to_string(),
+                id.to_string(),
                 format!("{ep} has no {m} in revision {}; embtune reads sentence-transformers or Hugging Face folders with safetensors weights (convert the model, or pass --model FOLDER)", id.revision),
             ));
         }
@@ -579,7 +579,7 @@ mod fetch {
             .filter(|e| !e.is_empty() && !e.contains(['/', '\\']) && e != "." && e != "..")
             .ok_or_else(|| {
                 Error::model(
-                    &id.to_string(),
+                    id.to_string(),
                     format!(
                         "{url} came without an ETag; is HF_ENDPOINT ({}) a Hugging Face hub?",
                         cfg.endpoint
