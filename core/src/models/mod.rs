@@ -19,6 +19,7 @@ pub mod bert;
 pub mod gemma3;
 pub mod layers;
 pub mod params;
+pub mod qwen3;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -60,7 +61,12 @@ pub trait Architecture: Send + Sync + Sized + 'static {
     fn prepare(&self, w: &[Tensor], kind: Kind) -> Self::Weights;
 
     /// Token embeddings `(b, s, h)` in the prepared kind for `ids (b, s)` int64 and
-    /// `mask (b, s)` (1 = real token, padding on the right). Dropout only when `train`.
+    /// `mask (b, s)` (1 = real token, 0 = padding). The mask alone says which tokens are
+    /// real: padding is on the right, or on the left when the tokenizer pads left
+    /// (`padding_side: "left"`, decoders with last-token pooling). Positions are the
+    /// column indices `0..s` either way, as transformers' default `position_ids` are (not
+    /// shifted past left padding). Rows at padded positions are unspecified (pooling masks
+    /// them). Dropout only when `train`.
     fn forward(
         &self,
         w: &Self::Weights,
@@ -143,6 +149,7 @@ fn build<A: Architecture>(
 pub const BACKBONES: &[(&str, Constructor)] = &[
     ("bert", build::<bert::Bert>),
     ("gemma3_text", build::<gemma3::Gemma3>),
+    ("qwen3", build::<qwen3::Qwen3>),
 ];
 
 /// The `model_type`s of [`BACKBONES`], in table order.
