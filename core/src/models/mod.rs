@@ -18,6 +18,7 @@
 pub mod bert;
 pub mod gemma3;
 pub mod layers;
+pub mod modernbert;
 pub mod params;
 
 use std::path::Path;
@@ -143,6 +144,9 @@ fn build<A: Architecture>(
 pub const BACKBONES: &[(&str, Constructor)] = &[
     ("bert", build::<bert::Bert>),
     ("gemma3_text", build::<gemma3::Gemma3>),
+    ("modernbert", build::<modernbert::ModernBert>),
+    ("roberta", build::<bert::Roberta>),
+    ("xlm-roberta", build::<bert::Roberta>),
 ];
 
 /// The `model_type`s of [`BACKBONES`], in table order.
