@@ -36,8 +36,11 @@ pub struct TextTokenizer {
 
 impl TextTokenizer {
     /// Loads `dir/tokenizer.json`; `max_len` is the truncation length (special tokens
-    /// included), `pad_id` the id written into padded positions, `lowercase` the
-    /// `do_lower_case` flag of `sentence_bert_config.json`.
+    /// included), `lowercase` the `do_lower_case` flag of `sentence_bert_config.json`.
+    /// Padded positions get the tokenizer's own pad token, as the reference pads with
+    /// `tokenizer.pad_token_id` (`pad_token` of `tokenizer_config.json`, else the padding
+    /// settings stored in `tokenizer.json`); `pad_id` (config.json's `pad_token_id`) only
+    /// when the tokenizer names none.
     pub fn load(dir: &Path, max_len: usize, pad_id: i64, lowercase: bool) -> Result<Self> {
         let path = dir.join("tokenizer.json");
         if !path.is_file() {
@@ -55,6 +58,7 @@ impl TextTokenizer {
                 ),
             )
         })?;
+        let pad_id = tokenizer_pad_id(dir, &inner).unwrap_or(pad_id);
         let stored_side = inner.get_padding().map(|p| match p.direction {
             PaddingDirection::Left => PaddingSide::Left,
             PaddingDirection::Right => PaddingSide::Right,
@@ -150,6 +154,23 @@ impl TextTokenizer {
         }
         Ok(n)
     }
+}
+
+/// The id of the tokenizer's pad token: `pad_token` in `dir/tokenizer_config.json` (a string
+/// or an added-token object with `content`) looked up in the vocabulary, else the pad id of
+/// the padding settings in `tokenizer.json`; None when neither names one.
+fn tokenizer_pad_id(dir: &Path, tok: &Tokenizer) -> Option<i64> {
+    let from_config = std::fs::read_to_string(dir.join("tokenizer_config.json"))
+        .ok()
+        .and_then(|s| serde_json::from_str::<serde_json::Value>(&s).ok())
+        .and_then(|c| {
+            let p = c.get("pad_token")?;
+            let name = p.as_str().or_else(|| p.get("content")?.as_str())?;
+            tok.token_to_id(name)
+        });
+    from_config
+        .or_else(|| tok.get_padding().map(|p| p.pad_id))
+        .map(i64::from)
 }
 
 /// `padding_side` of `dir/tokenizer_config.json` (None when the file or key is absent); a

@@ -18,6 +18,7 @@
 pub mod bert;
 pub mod gemma3;
 pub mod layers;
+pub mod modernbert;
 pub mod params;
 pub mod qwen3;
 
@@ -150,6 +151,9 @@ pub const BACKBONES: &[(&str, Constructor)] = &[
     ("bert", build::<bert::Bert>),
     ("gemma3_text", build::<gemma3::Gemma3>),
     ("qwen3", build::<qwen3::Qwen3>),
+    ("modernbert", build::<modernbert::ModernBert>),
+    ("roberta", build::<bert::Roberta>),
+    ("xlm-roberta", build::<bert::Roberta>),
 ];
 
 /// The `model_type`s of [`BACKBONES`], in table order.
