@@ -157,6 +157,9 @@ pub fn tokenize(text: &str, lower: &mut String, mut emit: impl FnMut(&str)) {
 struct Index {
     /// Term ids.
     terms: FxHashMap<Box<str>, u32>,
+    /// With scope=group: the posting list of (scope << 32 | term). With scope=part a
+    /// term's list is its id.
+    lists: FxHashMap<u64, u32>,
     /// Per pool entry: its document.
     doc_of: Vec<u32>,
     /// Per document: the pool index of the first entry with its text.
@@ -167,7 +170,7 @@ struct Index {
     scope_start: Vec<u32>,
     /// Per document: `k1 (1 - b + b |d| / avgdl)` with its scope's avgdl.
     norm: Vec<f64>,
-    /// Term `t`'s postings are `post_start[t]..post_start[t + 1]` of `post_doc` (ascending)
+    /// List `l`'s postings are `post_start[l]..post_start[l + 1]` of `post_doc` (ascending)
     /// and `post_w` (`tf (k1 + 1) / (tf + norm)`, the per-document factor of its score).
     post_start: Vec<usize>,
     post_doc: Vec<u32>,
@@ -281,14 +284,18 @@ impl Bm25 {
         });
         query.sort_unstable_by_key(|q| q.term);
         query.dedup_by_key(|q| q.term);
+        let scope_key = (g as u64) << 32;
         for q in query.iter_mut() {
-            let (a, b) = (
-                ix.post_start[q.term as usize],
-                ix.post_start[q.term as usize + 1],
-            );
-            let docs = &ix.post_doc[a..b];
-            q.from = a + docs.partition_point(|&d| d < lo);
-            q.to = a + docs.partition_point(|&d| d < hi);
+            let list = match self.config.scope {
+                Scope::Part => Some(q.term),
+                Scope::Group => ix.lists.get(&(scope_key | u64::from(q.term))).copied(),
+            };
+            // (The anchor holds every one of its terms, so its scope has each list.)
+            let list = list.unwrap_or(u32::MAX) as usize;
+            if list < ix.post_start.len() - 1 {
+                q.from = ix.post_start[list];
+                q.to = ix.post_start[list + 1];
+            }
             let df = (q.to - q.from) as f64;
             q.idf = (1.0 + (n - df + 0.5) / (df + 0.5)).ln();
         }
@@ -481,7 +488,6 @@ impl NegativeSampler for Bm25 {
         let mut terms: FxHashMap<Box<str>, u32> = FxHashMap::default();
         let mut tok_start = Vec::with_capacity(n_docs + 1);
         let mut toks: Vec<u32> = Vec::new();
-        let mut df: Vec<usize> = Vec::new();
         let mut lower = String::new();
         tok_start.push(0usize);
         for &r in &rep {
@@ -492,20 +498,42 @@ impl NegativeSampler for Bm25 {
                     None => {
                         let id = terms.len() as u32;
                         terms.insert(t.into(), id);
-                        df.push(0);
                         id
                     }
                 };
                 toks.push(id);
             });
-            let doc = &mut toks[from..];
-            doc.sort_unstable();
-            for (j, &t) in doc.iter().enumerate() {
-                if j == 0 || doc[j - 1] != t {
-                    df[t as usize] += 1;
+            toks[from..].sort_unstable();
+            tok_start.push(toks.len());
+        }
+        // Posting lists: one per term (scope=part), or one per (scope, term) (scope=group),
+        // so that a list holds just the scope's documents. Tokens become list ids.
+        let mut lists: FxHashMap<u64, u32> = FxHashMap::default();
+        let mut df: Vec<usize> = Vec::new();
+        for d in 0..n_docs {
+            let key_of = |t: u32| (u64::from(scope_of[d]) << 32) | u64::from(t);
+            let doc = &mut toks[tok_start[d]..tok_start[d + 1]];
+            let mut j = 0;
+            while j < doc.len() {
+                let t = doc[j];
+                let list = match self.config.scope {
+                    Scope::Part => t,
+                    Scope::Group => {
+                        let next = lists.len() as u32;
+                        *lists.entry(key_of(t)).or_insert(next)
+                    }
+                };
+                if list as usize == df.len() {
+                    df.push(0);
+                } else if df.len() <= list as usize {
+                    df.resize(list as usize + 1, 0);
+                }
+                df[list as usize] += 1;
+                while j < doc.len() && doc[j] == t {
+                    doc[j] = list;
+                    j += 1;
                 }
             }
-            tok_start.push(toks.len());
         }
         // |d| / avgdl per scope.
         let mut norm = vec![0f64; n_docs];
@@ -544,6 +572,7 @@ impl NegativeSampler for Bm25 {
         }
         self.index = Index {
             terms,
+            lists,
             doc_of,
             rep,
             scope_of,
