@@ -155,11 +155,11 @@ pub fn tokenize(text: &str, lower: &mut String, mut emit: impl FnMut(&str)) {
 /// order) and, per term, the documents holding it.
 #[derive(Debug, Default)]
 struct Index {
-    /// Term ids.
-    terms: FxHashMap<Box<str>, u32>,
-    /// With scope=group: the posting list of (scope << 32 | term). With scope=part a
-    /// term's list is its id.
-    lists: FxHashMap<u64, u32>,
+    /// Document `d`'s tokens as posting lists (one list per term with scope=part, per
+    /// (scope, term) with scope=group), sorted, repeats kept:
+    /// `fwd[fwd_start[d]..fwd_start[d + 1]]`.
+    fwd_start: Vec<usize>,
+    fwd: Vec<u32>,
     /// Per pool entry: its document.
     doc_of: Vec<u32>,
     /// Per document: the pool index of the first entry with its text.
@@ -180,7 +180,7 @@ struct Index {
 /// A term of the current query.
 #[derive(Debug, Clone, Copy)]
 struct QueryTerm {
-    term: u32,
+    list: u32,
     idf: f64,
     /// Its postings inside the anchor's scope.
     from: usize,
@@ -195,13 +195,10 @@ struct Scratch {
     acc: Vec<f32>,
     touched: Vec<u32>,
     select: Vec<f32>,
-    /// Query terms sorted by term id (the order exact scores are summed in), and the order
+    /// Query terms sorted by list (the order exact scores are summed in), and the order
     /// they are walked in (idf descending).
     query: Vec<QueryTerm>,
     walk: Vec<usize>,
-    /// Per query term: its frequency in the document being scored exactly.
-    tf: Vec<u32>,
-    lower: String,
     candidates: Vec<(f64, u32)>,
     /// `ranked` is the best `ranked_want` documents (or all there are) for document
     /// `ranked_for`, with their scores.
@@ -211,6 +208,10 @@ struct Scratch {
     /// Rankings that stopped before walking every query term (for tests and tracing).
     early_stops: usize,
 }
+
+/// After the bound stops new documents, at most this many beyond `top` are scored exactly
+/// from their text; more, and the next term is walked for them first.
+const EXACT_AT_MOST: usize = 32;
 
 /// Relative slack on partial (f32) scores when bounding: pruning stays exact.
 const SLACK: f64 = 1e-4;
@@ -255,13 +256,11 @@ impl Bm25 {
         })
     }
 
-    /// Ranks the documents of `d0`'s scope other than `d0` against `d0`'s text (`anchors`:
-    /// the pool's):
-    /// the best `want` (score descending, then document, i.e. pool order), into `s.ranked`.
+    /// Ranks the documents of `d0`'s scope other than `d0` against `d0`'s terms: the best
+    /// `want` (score descending, then document, i.e. pool order), into `s.ranked`.
     /// Documents sharing no term score 0 and come last, in pool order.
-    fn rank(&self, anchors: &[&str], d0: u32, want: usize, s: &mut Scratch) {
+    fn rank(&self, d0: u32, want: usize, s: &mut Scratch) {
         let ix = &self.index;
-        let text = anchors[ix.rep[d0 as usize] as usize];
         let k1p = self.config.k1 + 1.0;
         let g = ix.scope_of[d0 as usize] as usize;
         let (lo, hi) = (ix.scope_start[g], ix.scope_start[g + 1]);
@@ -269,33 +268,22 @@ impl Bm25 {
         s.ranked.clear();
         s.ranked_for = Some(d0);
         s.ranked_want = want;
-        // The query: the anchor's distinct terms, with df and postings inside the scope.
+        // The query: the anchor's distinct terms (its posting lists, sorted), with df =
+        // the list's length (lists hold one scope's documents).
         s.query.clear();
-        let query = &mut s.query;
-        tokenize(text, &mut s.lower, |t| {
-            if let Some(&term) = ix.terms.get(t) {
-                query.push(QueryTerm {
-                    term,
-                    idf: 0.0,
-                    from: 0,
-                    to: 0,
-                });
+        let own = &ix.fwd[ix.fwd_start[d0 as usize]..ix.fwd_start[d0 as usize + 1]];
+        for (j, &list) in own.iter().enumerate() {
+            if j > 0 && own[j - 1] == list {
+                continue;
             }
-        });
-        query.sort_unstable_by_key(|q| q.term);
-        query.dedup_by_key(|q| q.term);
-        let scope_key = (g as u64) << 32;
-        for q in query.iter_mut() {
-            let list = match self.config.scope {
-                Scope::Part => Some(q.term),
-                Scope::Group => ix.lists.get(&(scope_key | u64::from(q.term))).copied(),
-            };
-            // (The anchor holds every one of its terms, so its scope has each list.)
-            let list = list.unwrap_or(u32::MAX) as usize;
-            if list < ix.post_start.len() - 1 {
-                q.from = ix.post_start[list];
-                q.to = ix.post_start[list + 1];
-            }
+            s.query.push(QueryTerm {
+                list,
+                idf: 0.0,
+                from: ix.post_start[list as usize],
+                to: ix.post_start[list as usize + 1],
+            });
+        }
+        for q in s.query.iter_mut() {
             let df = (q.to - q.from) as f64;
             q.idf = (1.0 + (n - df + 0.5) / (df + 0.5)).ln();
         }
@@ -337,26 +325,46 @@ impl Bm25 {
         }
         if walked < s.walk.len() {
             s.early_stops += 1;
-        } else {
-            rest = 0.0;
         }
         // Documents that can still be among the best `want`: partial + rest reaches the
-        // want-th best partial (a lower bound of the want-th best score). Scored exactly.
-        let theta = if s.touched.len() >= want {
-            f64::from(kth_largest(&s.acc, &s.touched, want, &mut s.select)) * (1.0 - SLACK)
-        } else {
-            f64::NEG_INFINITY
+        // want-th best partial (a lower bound of the want-th best score). While they are
+        // many, the next term is walked for the touched documents only ("continue"): a
+        // stream through its list, cheaper than scoring them all exactly from their text.
+        let theta = loop {
+            if walked == s.walk.len() {
+                rest = 0.0;
+            }
+            let theta = if s.touched.len() >= want {
+                f64::from(kth_largest(&s.acc, &s.touched, want, &mut s.select)) * (1.0 - SLACK)
+            } else {
+                f64::NEG_INFINITY
+            };
+            if walked == s.walk.len() {
+                break theta;
+            }
+            let survivors = s
+                .touched
+                .iter()
+                .filter(|&&d| f64::from(s.acc[d as usize]) * (1.0 + SLACK) + rest >= theta)
+                .count();
+            if survivors <= want + EXACT_AT_MOST {
+                break theta;
+            }
+            let q = query[s.walk[walked]];
+            let idf = q.idf as f32;
+            for p in q.from..q.to {
+                let a = &mut s.acc[ix.post_doc[p] as usize];
+                if *a != 0.0 {
+                    *a += idf * ix.post_w[p];
+                }
+            }
+            rest -= q.idf * k1p;
+            walked += 1;
         };
         s.candidates.clear();
         for &d in &s.touched {
             if f64::from(s.acc[d as usize]) * (1.0 + SLACK) + rest >= theta {
-                let score = self.exact(
-                    anchors[ix.rep[d as usize] as usize],
-                    d,
-                    &s.query,
-                    &mut s.tf,
-                    &mut s.lower,
-                );
+                let score = self.exact(d, &s.query);
                 s.candidates.push((score, d));
             }
         }
@@ -381,37 +389,42 @@ impl Bm25 {
         s.touched.clear();
     }
 
-    /// The exact score of document `d` (text `text`) for `query`, summed in term-id order
+    /// The exact score of document `d` for `query`, summed in list order
     /// (so equal documents get equal scores, bit for bit).
-    fn exact(
-        &self,
-        text: &str,
-        d: u32,
-        query: &[QueryTerm],
-        tf: &mut Vec<u32>,
-        lower: &mut String,
-    ) -> f64 {
+    fn exact(&self, d: u32, query: &[QueryTerm]) -> f64 {
         let ix = &self.index;
-        tf.clear();
-        tf.resize(query.len(), 0);
-        tokenize(text, lower, |t| {
-            if let Some(term) = ix.terms.get(t) {
-                if let Ok(j) = query.binary_search_by_key(term, |q| q.term) {
-                    tf[j] += 1;
-                }
-            }
-        });
+        let doc = &ix.fwd[ix.fwd_start[d as usize]..ix.fwd_start[d as usize + 1]];
         let (k1, norm) = (self.config.k1, ix.norm[d as usize]);
-        query
-            .iter()
-            .zip(tf.iter())
-            .filter(|(_, f)| **f > 0)
-            .map(|(q, &f)| {
-                let f = f64::from(f);
-                q.idf * f * (k1 + 1.0) / (f + norm)
-            })
-            .sum()
+        // Both sorted by list: one merge.
+        let (mut i, mut score) = (0, 0.0);
+        for q in query {
+            while i < doc.len() && doc[i] < q.list {
+                i += 1;
+            }
+            let mut tf = 0u32;
+            while i < doc.len() && doc[i] == q.list {
+                tf += 1;
+                i += 1;
+            }
+            if tf > 0 {
+                let f = f64::from(tf);
+                score += q.idf * f * (k1 + 1.0) / (f + norm);
+            }
+        }
+        score
     }
+}
+/// The key of (scope, term) in the map of posting lists `prepare` builds: the pair as one u64, through MurmurHash3's
+/// fmix64 (a bijection, so keys stay distinct). The Fx hash alone multiplies, which carries
+/// no high bit (the scope) into the low bits that pick a bucket: every scope's copy of a
+/// term would probe the same bucket chain.
+fn list_key(scope: u32, term: u32) -> u64 {
+    let mut h = (u64::from(scope) << 32) | u64::from(term);
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+    h ^ (h >> 33)
 }
 
 /// The `k`-th largest partial score among `touched` (k >= 1, k <= touched.len()).
@@ -511,7 +524,7 @@ impl NegativeSampler for Bm25 {
         let mut lists: FxHashMap<u64, u32> = FxHashMap::default();
         let mut df: Vec<usize> = Vec::new();
         for d in 0..n_docs {
-            let key_of = |t: u32| (u64::from(scope_of[d]) << 32) | u64::from(t);
+            let key_of = |t: u32| list_key(scope_of[d], t);
             let doc = &mut toks[tok_start[d]..tok_start[d + 1]];
             let mut j = 0;
             while j < doc.len() {
@@ -534,6 +547,7 @@ impl NegativeSampler for Bm25 {
                     j += 1;
                 }
             }
+            doc.sort_unstable();
         }
         // |d| / avgdl per scope.
         let mut norm = vec![0f64; n_docs];
@@ -570,9 +584,10 @@ impl NegativeSampler for Bm25 {
                 j += run;
             }
         }
+        drop((terms, lists));
         self.index = Index {
-            terms,
-            lists,
+            fwd_start: tok_start,
+            fwd: toks,
             doc_of,
             rep,
             scope_of,
@@ -595,7 +610,7 @@ impl NegativeSampler for Bm25 {
 
     fn sample(
         &self,
-        pool: &CandidatePool<'_>,
+        _pool: &CandidatePool<'_>,
         anchor: usize,
         k: usize,
         rng: &mut Rng,
@@ -613,7 +628,7 @@ impl NegativeSampler for Bm25 {
         let reuse =
             s.ranked_for == Some(d0) && (s.ranked_want >= want || s.ranked.len() < s.ranked_want);
         if !reuse {
-            self.rank(&pool.anchors, d0, want, s);
+            self.rank(d0, want, s);
         }
         let best = &s.ranked[..s.ranked.len().min(want)];
         let rep = |&(_, d): &(f64, u32)| self.index.rep[d as usize] as usize;
@@ -666,9 +681,9 @@ mod tests {
 
     /// Every other document of `anchor`'s scope with its score, best first (the sampler's
     /// whole ranking).
-    fn ranking(s: &Bm25, pool: &CandidatePool<'_>, anchor: usize) -> Vec<(f64, usize)> {
+    fn ranking(s: &Bm25, anchor: usize) -> Vec<(f64, usize)> {
         let mut g = s.scratch.lock().unwrap();
-        s.rank(&pool.anchors, s.index.doc_of[anchor], usize::MAX, &mut g);
+        s.rank(s.index.doc_of[anchor], usize::MAX, &mut g);
         g.ranked
             .iter()
             .map(|&(sc, d)| (sc, s.index.rep[d as usize] as usize))
@@ -847,10 +862,8 @@ mod tests {
             let mut s = sampler(k1, b, Scope::Part, None);
             s.prepare(&pool).unwrap();
             for (i, row) in set["scores"].as_array().unwrap().iter().enumerate() {
-                let got: HashMap<usize, f64> = ranking(&s, &pool, i)
-                    .into_iter()
-                    .map(|(sc, j)| (j, sc))
-                    .collect();
+                let got: HashMap<usize, f64> =
+                    ranking(&s, i).into_iter().map(|(sc, j)| (j, sc)).collect();
                 assert_eq!(got.len(), texts.len() - 1);
                 for (j, want) in row.as_array().unwrap().iter().enumerate() {
                     if j != i {
@@ -900,7 +913,7 @@ mod tests {
                 let mut s = Bm25::new(config.clone()).unwrap();
                 s.prepare(&pool).unwrap();
                 for a in 0..pool.len() {
-                    let got = ranking(&s, &pool, a);
+                    let got = ranking(&s, a);
                     let want = naive(&pool, a, &config);
                     assert_eq!(got.len(), want.len());
                     for (g, w) in got.iter().zip(&want) {
