@@ -653,12 +653,12 @@ register_sampler!(
            (never its own text; distinct texts; ties in pool order; documents sharing no term\n\
            score 0 and come last, so an anchor gets as many negatives as same-category gives).\n\
            Tokens: character bigrams over Hangul/Han/kana runs (one character alone: itself),\n\
-           lowercased words elsewhere. idf = ln(1 + (N - df + 0.5) / (df + 0.5)) (Lucene).\n\
-             k1=1.2       term-frequency saturation\n\
-             b=0.75       length normalisation\n\
-             scope=group  candidates and statistics from the anchor's category (the original's\n\
-                          hard negatives), or scope=part: every anchor of the part\n\
-             top=N        draw k at random (seeded) from the best N; unset: the best k",
+           lowercased words elsewhere. idf = ln(1 + (N - df + 0.5) / (df + 0.5)) (Lucene).\
+           \n  k1=1.2       term-frequency saturation\
+           \n  b=0.75       length normalisation\
+           \n  scope=group  candidates and statistics from the anchor's category (the original's\
+           \n               hard negatives); scope=part: every anchor of the part (cost ~ rows^2)\
+           \n  top=N        draw k at random (seeded) from the best N; unset: the best k",
     config: Bm25Config,
     build: |c| Ok(Box::new(Bm25::new(c)?)),
 );
