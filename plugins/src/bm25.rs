@@ -24,14 +24,16 @@
 //! mean idf instead; tests/fixtures/bm25/make_fixture.py checks it against ours with Lucene's
 //! idf swapped in.)
 //!
-//! Speed: an inverted index (per term, its documents in order with their precomputed
-//! `tf (k1 + 1) / (tf + norm)`), scored term at a time, rarest term first, touching only
-//! documents that share a term with the anchor. Once the `top`-th best partial score beats
-//! what the remaining (frequent, low-idf) terms could add in total, no new document can
-//! enter the top, so those terms' long postings are never walked; the few documents that
-//! could still move are scored exactly from their text (Moffat & Zobel's "quit/continue"
-//! bound, 1996). The result is the exact ranking; per anchor the cost is the postings of
-//! its rare terms.
+//! Speed: an inverted index built once per part (one posting list per term, or per
+//! (category, term) with scope=group, so a list holds one scope's documents; each posting
+//! carries its precomputed `tf (k1 + 1) / (tf + norm)`), scored term at a time, rarest term
+//! first, touching only documents that share a term with the anchor. Once the `top`-th best
+//! partial score beats what the remaining (frequent, low-idf) terms could add in total, no
+//! new document can enter the top (Moffat & Zobel's "quit/continue", 1996): the remaining
+//! terms are walked only for the documents still in reach, and those are scored exactly
+//! from a forward index of each document's lists. The result is the exact ranking; per
+//! anchor the cost is about the postings of its rare terms. The last anchor's ranking is
+//! kept (strategies draw once per positive column, in a row).
 
 use std::sync::{Mutex, PoisonError};
 
@@ -414,8 +416,9 @@ impl Bm25 {
         score
     }
 }
-/// The key of (scope, term) in the map of posting lists `prepare` builds: the pair as one u64, through MurmurHash3's
-/// fmix64 (a bijection, so keys stay distinct). The Fx hash alone multiplies, which carries
+
+/// The key of (scope, term) in the map of posting lists that `prepare` builds: the pair as
+/// one u64 through MurmurHash3's fmix64 (a bijection, so keys stay distinct). The Fx hash alone multiplies, which carries
 /// no high bit (the scope) into the low bits that pick a bucket: every scope's copy of a
 /// term would probe the same bucket chain.
 fn list_key(scope: u32, term: u32) -> u64 {
