@@ -15,6 +15,8 @@ pub mod gen;
 pub mod loss;
 pub mod mem;
 #[cfg(feature = "torch")]
+pub mod mine;
+#[cfg(feature = "torch")]
 pub mod models;
 pub mod registry;
 pub mod sampler;
