@@ -142,7 +142,7 @@ mod tests {
         let q = unit_rows(10, 4, 3);
         let c = unit_rows(9, 4, 4);
         let mut seen = Vec::new();
-        top_k_blocked_with_progress(&q, &c, 3, 4, &mut |d| seen.push(d)).unwrap();
+        let _ = top_k_blocked_with_progress(&q, &c, 3, 4, &mut |d| seen.push(d)).unwrap();
         assert_eq!(seen, [4, 8, 10]);
         let e = top_k_blocked(&q, &unit_rows(9, 5, 5), 3, 4).unwrap_err();
         assert!(e.to_string().contains("widths must match"), "{e}");
