@@ -156,6 +156,7 @@ fn bad_inputs_fail_with_one_line_and_no_output() {
         out.to_str().unwrap(),
     );
     let missing = tmp.path().join("nope.csv");
+    let txt = tmp.path().join("out.txt");
     let cases: Vec<(Vec<&str>, &str)> = vec![
         (
             vec![
@@ -224,12 +225,7 @@ fn bad_inputs_fail_with_one_line_and_no_output() {
             "missing column(s) 'query'; available columns: 'question', 'answer'",
         ),
         (
-            vec![
-                "--data",
-                p,
-                "--output",
-                tmp.path().join("out.txt").to_str().unwrap(),
-            ],
+            vec!["--data", p, "--output", txt.to_str().unwrap()],
             "use a .csv or .jsonl file name",
         ),
     ];

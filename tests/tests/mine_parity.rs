@@ -8,13 +8,13 @@
 //! within [`SCORE_TOL`]); for `random`, the anchors and positives row by row and every
 //! negative inside the reference's candidates for its anchor; and the reference's printed
 //! statistics (the range_max it chose, rows, counts, means, skipped candidates, samples
-//! short of negatives).
+//! short of negatives). Then one case again through `mine::mine`, embedding included.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use embtune_core::encoder::SentenceEncoder;
-use embtune_core::mine::{self, MineConfig, Mined, OutputFormat, Pairs, Plan, SamplingStrategy};
+use embtune_core::mine::{self, MineConfig, Mined, Pairs, Plan, SamplingStrategy};
 use embtune_core::table::{ReadOptions, Table};
 use serde_json::Value as J;
 use tch::{Device, Tensor};
@@ -340,22 +340,20 @@ fn mine_matches_the_reference() {
     }
     // The fixture covers every format (include_positives turns labeled-pair into n-tuple).
     assert_eq!(formats.len(), 4, "{formats:?}");
-    let _ = OutputFormat::Triplet;
+    mine_with_the_encoder_equals_the_embedded_path(&fx);
 }
 
 /// The full path, embedding included (`mine::mine` with the encoder), equals the case run
 /// on the fixture's embeddings: prompts resolve to none for this model and the
-/// normalisation is the reference's.
-#[test]
-fn mine_with_the_encoder_equals_the_embedded_path() {
-    let fx = load();
+/// normalisation is the reference's. (Part of the test above, to load the model once.)
+fn mine_with_the_encoder_equals_the_embedded_path(fx: &Fixture) {
     let case = fx
         .cases
         .iter()
         .find(|c| c["name"] == "corpus_scores")
         .or_else(|| fx.cases.first())
         .unwrap();
-    let (_, want, cfg) = run_case(&fx, case);
+    let (_, want, cfg) = run_case(fx, case);
     let use_corpus = case["params"]["use_corpus"].as_bool().unwrap_or(false);
     let got = mine::mine(
         &fx.encoder,

@@ -245,7 +245,6 @@ pub fn run(args: MineArgs) -> anyhow::Result<()> {
         .as_ref()
         .map(|p| read_corpus(p, args.corpus_column.as_deref()))
         .transpose()?;
-    let model_dir = super::encode::model_dir(&args.model)?;
     let mut cfg = MineConfig {
         range_min: args.range_min,
         range_max: args.range_max,
@@ -264,10 +263,12 @@ pub fn run(args: MineArgs) -> anyhow::Result<()> {
         block_rows: args.block_rows,
         seed: args.seed,
         cache_folder: args.cache_folder.clone(),
-        model_name: model_identity(&model_dir),
+        model_name: String::new(),
     };
     // The reference's checks (range window, empty data) before the model loads.
     Plan::new(&pairs, corpus.as_deref(), &cfg)?;
+    let model_dir = super::encode::model_dir(&args.model)?;
+    cfg.model_name = model_identity(&model_dir);
     let enc = load_model(&Some(model_dir), &args.device, &args.precision)?;
     if let Some(n) = &args.query_prompt_name {
         cfg.query_prompt = Some(enc.prompt(n)?.to_string());
