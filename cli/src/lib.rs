@@ -5,7 +5,7 @@
 //! Two builds of the same command line:
 //! - without the `torch` feature (the default; the `embtune` binary that `make build`
 //!   installs), `gen`, `list`, `--help` and `--version` run in-process and never load
-//!   libtorch, and the libtorch commands (`train`, `eval`, `encode`, `score`, `doctor`)
+//!   libtorch, and the libtorch commands (`train`, `eval`, `encode`, `score`, `mine`, `doctor`)
 //!   are handed, arguments untouched, to the libtorch binary `embtune-torch` installed
 //!   beside it ([`forward`]; the git/cargo subcommand pattern);
 //! - with `torch` (the `embtune-torch` package, or a third-party binary with loss
@@ -48,6 +48,8 @@ pub enum Command {
     Encode(torch_commands::Encode),
     /// Cosine scores of one query against documents, highest first.
     Score(torch_commands::Score),
+    /// Mine hard negatives for (anchor, positive) pairs with a model (sentence-transformers' mine_hard_negatives).
+    Mine(torch_commands::Mine),
 }
 
 /// The argument types of the libtorch commands: parsed in this build.
@@ -65,6 +67,8 @@ pub mod torch_commands {
     pub type Encode = commands::encode::EncodeArgs;
     /// `embtune score`.
     pub type Score = commands::score::ScoreArgs;
+    /// `embtune mine`.
+    pub type Mine = Box<commands::mine::MineArgs>;
 }
 
 /// The argument types of the libtorch commands: in a build without `torch`, passed on
@@ -83,6 +87,8 @@ pub mod torch_commands {
     pub type Encode = Forwarded;
     /// `embtune score`.
     pub type Score = Forwarded;
+    /// `embtune mine`.
+    pub type Mine = Forwarded;
 }
 
 /// Runs the command line of this process and returns its exit code.
@@ -123,7 +129,11 @@ where
 fn dispatch(cmd: Command, _args: &[OsString]) -> anyhow::Result<ExitCode> {
     if matches!(
         cmd,
-        Command::Train(_) | Command::Eval(_) | Command::Encode(_) | Command::Score(_)
+        Command::Train(_)
+            | Command::Eval(_)
+            | Command::Encode(_)
+            | Command::Score(_)
+            | Command::Mine(_)
     ) {
         // Tensor work: reuse freed activation buffers instead of mapping them afresh.
         embtune_core::mem::keep_large_allocations();
@@ -136,6 +146,7 @@ fn dispatch(cmd: Command, _args: &[OsString]) -> anyhow::Result<ExitCode> {
         Command::Eval(a) => commands::eval::run(a),
         Command::Encode(a) => commands::encode::run(a),
         Command::Score(a) => commands::score::run(a),
+        Command::Mine(a) => commands::mine::run(*a),
     }?;
     Ok(ExitCode::SUCCESS)
 }
@@ -152,6 +163,7 @@ fn dispatch(cmd: Command, args: &[OsString]) -> anyhow::Result<ExitCode> {
         Command::Eval(_) => "eval",
         Command::Encode(_) => "encode",
         Command::Score(_) => "score",
+        Command::Mine(_) => "mine",
     };
     forward::run(name, args)
 }

@@ -16,6 +16,8 @@ pub mod hub;
 pub mod loss;
 pub mod mem;
 #[cfg(feature = "torch")]
+pub mod mine;
+#[cfg(feature = "torch")]
 pub mod models;
 pub mod registry;
 pub mod sampler;

@@ -8,6 +8,8 @@ pub mod eval;
 pub mod gen;
 pub mod list;
 #[cfg(feature = "torch")]
+pub mod mine;
+#[cfg(feature = "torch")]
 pub mod score;
 #[cfg(feature = "torch")]
 pub mod train;
