@@ -216,19 +216,13 @@ mod imp {
         Ok(e.f_div(&norm)?.to_kind(Kind::Float))
     }
 
-    /// A model folder, or a Hugging Face id resolved the way every command resolves one.
+    /// A model folder, or a Hugging Face id resolved the way every command resolves one
+    /// (the cache first, then the hub).
     fn resolve_model(model: &str) -> Result<PathBuf> {
-        let p = PathBuf::from(model);
-        if p.is_dir() {
-            return Ok(p);
-        }
-        Err(Error::PluginConfig {
-            kind: "sampler",
-            plugin: "model-mined".into(),
-            message: format!(
-                "model '{model}' is not a folder; give a sentence-transformers model folder"
-            ),
-        })
+        embtune_core::hub::resolve_model(
+            std::path::Path::new(model),
+            &embtune_core::hub::HubConfig::from_env(),
+        )
     }
 
     impl NegativeSampler for ModelMined {
