@@ -156,6 +156,8 @@ fn dispatch(cmd: Command, _args: &[OsString]) -> anyhow::Result<ExitCode> {
 #[cfg(not(feature = "torch"))]
 fn dispatch(cmd: Command, args: &[OsString]) -> anyhow::Result<ExitCode> {
     let name = match cmd {
+        // A sampler that runs a model (model-mined) needs the libtorch binary.
+        Command::Gen(a) if commands::gen::needs_libtorch(&a) => "gen",
         Command::Gen(a) => return commands::gen::run(*a).map(|()| ExitCode::SUCCESS),
         Command::List(a) => return commands::list::run(a).map(|()| ExitCode::SUCCESS),
         Command::Doctor(_) => "doctor",

@@ -122,6 +122,14 @@ pub enum Error {
         hint: String,
     },
 
+    /// A plugin that runs a model was asked for in a build without libtorch (the torch-free
+    /// `embtune` front end hands such commands to `embtune-torch`).
+    #[error("{what} needs libtorch: run it with embtune-torch (built by `make build`)")]
+    NeedsLibtorch {
+        /// The plugin, e.g. "the sampler model-mined".
+        what: String,
+    },
+
     /// An error from libtorch (shapes, devices, out of memory).
     #[error("libtorch: {0}")]
     Torch(String),

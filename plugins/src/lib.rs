@@ -11,6 +11,7 @@ pub mod fusion_multineg;
 
 // Negative samplers.
 pub mod bm25;
+pub mod model_mined;
 pub mod random;
 pub mod same_category;
 

@@ -206,6 +206,18 @@ fn shell_quote(s: &str) -> String {
     }
 }
 
+/// True when `--sampler` names a sampler that runs a model (`model-mined`): in a build
+/// without libtorch it can't be built, and the front end hands `gen` to `embtune-torch`.
+pub fn needs_libtorch(args: &GenArgs) -> bool {
+    let Ok(options) = registry::parse_options(args.sampler_opt.iter().map(String::as_str)) else {
+        return false;
+    };
+    matches!(
+        registry::build::<dyn NegativeSampler>(&args.sampler, &options),
+        Err(embtune_core::Error::NeedsLibtorch { .. })
+    )
+}
+
 /// Runs `embtune gen`.
 pub fn run(args: GenArgs) -> anyhow::Result<()> {
     let req = args.request()?;

@@ -288,6 +288,8 @@ pub fn generate(
     let unsup_header = vec!["text".to_string()];
     let desc_c = table.column(&spec.desc).unwrap_or(0);
     let cat_c = table.column(&spec.category).unwrap_or(0);
+    // The first positive column: what a sampler compares a candidate with (margins).
+    let pos_c = spec.positives.first().and_then(|p| table.column(p));
     let total_rows = table.n_rows() as u64;
 
     let mut staging = Staging::default();
@@ -332,6 +334,7 @@ pub fn generate(
         let mut pool = CandidatePool {
             anchors: Vec::with_capacity(rows_all.len()),
             categories: Vec::with_capacity(rows_all.len()),
+            positives: Vec::with_capacity(if pos_c.is_some() { rows_all.len() } else { 0 }),
         };
         // Samplers read the pool at random places: huge pages where offered.
         crate::mem::advise_huge(&mut pool.anchors);
@@ -342,6 +345,9 @@ pub fn generate(
                 rows.push(r);
                 pool.anchors.push(a);
                 pool.categories.push(table.cell(r, cat_c));
+                if let Some(c) = pos_c {
+                    pool.positives.push(table.cell(r, c));
+                }
             }
         }
         trace.mark("pool");

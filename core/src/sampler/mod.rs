@@ -21,6 +21,10 @@ pub struct CandidatePool<'a> {
     pub anchors: Vec<&'a str>,
     /// Category value of each kept row ("" when the cell is empty).
     pub categories: Vec<&'a str>,
+    /// Text of each kept row's first positive column ("" when the cell is empty). `gen`
+    /// fills it; a pool built without positives (a test's) leaves it empty, so a sampler
+    /// that reads it checks `positives.len() == anchors.len()` first.
+    pub positives: Vec<&'a str>,
 }
 
 impl<'a> CandidatePool<'a> {
