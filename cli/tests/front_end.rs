@@ -22,7 +22,7 @@ fn help_lists_every_command() {
     let o = embtune(&["--help"], &[]);
     assert!(o.status.success());
     let help = text(&o.stdout);
-    for cmd in ["gen", "list", "doctor", "train", "eval", "encode", "score"] {
+    for cmd in ["gen", "list", "doctor", "train", "eval", "encode", "score", "mine"] {
         assert!(
             help.lines().any(|l| l.trim_start().starts_with(cmd)),
             "{cmd} missing from --help: {help}"
@@ -94,4 +94,39 @@ fn libtorch_commands_are_handed_on_with_their_arguments_and_exit_status() {
     let _ = std::fs::remove_dir_all(&dir);
     assert_eq!(o.status.code(), Some(7), "{}", text(&o.stderr));
     assert_eq!(text(&o.stdout), "args: eval --help --model m dir\n");
+}
+
+/// `gen` with a sampler that runs a model goes to the libtorch binary, arguments unchanged;
+/// `gen` with any other sampler stays in the front end.
+#[cfg(all(unix, not(feature = "torch")))]
+#[test]
+fn gen_with_a_model_sampler_is_handed_on() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = std::env::temp_dir().join(format!("embtune-front-end-gen-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let fake = dir.join("embtune-torch");
+    std::fs::write(&fake, "#!/bin/sh\necho \"args: $*\"\nexit 3\n").unwrap();
+    std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let env = [("EMBTUNE_TORCH_BIN", fake.to_str().unwrap())];
+    let o = embtune(
+        &["gen", "--sampler", "model-mined", "--sampler-opt", "scope=part", "--data", "x.csv"],
+        &env,
+    );
+    assert_eq!(o.status.code(), Some(3), "{}", text(&o.stderr));
+    assert_eq!(
+        text(&o.stdout),
+        "args: gen --sampler model-mined --sampler-opt scope=part --data x.csv\n"
+    );
+    // A bad option is answered by the front end itself, naming the option.
+    let o = embtune(
+        &["gen", "--sampler", "model-mined", "--sampler-opt", "scope=table", "--data", "x.csv"],
+        &env,
+    );
+    assert_eq!(o.status.code(), Some(1));
+    assert!(text(&o.stderr).contains("scope"), "{}", text(&o.stderr));
+    // Other samplers never reach the backend.
+    let o = embtune(&["gen", "--sampler", "same-category", "--data", "/nonexistent.csv"], &env);
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(!text(&o.stdout).contains("args:"));
 }
