@@ -38,6 +38,16 @@ fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
+/// The fixture's model folder: `models/<name>` in the provisioned models directory
+/// (`$EMBTUNE_MODELS` or the checkout's `models/`), any other path from the repository root.
+fn model_dir(v: &Value) -> PathBuf {
+    let rel = v["model"].as_str().unwrap();
+    match rel.strip_prefix("models/") {
+        Some(name) => embtune_core::default_model::models_dir().join(name),
+        None => root().join(rel),
+    }
+}
+
 fn fixtures_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/grads")
 }
@@ -179,12 +189,17 @@ fn embtune_step(v: &Value, model: &Path, scale: f64) -> (f64, Vec<(String, Tenso
 
 /// Compares fixture `name` with embtune run at `scale`; returns (loss relative error, worst
 /// gradient (name, max|g - g_ref| / max|g_ref|)) or the first failure.
-fn compare(name: &str, v: &Value, scale: f64) -> Result<(f64, String, f64), String> {
-    let model = root().join(v["model"].as_str().unwrap());
+fn compare(
+    name: &str,
+    v: &Value,
+    scale: f64,
+    check_loss: bool,
+) -> Result<(f64, String, f64), String> {
+    let model = model_dir(v);
     let (loss, grads) = embtune_step(v, &model, scale);
     let want = v["expected_loss"].as_f64().unwrap();
     let loss_err = (loss - want).abs() / want.abs().max(1e-12);
-    if loss_err > REL_TOL {
+    if check_loss && loss_err > REL_TOL {
         return Err(format!(
             "{name}: loss {loss} vs reference {want} (rel {loss_err:e})"
         ));
@@ -249,7 +264,7 @@ fn one_mnrl_step_gradients_match_the_reference() {
     embtune_plugins::link();
     let mut checked = 0;
     for (name, v) in fixtures() {
-        let model = root().join(v["model"].as_str().unwrap());
+        let model = model_dir(&v);
         assert!(
             model.join("modules.json").is_file() || model.join("config.json").is_file(),
             "{name}: gradient fixture present but its model folder {} is missing",
@@ -257,7 +272,7 @@ fn one_mnrl_step_gradients_match_the_reference() {
         );
         let scale = v["scale"].as_f64().unwrap();
         let (loss_err, worst_name, worst) =
-            compare(&name, &v, scale).unwrap_or_else(|e| panic!("{e}"));
+            compare(&name, &v, scale, true).unwrap_or_else(|e| panic!("{e}"));
         eprintln!(
             "{name}: loss rel err {loss_err:e}; worst gradient {worst_name} rel err {worst:e} ({} tensors{})",
             v["parameters"].as_array().unwrap().len(),
@@ -283,7 +298,8 @@ fn one_mnrl_step_gradients_match_the_reference() {
     }
 }
 
-/// The comparison can fail: the same step with scale 19 instead of 20 is rejected.
+/// The comparison can fail: the same step with scale 19 instead of 20 is rejected, by the
+/// loss and by the gradients alone.
 #[test]
 fn a_perturbed_step_is_rejected() {
     embtune_plugins::link();
@@ -292,6 +308,9 @@ fn a_perturbed_step_is_rejected() {
         .find(|(n, _)| n == "qwen3-tiny")
         .expect("qwen3-tiny fixture");
     let scale = v["scale"].as_f64().unwrap();
-    let e = compare(&name, &v, scale - 1.0).expect_err("scale 19 passed as 20");
-    assert!(e.contains("qwen3-tiny"), "{e}");
+    let e = compare(&name, &v, scale - 1.0, true).expect_err("scale 19 passed as 20");
+    assert!(e.contains("qwen3-tiny: loss"), "{e}");
+    // The gradients alone catch it too.
+    let e = compare(&name, &v, scale - 1.0, false).expect_err("scale 19 gradients passed");
+    assert!(e.contains("max |g - g_ref|"), "{e}");
 }
