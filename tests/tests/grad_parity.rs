@@ -25,14 +25,7 @@ const ABS_FLOOR: f64 = 1e-7;
 
 /// Known differences, each left out of the comparison with a message until fixed (the test
 /// fails once the row matches, so the entry gets removed): (fixture, parameter, row, why).
-const KNOWN_GAPS: &[(&str, &str, i64, &str)] = &[(
-    "qwen3-tiny",
-    "embed_tokens.weight",
-    1000,
-    "the reference's nn.Embedding(padding_idx=pad_token_id) never gets a gradient on the pad \
-     row; Qwen3's pad <|endoftext|> is also the pooled last token, and embtune's \
-     embedding lookup (padding_idx -1) trains it",
-)];
+const KNOWN_GAPS: &[(&str, &str, i64, &str)] = &[];
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")

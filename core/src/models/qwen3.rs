@@ -67,6 +67,11 @@ struct Qwen3Config {
     rope_scaling: Option<serde_json::Value>,
     #[serde(default = "default_max_pos")]
     max_position_embeddings: i64,
+    /// The pad token: transformers builds the embedding with `padding_idx` = this id, so
+    /// its row never gets a gradient (Qwen3-Embedding pads with `<|endoftext|>`, which is
+    /// also the appended last token pooling reads).
+    #[serde(default)]
+    pad_token_id: Option<i64>,
 }
 
 fn default_eps() -> f64 {
@@ -328,7 +333,10 @@ impl Architecture for Qwen3 {
         // attention output gathered back (layers::Unpad).
         let unpad = Unpad::new(mask, b, s);
         let tok_ids = unpad.tokens(ids);
-        let mut x = Tensor::f_embedding(&w.embed, &tok_ids, -1, false, false)?.to_kind(kind); // (t, h)
+        // padding_idx: no gradient for the pad row, as nn.Embedding(padding_idx=pad_token_id)
+        // in transformers' models/qwen3/modeling_qwen3.py.
+        let pad = c.pad_token_id.unwrap_or(-1);
+        let mut x = Tensor::f_embedding(&w.embed, &tok_ids, pad, false, false)?.to_kind(kind); // (t, h)
         let norm = |x: &Tensor, w: &Tensor| rms_norm(x, w, eps, RmsWeight::Plain);
         // Query q sees the real keys k <= q; positions are the columns 0..s (see the
         // module docs on left padding). With left padding the padded queries see no key:
