@@ -52,14 +52,22 @@ fn minilm(dir: &Path, p: f64) -> PathBuf {
         &embtune_tests::default_model(),
         dir,
         &format!("minilm-{p}"),
-        &[("hidden_dropout_prob", p), ("attention_probs_dropout_prob", p)],
+        &[
+            ("hidden_dropout_prob", p),
+            ("attention_probs_dropout_prob", p),
+        ],
     )
 }
 
 /// The Gemma3 tiny fixture with its attention dropout set to `p`.
 fn gemma(dir: &Path, p: f64) -> PathBuf {
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/encoder/gemma3-tiny");
-    model_copy(&src, dir, &format!("gemma-{p}"), &[("attention_dropout", p)])
+    model_copy(
+        &src,
+        dir,
+        &format!("gemma-{p}"),
+        &[("attention_dropout", p)],
+    )
 }
 
 /// Anchors, positives and hard negatives of different lengths (so batches are padded).
@@ -79,7 +87,10 @@ fn data(dir: &Path) -> PathBuf {
 
 fn loss(name: &str, opts: &[(&str, Value)]) -> Box<dyn ContrastiveLoss> {
     embtune_plugins::link();
-    let opts: Map<String, Value> = opts.iter().map(|(k, v)| (k.to_string(), v.clone())).collect();
+    let opts: Map<String, Value> = opts
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.clone()))
+        .collect();
     registry::build::<dyn ContrastiveLoss>(name, &opts).unwrap()
 }
 
@@ -115,7 +126,10 @@ fn assert_same_gradients(what: &str, a: &[(String, Tensor)], b: &[(String, Tenso
     let mut worst = 0.0f64;
     for ((name, ga), (_, gb)) in a.iter().zip(b) {
         assert!(gb.defined(), "{what}: {name} got no gradient");
-        assert!(ga.defined(), "{what}: {name} got no gradient with checkpointing");
+        assert!(
+            ga.defined(),
+            "{what}: {name} got no gradient with checkpointing"
+        );
         let scale = gb.abs().max().double_value(&[]);
         let diff = (ga - gb).abs().max().double_value(&[]);
         let rel = diff / scale.max(1e-30);
@@ -165,7 +179,10 @@ fn bert_gradients_match_with_dropout() {
     let tmp = tempfile::tempdir().unwrap();
     let with = check("bert mnrl dropout", &minilm(tmp.path(), 0.1), "mnrl", &[]);
     let without = check("bert mnrl", &minilm(tmp.path(), 0.0), "mnrl", &[]);
-    assert!((with - without).abs() > 1e-4, "dropout is active: {with} vs {without}");
+    assert!(
+        (with - without).abs() > 1e-4,
+        "dropout is active: {with} vs {without}"
+    );
 }
 
 #[test]
@@ -182,7 +199,10 @@ fn gemma3_gradients_match() {
     let tmp = tempfile::tempdir().unwrap();
     let without = check("gemma3 mnrl", &gemma(tmp.path(), 0.0), "mnrl", &[]);
     let with = check("gemma3 mnrl dropout", &gemma(tmp.path(), 0.2), "mnrl", &[]);
-    assert!((with - without).abs() > 1e-4, "dropout is active: {with} vs {without}");
+    assert!(
+        (with - without).abs() > 1e-4,
+        "dropout is active: {with} vs {without}"
+    );
 }
 
 #[test]

@@ -437,7 +437,10 @@ impl Stages for Gemma3Stages<'_> {
         let scale = Tensor::from((self.gemma.cfg.hidden_size as f64).sqrt() as f32)
             .to_kind(kind)
             .to_device(self.tok_ids.device());
-        Ok(Tensor::f_embedding(&self.w.embed, &self.tok_ids, -1, false, false)?.to_kind(kind) * scale)
+        Ok(
+            Tensor::f_embedding(&self.w.embed, &self.tok_ids, -1, false, false)?.to_kind(kind)
+                * scale,
+        )
     }
 
     /// Pre- and post-normed attention and gated MLP, each with its residual (out of place:

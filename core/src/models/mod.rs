@@ -409,3 +409,52 @@ pub fn load_backbone(
         )),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An architecture with a forward pass but no stages.
+    struct Whole;
+
+    impl Architecture for Whole {
+        type Weights = ();
+        fn load(
+            _: &Path,
+            _: &serde_json::Value,
+            _: &mut Checkpoint,
+            _: &mut ParamTable,
+        ) -> Result<Self> {
+            Ok(Whole)
+        }
+        fn hidden_size(&self) -> i64 {
+            1
+        }
+        fn max_positions(&self) -> i64 {
+            8
+        }
+        fn embedding_ids(&self) -> Vec<ParamId> {
+            Vec::new()
+        }
+        fn prepare(&self, _: &[Tensor], _: Kind) {}
+        fn forward(&self, _: &(), ids: &Tensor, _: &Tensor, _: bool) -> Result<Tensor> {
+            Ok(ids.to_kind(Kind::Float).unsqueeze(-1))
+        }
+    }
+
+    #[test]
+    fn checkpointing_an_architecture_without_stages_names_its_model_type() {
+        let b = Shared {
+            arch: Arc::new(Whole),
+            model_type: "whole".into(),
+        };
+        let want = "--gradient-checkpointing is not supported for model_type whole yet";
+        let e = b.check_staged().unwrap_err().to_string();
+        assert!(e.contains(want), "{e}");
+        let ids = Tensor::zeros([1, 2], (Kind::Int64, tch::Device::Cpu));
+        let p = b.prepare(&[], Kind::Float);
+        assert_eq!(p.forward(&ids, &ids, false).unwrap().size(), [1, 2, 1]);
+        let e = p.stages(&ids, &ids, false).err().unwrap().to_string();
+        assert!(e.contains(want), "{e}");
+    }
+}

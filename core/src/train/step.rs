@@ -119,7 +119,10 @@ impl<'a> MicroStep<'a> {
                 .forward_checkpointed(self.weights, tokens, true)?;
             Ok((e, Some(pass)))
         } else {
-            Ok((self.encoder.forward_prepared(self.weights, tokens, true)?, None))
+            Ok((
+                self.encoder.forward_prepared(self.weights, tokens, true)?,
+                None,
+            ))
         }
     }
 
