@@ -12,6 +12,7 @@ pub mod encoder;
 pub mod error;
 pub mod eval;
 pub mod gen;
+pub mod hub;
 pub mod loss;
 pub mod mem;
 #[cfg(feature = "torch")]

@@ -10,6 +10,7 @@ pub mod domainwise;
 pub mod fusion_multineg;
 
 // Negative samplers.
+pub mod bm25;
 pub mod random;
 pub mod same_category;
 

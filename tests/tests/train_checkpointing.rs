@@ -1,7 +1,7 @@
 //! Gradient checkpointing (`TrainConfig::gradient_checkpointing`) changes memory, not
-//! results: for BERT (the default model) and Gemma3 (the tiny fixture), with MNRL and with
-//! cached MNRL (GradCache), every parameter's gradient equals the plain forward's within
-//! 1e-6 relative, dropout on (each stage reseeded, so the recomputed layers draw the masks
+//! results: for BERT (the default model), XLM-RoBERTa and Gemma3 (the tiny fixtures), with
+//! MNRL and with cached MNRL (GradCache), every parameter's gradient equals the plain
+//! forward's within 1e-6 relative, dropout on (each stage reseeded, so the recomputed layers draw the masks
 //! of their first run) and off; two optimizer steps of `train` end with the same weights.
 
 use std::path::{Path, PathBuf};
@@ -67,6 +67,21 @@ fn gemma(dir: &Path, p: f64) -> PathBuf {
         dir,
         &format!("gemma-{p}"),
         &[("attention_dropout", p)],
+    )
+}
+
+/// The XLM-RoBERTa tiny fixture (RoBERTa position ids) with its hidden and attention
+/// dropout set to `p`.
+fn xlm_roberta(dir: &Path, p: f64) -> PathBuf {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/encoder/xlm-roberta-tiny");
+    model_copy(
+        &src,
+        dir,
+        &format!("xlm-roberta-{p}"),
+        &[
+            ("hidden_dropout_prob", p),
+            ("attention_probs_dropout_prob", p),
+        ],
     )
 }
 
@@ -191,6 +206,28 @@ fn bert_cached_mnrl_gradients_match() {
     let tmp = tempfile::tempdir().unwrap();
     let m = minilm(tmp.path(), 0.1);
     check("bert cached-mnrl dropout", &m, "cached-mnrl", &cached());
+}
+
+#[test]
+fn xlm_roberta_gradients_match() {
+    let _rng = lock();
+    let tmp = tempfile::tempdir().unwrap();
+    let without = check(
+        "xlm-roberta mnrl",
+        &xlm_roberta(tmp.path(), 0.0),
+        "mnrl",
+        &[],
+    );
+    let with = check(
+        "xlm-roberta mnrl dropout",
+        &xlm_roberta(tmp.path(), 0.1),
+        "mnrl",
+        &[],
+    );
+    assert!(
+        (with - without).abs() > 1e-4,
+        "dropout is active: {with} vs {without}"
+    );
 }
 
 #[test]

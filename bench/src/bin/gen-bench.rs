@@ -10,7 +10,12 @@
 //! .venv-ref/bin/python, or $EMBTUNE_REF_PYTHON), `--embtune PATH` (the binary to time;
 //! default target/release/embtune; `target/release/embtune-torch` times the libtorch
 //! build for comparison), `--repeat N` (measurements per strategy, median reported),
-//! `--list-repeat N` (runs of `embtune list`).
+//! `--list-repeat N` (runs of `embtune list`), `--no-samplers` (skip the `--sampler bm25`
+//! runs), `--samplers-only` (only those).
+//!
+//! Besides the strategies (with the default sampler), `baseline` is timed with the samplers
+//! of `SAMPLER_RUNS`: `--sampler bm25` at both sizes, `scope=part` at `--rows` only
+//! (target, issue 12: 75,000 rows in 5 s).
 //!
 //! Each figure is one child process: wall time from spawn to exit, CPU and peak RSS from
 //! `wait4`. Linux hands a process's peak RSS on to a child through `exec` (this binary
@@ -34,6 +39,17 @@ const STRATEGIES: [(&str, &str); 3] = [
     ("domainwise", "domainwise"),
     ("fusion-multineg", "fusion"),
 ];
+
+/// Samplers timed under `baseline` besides the default: (label, `--sampler-opt`s, also at
+/// `--big-rows`). `scope=part` ranks every anchor against the whole part: its cost grows
+/// with rows squared over the vocabulary, minutes at 1M rows of this table's 1,600 bigrams.
+const SAMPLER_RUNS: [(&str, &[&str], bool); 2] = [
+    ("bm25", &[], true),
+    ("bm25 scope=part", &["scope=part"], false),
+];
+
+/// Issue 12's target for `--sampler bm25` at 75,000 rows, wall seconds.
+const TARGET_BM25_S: f64 = 5.0;
 
 /// Issue 10's targets at 75,000 rows, per strategy: wall seconds and peak RSS in MB.
 const TARGET_WALL_S: f64 = 0.2;
@@ -83,6 +99,12 @@ struct Opts {
     /// Runs of `embtune list`; the median is reported.
     #[arg(long, default_value_t = 20)]
     list_repeat: usize,
+    /// Skip the samplers of SAMPLER_RUNS (`--sampler bm25`).
+    #[arg(long = "no-samplers", action = clap::ArgAction::SetFalse)]
+    samplers: bool,
+    /// Time only the samplers of SAMPLER_RUNS (no strategies, no reference).
+    #[arg(long)]
+    samplers_only: bool,
 }
 
 /// Runs `cmd` (stdout discarded) as one measured child: wall and CPU from `wait4`, peak
@@ -234,6 +256,7 @@ fn run_ours(
     data: &Path,
     out: &Path,
     strategy: &str,
+    extra: &[&str],
 ) -> Result<(Measured, u64), String> {
     let _ = std::fs::remove_dir_all(out);
     let mut cmd = Command::new(exe);
@@ -252,6 +275,7 @@ fn run_ours(
     if strategy == "domainwise" {
         cmd.args(["--domain-col", "도메인"]);
     }
+    cmd.args(extra);
     cmd.arg("--output-dir").arg(out);
     let m = measure(&cmd, &out.with_extension("rss"))?;
     if m.code != 0 {
@@ -274,6 +298,30 @@ fn run_ours(
         })
         .unwrap_or(0);
     Ok((m, sup))
+}
+
+/// `runs` runs of [`run_ours`], each after `sync`: the median run (its peak RSS replaced
+/// by the largest of all runs), its supervised rows, and the fastest and slowest wall times.
+fn time_gen(
+    exe: &Path,
+    data: &Path,
+    out: &Path,
+    strategy: &str,
+    extra: &[&str],
+    runs: usize,
+) -> Result<(Measured, u64, f64, f64), String> {
+    let mut all = Vec::with_capacity(runs);
+    for _ in 0..runs {
+        let _ = std::fs::remove_dir_all(out);
+        let _ = Command::new("sync").status();
+        all.push(run_ours(exe, data, out, strategy, extra)?);
+    }
+    all.sort_by(|a, b| a.0.wall_s.total_cmp(&b.0.wall_s));
+    let (min_w, max_w) = (all[0].0.wall_s, all[all.len() - 1].0.wall_s);
+    let peak = all.iter().map(|r| r.0.peak_rss_mib).fold(0.0, f64::max);
+    let (mut m, sup) = all[all.len() / 2];
+    m.peak_rss_mib = peak;
+    Ok((m, sup, min_w, max_w))
 }
 
 fn run_reference(python: &Path, data: &Path, out: &Path, script: &str) -> Result<Measured, String> {
@@ -393,27 +441,18 @@ fn bench(o: &Opts) -> Result<(), String> {
             bytes as f64 / 1048576.0,
             t.elapsed().as_secs_f64()
         );
-        for (strategy, script) in STRATEGIES {
+        // Repeated runs, each after `sync` (so the previous run's files are not being
+        // written back to disk during this one): the median is reported.
+        let runs = if n == o.rows {
+            o.repeat
+        } else {
+            o.repeat.div_ceil(2)
+        }
+        .max(1);
+        let strategies: &[(&str, &str)] = if o.samplers_only { &[] } else { &STRATEGIES };
+        for &(strategy, script) in strategies {
             let out = o.out.join(format!("ours_{strategy}_{n}"));
-            // Repeated runs, each after `sync` (so the previous run's files are not being
-            // written back to disk during this one): the median is reported.
-            let runs = if n == o.rows {
-                o.repeat
-            } else {
-                o.repeat.div_ceil(2)
-            }
-            .max(1);
-            let mut all = Vec::with_capacity(runs);
-            for _ in 0..runs {
-                let _ = std::fs::remove_dir_all(&out);
-                let _ = Command::new("sync").status();
-                all.push(run_ours(exe, &data, &out, strategy)?);
-            }
-            all.sort_by(|a, b| a.0.wall_s.total_cmp(&b.0.wall_s));
-            let (min_w, max_w) = (all[0].0.wall_s, all[all.len() - 1].0.wall_s);
-            let peak = all.iter().map(|r| r.0.peak_rss_mib).fold(0.0, f64::max);
-            let (mut m, sup) = all[all.len() / 2];
-            m.peak_rss_mib = peak;
+            let (m, sup, min_w, max_w) = time_gen(exe, &data, &out, strategy, &[], runs)?;
             let targets = if n == 75_000 {
                 let mb = m.peak_rss_mib * 1.048576;
                 format!(
@@ -470,6 +509,39 @@ fn bench(o: &Opts) -> Result<(), String> {
                 }
                 let _ = std::fs::remove_dir_all(&rout);
             }
+        }
+        // Samplers other than the default, under `baseline` (one draw per positive cell).
+        let sampler_runs: &[(&str, &[&str], bool)] = if o.samplers { &SAMPLER_RUNS } else { &[] };
+        for &(label, opts, big) in sampler_runs {
+            if n != o.rows && !big {
+                println!("  embtune baseline + {label:24} skipped at {n} rows (see SAMPLER_RUNS)");
+                continue;
+            }
+            let mut extra = vec!["--sampler", "bm25"];
+            for opt in opts {
+                extra.extend(["--sampler-opt", opt]);
+            }
+            let out = o.out.join(format!("ours_sampler_{n}"));
+            let (m, sup, min_w, max_w) = time_gen(exe, &data, &out, "baseline", &extra, runs)?;
+            let target = if n == 75_000 {
+                format!(
+                    "; target {TARGET_BM25_S} s: {}",
+                    verdict(m.wall_s, TARGET_BM25_S)
+                )
+            } else {
+                String::new()
+            };
+            println!(
+                "  embtune baseline + {label:24} {:6.3} s wall (median of {runs}; {min_w:.3}-{max_w:.3}), {:.3} s CPU, {:6.1} MiB peak RSS (max of the runs), {sup} supervised rows{target}",
+                m.wall_s, m.cpu_s, m.peak_rss_mib
+            );
+            results.push(Row {
+                what: format!("embtune baseline --sampler {label}"),
+                rows: n,
+                m,
+                out_rows: sup,
+            });
+            let _ = std::fs::remove_dir_all(&out);
         }
     }
     let json: Vec<serde_json::Value> = results

@@ -40,6 +40,26 @@ pub fn run(args: DoctorArgs) -> anyhow::Result<()> {
         }
     );
     println!("threads         {}", tch::get_num_threads());
+    let hub = embtune_core::hub::HubConfig::from_env();
+    println!(
+        "hf cache        {} (from {}{})",
+        hub.cache.display(),
+        hub.cache_from,
+        if hub.offline {
+            "; HF_HUB_OFFLINE: no downloads"
+        } else {
+            ""
+        }
+    );
+    println!(
+        "hf endpoint     {} ({})",
+        hub.endpoint,
+        if hub.token.is_some() {
+            "token set"
+        } else {
+            "no token"
+        }
+    );
     let dir = default_model::default_model_dir();
     match default_model::verify_default_model(&dir) {
         Ok(()) => println!("default model   {} (verified)", dir.display()),

@@ -16,7 +16,8 @@ use super::{resolve_device, resolve_precision};
 /// Arguments of `embtune encode`.
 #[derive(Args, Debug, Clone)]
 pub struct EncodeArgs {
-    /// Model folder (sentence-transformers or Hugging Face) [default: the embedded
+    /// Model folder (sentence-transformers or Hugging Face) or Hugging Face id
+    /// (owner/name[@revision], from the cache or downloaded) [default: the embedded
     /// all-MiniLM-L6-v2].
     #[arg(long)]
     pub model: Option<PathBuf>,
@@ -51,18 +52,10 @@ pub struct EncodeArgs {
     pub quiet: bool,
 }
 
-/// The model folder: the one given, else the embedded default (which must be provisioned).
+/// The model folder: see [`super::resolve_model`] (a folder, a Hugging Face id, or the
+/// embedded default).
 pub fn model_dir(model: &Option<PathBuf>) -> anyhow::Result<PathBuf> {
-    match model {
-        Some(m) => Ok(m.clone()),
-        None => {
-            let d = embtune_core::default_model::default_model_dir();
-            if !d.join("model.safetensors").is_file() {
-                anyhow::bail!("the default model is missing at {}; run scripts/fetch-model.sh or pass --model DIR", d.display());
-            }
-            Ok(d)
-        }
-    }
+    super::resolve_model(model)
 }
 
 /// Loads the model on the device and precision the flags ask for.

@@ -85,7 +85,8 @@ pub fn build_suite(
 /// Arguments of `embtune eval`.
 #[derive(Args, Debug)]
 pub struct EvalArgs {
-    /// Model folder; the embedded default model when left out.
+    /// Model folder or Hugging Face id (owner/name[@revision]); the embedded default model
+    /// when left out.
     #[arg(long)]
     pub model: Option<PathBuf>,
     /// auto, cpu, cuda or cuda:N.
@@ -102,10 +103,7 @@ pub struct EvalArgs {
 
 /// Evaluates and prints the metrics as JSON.
 pub fn run(args: EvalArgs) -> anyhow::Result<()> {
-    let model = args
-        .model
-        .clone()
-        .unwrap_or_else(embtune_core::default_model::default_model_dir);
+    let model = super::resolve_model(&args.model)?;
     let (qp, dp) = args.prompts.resolve(&model)?;
     let Some(suite) = build_suite(&args.eval, &qp, &dp, args.batch_size)? else {
         anyhow::bail!("nothing to evaluate: give --eval-dir DIR, --triplets FILE or --margin-query Q --margin-docs D1 D2 ...");

@@ -18,11 +18,32 @@ pub use torch_args::*;
 /// Arguments and helpers shared by the libtorch commands (train, eval, encode, score).
 #[cfg(feature = "torch")]
 mod torch_args {
-    use std::path::Path;
+    use std::path::{Path, PathBuf};
 
     use clap::Args;
     use embtune_core::encoder::Precision;
     use tch::Device;
+
+    /// The model folder `--model` names: a folder as given, a Hugging Face id
+    /// (`owner/name[@revision]`) through the Hugging Face cache, downloaded when missing
+    /// (embtune_core::hub, configured by HF_HUB_CACHE, HF_HOME, HF_ENDPOINT, HF_TOKEN and
+    /// HF_HUB_OFFLINE), or without `--model` the embedded default model, which must be
+    /// provisioned. Every command that reads a model resolves it here.
+    pub fn resolve_model(model: &Option<PathBuf>) -> anyhow::Result<PathBuf> {
+        match model {
+            Some(m) => Ok(embtune_core::hub::resolve_model(
+                m,
+                &embtune_core::hub::HubConfig::from_env(),
+            )?),
+            None => {
+                let d = embtune_core::default_model::default_model_dir();
+                if !d.join("model.safetensors").is_file() {
+                    anyhow::bail!("the default model is missing at {}; run scripts/fetch-model.sh or pass --model DIR (a folder or a Hugging Face id)", d.display());
+                }
+                Ok(d)
+            }
+        }
+    }
 
     /// `auto` (CUDA when available), `cpu`, `cuda` or `cuda:N`.
     pub fn resolve_device(s: &str) -> anyhow::Result<Device> {

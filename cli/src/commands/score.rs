@@ -12,7 +12,8 @@ use super::PromptArgs;
 /// Arguments of `embtune score`.
 #[derive(Args, Debug, Clone)]
 pub struct ScoreArgs {
-    /// Model folder [default: the embedded all-MiniLM-L6-v2].
+    /// Model folder or Hugging Face id (owner/name[@revision]) [default: the embedded
+    /// all-MiniLM-L6-v2].
     #[arg(long)]
     pub model: Option<PathBuf>,
     /// The query.

@@ -18,8 +18,9 @@ use super::{resolve_device, resolve_precision, PromptArgs};
 /// Arguments of `embtune train`.
 #[derive(Args, Debug)]
 pub struct TrainArgs {
-    /// Model folder to start from (sentence-transformers or plain Hugging Face); the
-    /// embedded default model when left out.
+    /// Model folder to start from (sentence-transformers or plain Hugging Face) or Hugging
+    /// Face id (owner/name[@revision], from the cache or downloaded); the embedded default
+    /// model when left out.
     #[arg(long)]
     pub model: Option<PathBuf>,
     /// Training data (CSV or JSONL, e.g. an *_supervised.csv from `embtune gen`).
@@ -102,10 +103,7 @@ pub struct TrainArgs {
 pub fn run(args: TrainArgs) -> anyhow::Result<()> {
     let loss_options = parse_options(args.loss_opt.iter().map(String::as_str))?;
     let loss = registry::build::<dyn ContrastiveLoss>(&args.loss, &loss_options)?;
-    let model = args
-        .model
-        .clone()
-        .unwrap_or_else(embtune_core::default_model::default_model_dir);
+    let model = super::resolve_model(&args.model)?;
     let device = resolve_device(&args.device)?;
     let precision = resolve_precision(&args.precision, device)?;
     let (query_prompt, document_prompt) = args.prompts.resolve(&model)?;

@@ -57,14 +57,15 @@ impl std::str::FromStr for Precision {
     }
 }
 
-/// Tokenized texts on the encoder's device, padded (right) to the longest of the batch.
+/// Tokenized texts on the encoder's device, padded to the longest of the batch on the
+/// tokenizer's side ([`tokenize::PaddingSide`]: right, or left for Qwen3-Embedding).
 pub struct TokenBatch {
     /// `(b, s)` int64 token ids.
     pub input_ids: Tensor,
     /// `(b, s)` int64, 1 on real tokens and 0 on padding.
     pub attention_mask: Tensor,
-    /// Tokens of a prompt at the start of every row that pooling skips when the Pooling
-    /// config says `include_prompt: false` (None: no prompt).
+    /// Tokens of a prompt at the start of every row's real tokens that pooling skips when
+    /// the Pooling config says `include_prompt: false` (None: no prompt).
     pub prompt_length: Option<usize>,
 }
 
@@ -441,7 +442,8 @@ impl SentenceEncoder {
 
     /// A batch of already tokenized texts (`ids`, one row per text, as
     /// [`TextTokenizer::encode_ids`] gives them) on the device, padded with the pad id to
-    /// the longest row. `prompt_length` is the prompt's token count at the start of every
+    /// the longest row on the tokenizer's padding side (left padding puts every row's
+    /// tokens at the end). `prompt_length` is the prompt's token count at the start of every
     /// row for `include_prompt: false` pooling (None: no prompt; see
     /// [`TextTokenizer::prompt_length`]). Rows are not truncated here.
     pub fn batch_from_ids(
@@ -454,10 +456,12 @@ impl SentenceEncoder {
         let pad = self.tokenizer.pad_id();
         let mut flat = vec![pad; b * s];
         let mut mask = vec![0i64; b * s];
+        let left = self.tokenizer.padding_side() == tokenize::PaddingSide::Left;
         for (r, row) in ids.iter().enumerate() {
+            let start = r * s + if left { s - row.len() } else { 0 };
             for (c, &id) in row.iter().enumerate() {
-                flat[r * s + c] = id as i64;
-                mask[r * s + c] = 1;
+                flat[start + c] = id as i64;
+                mask[start + c] = 1;
             }
         }
         let to = |v: Vec<i64>| {

@@ -170,9 +170,10 @@ impl Pooling {
         self.dimension * self.modes.len() as i64
     }
 
-    /// Pools `tokens (b, s, h)` under `mask (b, s)` (1 = real, right padding) into
-    /// `(b, h * modes)`. `prompt_length` (when `include_prompt` is false) drops the first
-    /// tokens of every row from the mask.
+    /// Pools `tokens (b, s, h)` under `mask (b, s)` (1 = real; padding on the right or
+    /// the left) into `(b, h * modes)`. `prompt_length` (when `include_prompt` is false)
+    /// drops the first real tokens of every row from the mask (after any left padding, as
+    /// the reference's `Pooling._exclude_prompt_from_mask`).
     pub fn forward(
         &self,
         tokens: &Tensor,
@@ -189,9 +190,11 @@ impl Pooling {
         let kind = tokens.kind();
         let mut mask = mask.shallow_clone();
         if let (false, Some(pl)) = (self.include_prompt, prompt_length) {
+            // First real column of each row: 0 with right padding, the pad count with left.
+            let first = mask.to_kind(Kind::Int).argmax(1, true); // (b, 1)
             let keep = Tensor::arange(s, (Kind::Int64, mask.device()))
-                .ge(pl as i64)
-                .view([1, s]);
+                .view([1, s])
+                .ge_tensor(&(first + pl as i64));
             mask = &mask * keep.to_kind(mask.kind());
         }
         let m = mask.to_kind(kind).unsqueeze(-1); // (b, s, 1)
@@ -293,6 +296,30 @@ mod tests {
             run(PoolingMode::LastToken, None, true),
             vec![5., 6., 7., 8.]
         );
+        // Left padding: last token is the last column; a 1-token prompt is skipped after
+        // the padding (row 1 = [pad, 7 8, 100 100] pools [100 100] alone).
+        let left = Tensor::from_slice(&[1i64, 1, 1, 0, 1, 1]).view([2, 3]);
+        let tok_left = t(
+            &[1., 2., 3., 4., 5., 6., -1., 0., 7., 8., 100., 100.],
+            &[2, 3, 2],
+        );
+        let run_left = |mode, pl: Option<usize>| {
+            let p = Pooling {
+                dimension: 2,
+                modes: vec![mode],
+                include_prompt: false,
+            };
+            Vec::<f32>::try_from(p.forward(&tok_left, &left, pl).unwrap().flatten(0, -1)).unwrap()
+        };
+        assert_eq!(
+            run_left(PoolingMode::LastToken, None),
+            vec![5., 6., 100., 100.]
+        );
+        assert_eq!(
+            run_left(PoolingMode::Mean, Some(1)),
+            vec![4., 5., 100., 100.]
+        );
+        assert_eq!(run_left(PoolingMode::Cls, None), vec![1., 2., 7., 8.]);
         // Skipping a 1-token prompt: row 0 means tokens 1..3, row 1 token 1.
         assert_eq!(run(PoolingMode::Mean, Some(1), false), vec![4., 5., 7., 8.]);
         assert_eq!(run(PoolingMode::Mean, Some(1), true), vec![3., 4., 3., 4.]);

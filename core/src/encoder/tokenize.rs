@@ -4,25 +4,43 @@
 //! padding to the longest text of each batch. The padding and truncation settings stored in
 //! `tokenizer.json` itself (all-MiniLM's pads to 128 and truncates at 128) are overridden,
 //! as the reference's `tokenizer(texts, padding=True, truncation=..., max_length=...)`
-//! overrides them.
+//! overrides them. The padding side is the tokenizer's: `padding_side` in
+//! `tokenizer_config.json`, else the direction stored in `tokenizer.json`, else right, as
+//! transformers' fast tokenizers resolve it (Qwen3-Embedding pads on the left).
 
 use std::path::Path;
 
-use tokenizers::{Tokenizer, TruncationDirection, TruncationParams, TruncationStrategy};
+use tokenizers::{
+    PaddingDirection, Tokenizer, TruncationDirection, TruncationParams, TruncationStrategy,
+};
 
 use crate::error::{Error, Result};
+
+/// The side of a row that padding fills.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum PaddingSide {
+    /// Real tokens first, then padding (the default).
+    #[default]
+    Right,
+    /// Padding first, then the real tokens, so every row ends in the last column.
+    Left,
+}
 
 /// A loaded tokenizer with the reference's batch settings.
 pub struct TextTokenizer {
     inner: Tokenizer,
     pad_id: i64,
     lowercase: bool,
+    padding_side: PaddingSide,
 }
 
 impl TextTokenizer {
     /// Loads `dir/tokenizer.json`; `max_len` is the truncation length (special tokens
-    /// included), `pad_id` the id written into padded positions, `lowercase` the
-    /// `do_lower_case` flag of `sentence_bert_config.json`.
+    /// included), `lowercase` the `do_lower_case` flag of `sentence_bert_config.json`.
+    /// Padded positions get the tokenizer's own pad token, as the reference pads with
+    /// `tokenizer.pad_token_id` (`pad_token` of `tokenizer_config.json`, else the padding
+    /// settings stored in `tokenizer.json`); `pad_id` (config.json's `pad_token_id`) only
+    /// when the tokenizer names none.
     pub fn load(dir: &Path, max_len: usize, pad_id: i64, lowercase: bool) -> Result<Self> {
         let path = dir.join("tokenizer.json");
         if !path.is_file() {
@@ -40,6 +58,15 @@ impl TextTokenizer {
                 ),
             )
         })?;
+        let pad_id = tokenizer_pad_id(dir, &inner).unwrap_or(pad_id);
+        let stored_side = inner.get_padding().map(|p| match p.direction {
+            PaddingDirection::Left => PaddingSide::Left,
+            PaddingDirection::Right => PaddingSide::Right,
+        });
+        let padding_side = match read_padding_side(dir)? {
+            Some(side) => side,
+            None => stored_side.unwrap_or_default(),
+        };
         inner.with_padding(None);
         inner
             .with_truncation(Some(TruncationParams {
@@ -53,7 +80,13 @@ impl TextTokenizer {
             inner,
             pad_id,
             lowercase,
+            padding_side,
         })
+    }
+
+    /// The side padding fills (see the module docs).
+    pub fn padding_side(&self) -> PaddingSide {
+        self.padding_side
     }
 
     /// Whether texts are lowercased first (`do_lower_case`).
@@ -120,5 +153,44 @@ impl TextTokenizer {
             }
         }
         Ok(n)
+    }
+}
+
+/// The id of the tokenizer's pad token: `pad_token` in `dir/tokenizer_config.json` (a string
+/// or an added-token object with `content`) looked up in the vocabulary, else the pad id of
+/// the padding settings in `tokenizer.json`; None when neither names one.
+fn tokenizer_pad_id(dir: &Path, tok: &Tokenizer) -> Option<i64> {
+    let from_config = std::fs::read_to_string(dir.join("tokenizer_config.json"))
+        .ok()
+        .and_then(|s| serde_json::from_str::<serde_json::Value>(&s).ok())
+        .and_then(|c| {
+            let p = c.get("pad_token")?;
+            let name = p.as_str().or_else(|| p.get("content")?.as_str())?;
+            tok.token_to_id(name)
+        });
+    from_config
+        .or_else(|| tok.get_padding().map(|p| p.pad_id))
+        .map(i64::from)
+}
+
+/// `padding_side` of `dir/tokenizer_config.json` (None when the file or key is absent); a
+/// value other than "left" or "right" is an error naming the file.
+fn read_padding_side(dir: &Path) -> Result<Option<PaddingSide>> {
+    let path = dir.join("tokenizer_config.json");
+    let Some(cfg) = super::folder::read_json_opt(&path)? else {
+        return Ok(None);
+    };
+    match cfg.get("padding_side") {
+        None | Some(serde_json::Value::Null) => Ok(None),
+        Some(v) => match v.as_str() {
+            Some("left") => Ok(Some(PaddingSide::Left)),
+            Some("right") => Ok(Some(PaddingSide::Right)),
+            _ => Err(Error::model(
+                &path,
+                format!(
+                    "padding_side {v} is neither \"left\" nor \"right\"; fix tokenizer_config.json"
+                ),
+            )),
+        },
     }
 }

@@ -4,8 +4,15 @@
 //! attention through `scaled_dot_product_attention` with an additive mask on padded keys
 //! ([`super::layers`]), dropout (`hidden_dropout_prob`, `attention_probs_dropout_prob`) only in training.
 //!
-//! Checkpoint names follow sentence-transformers folders (no `bert.` prefix; a prefixed
-//! checkpoint is accepted): `embeddings.word_embeddings.weight`,
+//! RoBERTa and XLM-RoBERTa (`model_type: roberta`, `xlm-roberta`; [`Roberta`]) are the same
+//! layer stack (transformers/models/roberta/modeling_roberta.py) with fairseq's position
+//! ids: real tokens count from `padding_idx + 1` and padding keeps `padding_idx`
+//! (`padding_idx` = `pad_token_id`), computed from `input_ids != padding_idx` as
+//! transformers' `create_position_ids_from_input_ids` does; the position table is
+//! `padding_idx + 1` rows longer than the longest sequence.
+//!
+//! Checkpoint names follow sentence-transformers folders (no `bert.` / `roberta.` prefix;
+//! a prefixed checkpoint is accepted): `embeddings.word_embeddings.weight`,
 //! `encoder.layer.{i}.attention.self.query.weight`, ... `pooler.*` is not used.
 
 use std::path::Path;
@@ -39,6 +46,24 @@ struct BertConfig {
     layer_norm_eps: f64,
     #[serde(default)]
     position_embedding_type: Option<String>,
+    #[serde(default)]
+    pad_token_id: Option<i64>,
+}
+
+/// Where the position ids come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Positions {
+    /// BERT: `0..s` in every row.
+    Absolute,
+    /// RoBERTa: real tokens count from `padding_idx + 1`, padding keeps `padding_idx`.
+    AfterPadding { padding_idx: i64 },
+}
+
+/// The model families this file runs: they differ in position ids and checkpoint prefix.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Family {
+    Bert,
+    Roberta,
 }
 
 fn default_act() -> String {
@@ -78,6 +103,7 @@ struct Layer {
 /// A BERT encoder whose weights live in a [`ParamTable`].
 pub struct Bert {
     cfg: BertConfig,
+    positions: Positions,
     word: ParamId,
     pos: ParamId,
     tok_type: ParamId,
@@ -120,19 +146,38 @@ pub struct BertWeights {
     kind: Kind,
 }
 
-impl Architecture for Bert {
-    type Weights = BertWeights;
-    const STAGED: bool = true;
+/// A RoBERTa or XLM-RoBERTa encoder: [`Bert`]'s layers with RoBERTa's position ids.
+pub struct Roberta(Bert);
 
-    fn load(
+impl Bert {
+    fn load_family(
         dir: &Path,
         config: &serde_json::Value,
         ckpt: &mut Checkpoint,
         params: &mut ParamTable,
+        family: Family,
     ) -> Result<Self> {
+        let name = match family {
+            Family::Bert => "BERT",
+            Family::Roberta => "RoBERTa",
+        };
         let cfg: BertConfig = serde_json::from_value(config.clone()).map_err(|e| {
-            Error::model(dir, format!("config.json is not a valid BERT config: {e}"))
+            Error::model(
+                dir,
+                format!("config.json is not a valid {name} config: {e}"),
+            )
         })?;
+        let positions = match family {
+            Family::Bert => Positions::Absolute,
+            Family::Roberta => {
+                // RobertaConfig's default pad_token_id.
+                let padding_idx = cfg.pad_token_id.unwrap_or(1);
+                if padding_idx < 0 || padding_idx + 1 >= cfg.max_position_embeddings {
+                    return Err(Error::model(dir, format!("config.json: pad_token_id {padding_idx} leaves no positions in max_position_embeddings {}", cfg.max_position_embeddings)));
+                }
+                Positions::AfterPadding { padding_idx }
+            }
+        };
         let act = match cfg.hidden_act.as_str() {
             "gelu" => Act::Gelu,
             "gelu_new" | "gelu_pytorch_tanh" => Act::GeluTanh,
@@ -150,7 +195,11 @@ impl Architecture for Bert {
                 "config.json: hidden_size is not a multiple of num_attention_heads",
             ));
         }
-        ckpt.detect_prefix("embeddings.word_embeddings.weight", &["bert.", "model."]);
+        let prefixes: &[&str] = match family {
+            Family::Bert => &["bert.", "model."],
+            Family::Roberta => &["roberta.", "model."],
+        };
+        ckpt.detect_prefix("embeddings.word_embeddings.weight", prefixes);
         let h = cfg.hidden_size;
         let i = cfg.intermediate_size;
         let mut p = |name: &str, shape: &[i64]| ckpt.param(params, "", name, shape);
@@ -203,6 +252,7 @@ impl Architecture for Bert {
         }
         Ok(Bert {
             cfg,
+            positions,
             word,
             pos,
             tok_type,
@@ -211,14 +261,33 @@ impl Architecture for Bert {
             act,
         })
     }
+}
+
+impl Architecture for Bert {
+    type Weights = BertWeights;
+    const STAGED: bool = true;
+
+    fn load(
+        dir: &Path,
+        config: &serde_json::Value,
+        ckpt: &mut Checkpoint,
+        params: &mut ParamTable,
+    ) -> Result<Self> {
+        Bert::load_family(dir, config, ckpt, params, Family::Bert)
+    }
 
     fn hidden_size(&self) -> i64 {
         self.cfg.hidden_size
     }
 
-    /// The position table's length.
+    /// The position table's length, less RoBERTa's `padding_idx + 1` offset.
     fn max_positions(&self) -> i64 {
-        self.cfg.max_position_embeddings
+        match self.positions {
+            Positions::Absolute => self.cfg.max_position_embeddings,
+            Positions::AfterPadding { padding_idx } => {
+                self.cfg.max_position_embeddings - padding_idx - 1
+            }
+        }
     }
 
     /// The word, position and token-type tables.
@@ -267,10 +336,10 @@ impl Architecture for Bert {
         train: bool,
     ) -> Result<Option<Box<dyn Stages + 'a>>> {
         let (b, s) = ids.size2()?;
-        if s > self.cfg.max_position_embeddings {
+        if s > self.max_positions() {
             return Err(Error::Invalid(format!(
                 "sequence of {s} tokens is longer than the model's {} positions; lower max_seq_length",
-                self.cfg.max_position_embeddings
+                self.max_positions()
             )));
         }
         Ok(Some(Box::new(BertStages {
@@ -311,7 +380,17 @@ impl Stages for BertStages<'_> {
         let (w, cfg) = (self.w, &self.bert.cfg);
         let type0 = w.tok_type.get(0);
         let emb = Tensor::f_embedding(&w.word, &self.unpad.tokens(&self.ids), -1, false, false)?;
-        let emb = emb + type0 + w.pos.index_select(0, &self.unpad.positions()); // (t, h)
+        let positions = match self.bert.positions {
+            Positions::Absolute => self.unpad.positions(),
+            Positions::AfterPadding { padding_idx } => {
+                // transformers' create_position_ids_from_input_ids: from the ids, not the
+                // attention mask (a real token equal to the pad id keeps padding_idx too).
+                let real = self.ids.ne(padding_idx).to_kind(Kind::Int64);
+                let pos = real.cumsum(1, Kind::Int64) * &real + padding_idx; // (b, s)
+                self.unpad.tokens(&pos)
+            }
+        };
+        let emb = emb + type0 + w.pos.index_select(0, &positions); // (t, h)
         let emb = emb.to_kind(w.kind);
         Ok(layer_norm(&emb, &w.ln_w, &w.ln_b, cfg.layer_norm_eps)
             .dropout(cfg.hidden_dropout_prob, self.train))
@@ -352,5 +431,46 @@ impl Stages for BertStages<'_> {
     fn finish(&self, x: &Tensor) -> Result<Tensor> {
         let h = self.bert.cfg.hidden_size;
         Ok(self.unpad.to_padded(x).view([self.b, self.s, h]))
+    }
+}
+
+impl Architecture for Roberta {
+    type Weights = BertWeights;
+    const STAGED: bool = true;
+
+    fn load(
+        dir: &Path,
+        config: &serde_json::Value,
+        ckpt: &mut Checkpoint,
+        params: &mut ParamTable,
+    ) -> Result<Self> {
+        Bert::load_family(dir, config, ckpt, params, Family::Roberta).map(Roberta)
+    }
+
+    fn hidden_size(&self) -> i64 {
+        self.0.hidden_size()
+    }
+
+    /// `max_position_embeddings - padding_idx - 1` (514 - 2 = 512 for roberta-base).
+    fn max_positions(&self) -> i64 {
+        self.0.max_positions()
+    }
+
+    fn embedding_ids(&self) -> Vec<ParamId> {
+        self.0.embedding_ids()
+    }
+
+    fn prepare(&self, w: &[Tensor], kind: Kind) -> BertWeights {
+        self.0.prepare(w, kind)
+    }
+
+    fn stages<'a>(
+        &'a self,
+        w: &'a BertWeights,
+        ids: &Tensor,
+        mask: &Tensor,
+        train: bool,
+    ) -> Result<Option<Box<dyn Stages + 'a>>> {
+        self.0.stages(w, ids, mask, train)
     }
 }

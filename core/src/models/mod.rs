@@ -24,7 +24,9 @@
 pub mod bert;
 pub mod gemma3;
 pub mod layers;
+pub mod modernbert;
 pub mod params;
+pub mod qwen3;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -74,10 +76,9 @@ pub trait Architecture: Send + Sync + Sized + 'static {
     /// reach the fp32 masters through it.
     fn prepare(&self, w: &[Tensor], kind: Kind) -> Self::Weights;
 
-    /// The forward pass of one batch (`ids (b, s)` int64, `mask (b, s)` 1 = real token,
-    /// padding on the right; dropout only when `train`) cut into [`Stages`], with the
-    /// per-batch state the stages share (unpadding, attention masks, rotary tables)
-    /// computed here, once. None (the default) when the architecture does not implement
+    /// The forward pass of one batch (`ids`, `mask` and `train` as in [`Self::forward`])
+    /// cut into [`Stages`], with the per-batch state the stages share (unpadding, attention
+    /// masks, rotary tables) computed here, once. None (the default) when the architecture does not implement
     /// stages. Errors are those of [`Self::forward`] (a sequence longer than the positions).
     fn stages<'a>(
         &'a self,
@@ -90,8 +91,12 @@ pub trait Architecture: Send + Sync + Sized + 'static {
     }
 
     /// Token embeddings `(b, s, h)` in the prepared kind for `ids (b, s)` int64 and
-    /// `mask (b, s)` (1 = real token, padding on the right). Dropout only when `train`.
-    /// The default runs [`Self::stages`] one after the other ([`run_stages`]).
+    /// `mask (b, s)` (1 = real token, 0 = padding). The mask alone says which tokens are
+    /// real: padding is on the right, or on the left when the tokenizer pads left
+    /// (`padding_side: "left"`, decoders with last-token pooling). Positions are the
+    /// column indices `0..s` either way, as transformers' default `position_ids` are (not
+    /// shifted past left padding). Rows at padded positions are unspecified (pooling masks
+    /// them). Dropout only when `train`. The default runs [`Self::stages`] one after the other ([`run_stages`]).
     fn forward(
         &self,
         w: &Self::Weights,
@@ -368,6 +373,10 @@ fn build<A: Architecture>(
 pub const BACKBONES: &[(&str, Constructor)] = &[
     ("bert", build::<bert::Bert>),
     ("gemma3_text", build::<gemma3::Gemma3>),
+    ("qwen3", build::<qwen3::Qwen3>),
+    ("modernbert", build::<modernbert::ModernBert>),
+    ("roberta", build::<bert::Roberta>),
+    ("xlm-roberta", build::<bert::Roberta>),
 ];
 
 /// The `model_type`s of [`BACKBONES`], in table order.
