@@ -1,8 +1,9 @@
 //! Gradient checkpointing (`TrainConfig::gradient_checkpointing`) changes memory, not
-//! results: for BERT (the default model), XLM-RoBERTa and Gemma3 (the tiny fixtures), with
-//! MNRL and with cached MNRL (GradCache), every parameter's gradient equals the plain
-//! forward's within 1e-6 relative, dropout on (each stage reseeded, so the recomputed layers draw the masks
-//! of their first run) and off; two optimizer steps of `train` end with the same weights.
+//! results: for BERT (the default model), XLM-RoBERTa, Qwen3 and Gemma3 (the tiny
+//! fixtures), with MNRL and with cached MNRL (GradCache), every parameter's gradient equals
+//! the plain forward's within 1e-6 relative, dropout on (each stage reseeded, so the
+//! recomputed layers draw the masks of their first run) and off; two optimizer steps of
+//! `train` end with the same weights.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
@@ -82,6 +83,18 @@ fn xlm_roberta(dir: &Path, p: f64) -> PathBuf {
             ("hidden_dropout_prob", p),
             ("attention_probs_dropout_prob", p),
         ],
+    )
+}
+
+/// The Qwen3 tiny fixture (causal, left padding, last-token pooling) with its attention
+/// dropout set to `p`.
+fn qwen3(dir: &Path, p: f64) -> PathBuf {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/encoder/qwen3-tiny");
+    model_copy(
+        &src,
+        dir,
+        &format!("qwen3-{p}"),
+        &[("attention_dropout", p)],
     )
 }
 
@@ -224,6 +237,18 @@ fn xlm_roberta_gradients_match() {
         "mnrl",
         &[],
     );
+    assert!(
+        (with - without).abs() > 1e-4,
+        "dropout is active: {with} vs {without}"
+    );
+}
+
+#[test]
+fn qwen3_gradients_match() {
+    let _rng = lock();
+    let tmp = tempfile::tempdir().unwrap();
+    let without = check("qwen3 mnrl", &qwen3(tmp.path(), 0.0), "mnrl", &[]);
+    let with = check("qwen3 mnrl dropout", &qwen3(tmp.path(), 0.2), "mnrl", &[]);
     assert!(
         (with - without).abs() > 1e-4,
         "dropout is active: {with} vs {without}"
