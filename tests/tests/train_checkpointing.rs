@@ -1,7 +1,7 @@
 //! Gradient checkpointing (`TrainConfig::gradient_checkpointing`) changes memory, not
-//! results: for BERT (the default model), XLM-RoBERTa, Qwen3 and Gemma3 (the tiny
-//! fixtures), with MNRL and with cached MNRL (GradCache), every parameter's gradient equals
-//! the plain forward's within 1e-6 relative, dropout on (each stage reseeded, so the
+//! results: for BERT (the default model), XLM-RoBERTa, Qwen3, ModernBERT and Gemma3 (the
+//! tiny fixtures), with MNRL and with cached MNRL (GradCache), every parameter's gradient
+//! equals the plain forward's within 1e-6 relative, dropout on (each stage reseeded, so the
 //! recomputed layers draw the masks of their first run) and off; two optimizer steps of
 //! `train` end with the same weights.
 
@@ -95,6 +95,22 @@ fn qwen3(dir: &Path, p: f64) -> PathBuf {
         dir,
         &format!("qwen3-{p}"),
         &[("attention_dropout", p)],
+    )
+}
+
+/// The ModernBERT tiny fixture (global and sliding-window layers) with its embedding,
+/// attention and MLP dropout set to `p`.
+fn modernbert(dir: &Path, p: f64) -> PathBuf {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/encoder/modernbert-tiny");
+    model_copy(
+        &src,
+        dir,
+        &format!("modernbert-{p}"),
+        &[
+            ("embedding_dropout", p),
+            ("attention_dropout", p),
+            ("mlp_dropout", p),
+        ],
     )
 }
 
@@ -249,6 +265,23 @@ fn qwen3_gradients_match() {
     let tmp = tempfile::tempdir().unwrap();
     let without = check("qwen3 mnrl", &qwen3(tmp.path(), 0.0), "mnrl", &[]);
     let with = check("qwen3 mnrl dropout", &qwen3(tmp.path(), 0.2), "mnrl", &[]);
+    assert!(
+        (with - without).abs() > 1e-4,
+        "dropout is active: {with} vs {without}"
+    );
+}
+
+#[test]
+fn modernbert_gradients_match() {
+    let _rng = lock();
+    let tmp = tempfile::tempdir().unwrap();
+    let without = check("modernbert mnrl", &modernbert(tmp.path(), 0.0), "mnrl", &[]);
+    let with = check(
+        "modernbert mnrl dropout",
+        &modernbert(tmp.path(), 0.1),
+        "mnrl",
+        &[],
+    );
     assert!(
         (with - without).abs() > 1e-4,
         "dropout is active: {with} vs {without}"

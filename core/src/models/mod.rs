@@ -126,7 +126,7 @@ pub trait Architecture: Send + Sync + Sized + 'static {
 /// - a layer's whole effect on what follows is its returned hidden state (residuals stay
 ///   inside the layer);
 /// - the hidden states between stages are one tensor whose layout the architecture chooses
-///   (BERT, Gemma3 and Qwen3 pass the real tokens' rows `(t, h)`, see [`layers::Unpad`]).
+///   (every architecture here passes the real tokens' rows `(t, h)`, see [`layers::Unpad`]).
 pub trait Stages {
     /// Transformer layers (L).
     fn num_layers(&self) -> usize;
