@@ -9,6 +9,9 @@
   qwen3:  Qwen3 in the Qwen3-Embedding-0.6B shape (vocab 151669, hidden 1024, 28 layers, 16 heads
           / 8 kv heads, head_dim 128, intermediate 3072, tied embeddings) + last-token pooling +
           Normalize, padding on the left, the Qwen3-Embedding query instruction as a prompt.
+  bert-base: BERT in the bert-base shape (hidden 768, 12 layers, 12 heads, intermediate 3072,
+          vocab 30522, 512 positions) + mean pooling + Normalize (~420 MiB), for the
+          gradient-checkpointing memory figures (bench/train_memory.sh).
   gemma:  Gemma3 text, bidirectional, in the full EmbeddingGemma-300m shape (vocab 262144,
           hidden 768, 24 layers, 3 heads / 1 kv head, head_dim 256, intermediate 1152)
           + mean pooling + Dense 768->3072 + Dense 3072->768 (no bias, Identity) + Normalize.
@@ -116,15 +119,15 @@ def write_st_folder(
     )
 
 
-def make_minilm(out: Path, tok_dir: Path) -> Path:
+def make_minilm(out: Path, tok_dir: Path, hidden: int = 384, layers: int = 6) -> Path:
     from transformers import BertConfig, BertModel
 
     config = BertConfig(
         vocab_size=30522,
-        hidden_size=384,
-        num_hidden_layers=6,
+        hidden_size=hidden,
+        num_hidden_layers=layers,
         num_attention_heads=12,
-        intermediate_size=1536,
+        intermediate_size=4 * hidden,
         hidden_act="gelu",
         hidden_dropout_prob=0.1,
         attention_probs_dropout_prob=0.1,
@@ -137,7 +140,7 @@ def make_minilm(out: Path, tok_dir: Path) -> Path:
         dtype="float32",
     )
     model = BertModel(config).eval()
-    write_st_folder(out, model, 384, 256, [], {"query": "", "document": ""}, tok_dir)
+    write_st_folder(out, model, hidden, 256, [], {"query": "", "document": ""}, tok_dir)
     return out
 
 
@@ -251,9 +254,9 @@ def main(argv=None) -> None:
     p.add_argument(
         "--out",
         required=True,
-        help="parent folder; writes minilm-random/, embeddinggemma-random/, xlmr-base-random/, qwen3-0.6b-random/",
+        help="parent folder; writes minilm-random/, embeddinggemma-random/, xlmr-base-random/, qwen3-0.6b-random/ or bert-base-random/",
     )
-    p.add_argument("--which", default="both", choices=["minilm", "gemma", "both", "xlmr", "qwen3"])
+    p.add_argument("--which", default="both", choices=["minilm", "gemma", "both", "xlmr", "qwen3", "bert-base"])
     p.add_argument("--tokenizer-dir", default=str(ROOT / "models" / "all-MiniLM-L6-v2"))
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--check", action="store_true", help="load each folder with SentenceTransformer and encode 2 texts")
@@ -272,6 +275,8 @@ def main(argv=None) -> None:
         made.append(make_xlmr(out / "xlmr-base-random", tok))
     if args.which == "qwen3":
         made.append(make_qwen3(out / "qwen3-0.6b-random", tok))
+    if args.which == "bert-base":
+        made.append(make_minilm(out / "bert-base-random", tok, hidden=768, layers=12))
     for d in made:
         size = sum(f.stat().st_size for f in d.rglob("*") if f.is_file())
         print(f"{d}: {size / 2**20:.1f} MiB")

@@ -86,6 +86,10 @@ pub struct TrainArgs {
     /// Keep identical in-batch texts as negatives (by default they are masked out).
     #[arg(long)]
     pub no_dedupe: bool,
+    /// Recompute each transformer layer in backward instead of keeping its activations:
+    /// far less memory for big models, about one more forward per step, same gradients.
+    #[arg(long)]
+    pub gradient_checkpointing: bool,
     /// Continue from a checkpoint-N/ folder of an earlier run with the same flags.
     #[arg(long)]
     pub resume: Option<PathBuf>,
@@ -128,6 +132,7 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
     cfg.save_total_limit = args.save_total_limit;
     cfg.log_every = args.log_every;
     cfg.max_seq_length = args.max_seq_length;
+    cfg.gradient_checkpointing = args.gradient_checkpointing;
     let suite = build_suite(
         &args.eval,
         &query_prompt,

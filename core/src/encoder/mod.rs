@@ -23,7 +23,10 @@ use std::path::{Path, PathBuf};
 use tch::{Device, Kind, Tensor};
 
 use crate::error::{Error, Result};
-use crate::models::{load_backbone, Backbone, Checkpoint, ParamId, ParamTable, PreparedBackbone};
+use crate::models::{
+    load_backbone, run_checkpointed, Backbone, Checkpoint, Checkpointed, ParamId, ParamTable,
+    PreparedBackbone,
+};
 use dense::Dense;
 use folder::{ModuleEntry, ModuleKind};
 use pooling::Pooling;
@@ -494,7 +497,39 @@ impl SentenceEncoder {
     ) -> Result<Tensor> {
         let (ids, mask) = (&batch.input_ids, &batch.attention_mask);
         let tokens = w.backbone.forward(ids, mask, train)?;
-        let mut x = self.pooling.forward(&tokens, mask, batch.prompt_length)?;
+        self.head(w, &tokens, batch)
+    }
+
+    /// [`Self::forward_prepared`] with gradient checkpointing: the backbone keeps only
+    /// each layer's input hidden states (see [`crate::models::run_checkpointed`]). Returns
+    /// the same embeddings `(b, D)`, differentiable back to the backbone's last hidden
+    /// states, and the pass: once the loss's backward has run, call
+    /// [`Checkpointed::backward`] to recompute the layers one at a time and finish the
+    /// gradients. An architecture without [`crate::models::Stages`] is an
+    /// [`Error::Invalid`] naming its `model_type`.
+    pub fn forward_checkpointed<'w>(
+        &self,
+        w: &'w PreparedWeights,
+        batch: &TokenBatch,
+        train: bool,
+    ) -> Result<(Tensor, Checkpointed<'w>)> {
+        let (ids, mask) = (&batch.input_ids, &batch.attention_mask);
+        let (tokens, pass) = run_checkpointed(w.backbone.stages(ids, mask, train)?, train)?;
+        Ok((self.head(w, &tokens, batch)?, pass))
+    }
+
+    /// Ok when the backbone supports gradient checkpointing
+    /// ([`Self::forward_checkpointed`]); otherwise the error naming its `model_type`.
+    pub fn check_gradient_checkpointing(&self) -> Result<()> {
+        self.backbone.check_staged()
+    }
+
+    /// Pooling, Dense layers and Normalize over token embeddings `tokens (b, s, h)` of
+    /// `batch`: `(b, D)` fp32.
+    fn head(&self, w: &PreparedWeights, tokens: &Tensor, batch: &TokenBatch) -> Result<Tensor> {
+        let mut x = self
+            .pooling
+            .forward(tokens, &batch.attention_mask, batch.prompt_length)?;
         for s in &self.stages {
             x = match s {
                 Stage::Dense(d) => d.forward(&w.params, &x),

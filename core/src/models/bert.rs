@@ -22,7 +22,7 @@ use tch::{Kind, Tensor};
 
 use super::layers::{attention, layer_norm, padding_mask, Unpad};
 use super::params::{Checkpoint, ParamId, ParamTable};
-use super::Architecture;
+use super::{Architecture, Stages};
 use crate::error::{Error, Result};
 
 /// The fields of a BERT `config.json` that the forward pass uses.
@@ -265,6 +265,7 @@ impl Bert {
 
 impl Architecture for Bert {
     type Weights = BertWeights;
+    const STAGED: bool = true;
 
     fn load(
         dir: &Path,
@@ -325,68 +326,117 @@ impl Architecture for Bert {
         }
     }
 
-    fn forward(&self, w: &BertWeights, ids: &Tensor, mask: &Tensor, train: bool) -> Result<Tensor> {
+    /// Stages: embeddings (+ LayerNorm, dropout), one per layer, re-padding. The hidden
+    /// states between them are the real tokens' rows `(t, h)`.
+    fn stages<'a>(
+        &'a self,
+        w: &'a BertWeights,
+        ids: &Tensor,
+        mask: &Tensor,
+        train: bool,
+    ) -> Result<Option<Box<dyn Stages + 'a>>> {
         let (b, s) = ids.size2()?;
-        let h = self.cfg.hidden_size;
-        let nh = self.cfg.num_attention_heads;
-        let hd = h / nh;
         if s > self.max_positions() {
             return Err(Error::Invalid(format!(
                 "sequence of {s} tokens is longer than the model's {} positions; lower max_seq_length",
                 self.max_positions()
             )));
         }
-        let kind = w.kind;
-        let p_hidden = self.cfg.hidden_dropout_prob;
-        let p_attn = if train {
-            self.cfg.attention_probs_dropout_prob
-        } else {
-            0.0
-        };
-        // Unpadded: everything but attention on the real tokens only (layers::Unpad).
-        let unpad = Unpad::new(mask, b, s);
+        Ok(Some(Box::new(BertStages {
+            bert: self,
+            w,
+            ids: ids.shallow_clone(),
+            // Unpadded: everything but attention on the real tokens only (layers::Unpad).
+            unpad: Unpad::new(mask, b, s),
+            add_mask: padding_mask(mask, w.kind)?,
+            b,
+            s,
+            train,
+        })))
+    }
+}
+
+/// One batch's forward through [`Bert`], cut into [`Stages`].
+struct BertStages<'a> {
+    bert: &'a Bert,
+    w: &'a BertWeights,
+    ids: Tensor,
+    unpad: Unpad,
+    /// Additive key padding mask `(b, 1, 1, s)`.
+    add_mask: Tensor,
+    b: i64,
+    s: i64,
+    train: bool,
+}
+
+impl Stages for BertStages<'_> {
+    fn num_layers(&self) -> usize {
+        self.w.layers.len()
+    }
+
+    /// Word + position + type-0 embeddings gathered from the fp32 tables, cast, LayerNorm,
+    /// dropout: `(t, h)`.
+    fn embed(&self) -> Result<Tensor> {
+        let (w, cfg) = (self.w, &self.bert.cfg);
         let type0 = w.tok_type.get(0);
-        // Embeddings: gathered from the fp32 tables, then cast.
-        let emb = Tensor::f_embedding(&w.word, &unpad.tokens(ids), -1, false, false)?;
-        let positions = match self.positions {
-            Positions::Absolute => unpad.positions(),
+        let emb = Tensor::f_embedding(&w.word, &self.unpad.tokens(&self.ids), -1, false, false)?;
+        let positions = match self.bert.positions {
+            Positions::Absolute => self.unpad.positions(),
             Positions::AfterPadding { padding_idx } => {
                 // transformers' create_position_ids_from_input_ids: from the ids, not the
                 // attention mask (a real token equal to the pad id keeps padding_idx too).
-                let real = ids.ne(padding_idx).to_kind(Kind::Int64);
+                let real = self.ids.ne(padding_idx).to_kind(Kind::Int64);
                 let pos = real.cumsum(1, Kind::Int64) * &real + padding_idx; // (b, s)
-                unpad.tokens(&pos)
+                self.unpad.tokens(&pos)
             }
         };
         let emb = emb + type0 + w.pos.index_select(0, &positions); // (t, h)
-        let emb = emb.to_kind(kind);
-        let eps = self.cfg.layer_norm_eps;
-        let mut x = layer_norm(&emb, &w.ln_w, &w.ln_b, eps).dropout(p_hidden, train);
-        let add_mask = padding_mask(mask, kind)?;
-        for l in &w.layers {
-            let qkv = unpad.to_padded(&x.linear(&l.qkv_w, Some(&l.qkv_b))); // (b * s, 3h)
-            let qkv = qkv.view([b, s, 3, nh, hd]).permute([2, 0, 3, 1, 4]); // (3, b, nh, s, hd)
-            let (q, k, v) = (qkv.get(0), qkv.get(1), qkv.get(2));
-            let a = attention(&q, &k, &v, &add_mask, p_attn, None)?;
-            let a = unpad.from_padded(&a.transpose(1, 2).reshape([b * s, h])); // (t, h)
-            let a = a.linear(&l.o_w, Some(&l.o_b)).dropout(p_hidden, train);
-            let a = layer_norm(&(a + &x), &l.ln1_w, &l.ln1_b, eps);
-            let i = a.linear(&l.i_w, Some(&l.i_b));
-            let i = match self.act {
-                Act::Gelu => i.gelu("none"),
-                Act::GeluTanh => i.gelu("tanh"),
-                Act::Relu => i.relu(),
-            };
-            let o = i.linear(&l.out_w, Some(&l.out_b)).dropout(p_hidden, train);
-            x = layer_norm(&(o + &a), &l.ln2_w, &l.ln2_b, eps);
-        }
-        let x = unpad.to_padded(&x).view([b, s, h]);
-        Ok(x)
+        let emb = emb.to_kind(w.kind);
+        Ok(layer_norm(&emb, &w.ln_w, &w.ln_b, cfg.layer_norm_eps)
+            .dropout(cfg.hidden_dropout_prob, self.train))
+    }
+
+    /// Post-LayerNorm layer: self-attention, residual, norm; GELU MLP, residual, norm.
+    fn layer(&self, i: usize, x: &Tensor) -> Result<Tensor> {
+        let (cfg, l, unpad) = (&self.bert.cfg, &self.w.layers[i], &self.unpad);
+        let (b, s, train) = (self.b, self.s, self.train);
+        let h = cfg.hidden_size;
+        let nh = cfg.num_attention_heads;
+        let hd = h / nh;
+        let eps = cfg.layer_norm_eps;
+        let p_hidden = cfg.hidden_dropout_prob;
+        let p_attn = if train {
+            cfg.attention_probs_dropout_prob
+        } else {
+            0.0
+        };
+        let qkv = unpad.to_padded(&x.linear(&l.qkv_w, Some(&l.qkv_b))); // (b * s, 3h)
+        let qkv = qkv.view([b, s, 3, nh, hd]).permute([2, 0, 3, 1, 4]); // (3, b, nh, s, hd)
+        let (q, k, v) = (qkv.get(0), qkv.get(1), qkv.get(2));
+        let a = attention(&q, &k, &v, &self.add_mask, p_attn, None)?;
+        let a = unpad.from_padded(&a.transpose(1, 2).reshape([b * s, h])); // (t, h)
+        let a = a.linear(&l.o_w, Some(&l.o_b)).dropout(p_hidden, train);
+        let a = layer_norm(&(a + x), &l.ln1_w, &l.ln1_b, eps);
+        let i = a.linear(&l.i_w, Some(&l.i_b));
+        let i = match self.bert.act {
+            Act::Gelu => i.gelu("none"),
+            Act::GeluTanh => i.gelu("tanh"),
+            Act::Relu => i.relu(),
+        };
+        let o = i.linear(&l.out_w, Some(&l.out_b)).dropout(p_hidden, train);
+        Ok(layer_norm(&(o + &a), &l.ln2_w, &l.ln2_b, eps))
+    }
+
+    /// `(t, h)` back to `(b, s, h)`, zeros at padding.
+    fn finish(&self, x: &Tensor) -> Result<Tensor> {
+        let h = self.bert.cfg.hidden_size;
+        Ok(self.unpad.to_padded(x).view([self.b, self.s, h]))
     }
 }
 
 impl Architecture for Roberta {
     type Weights = BertWeights;
+    const STAGED: bool = true;
 
     fn load(
         dir: &Path,
@@ -414,7 +464,13 @@ impl Architecture for Roberta {
         self.0.prepare(w, kind)
     }
 
-    fn forward(&self, w: &BertWeights, ids: &Tensor, mask: &Tensor, train: bool) -> Result<Tensor> {
-        self.0.forward(w, ids, mask, train)
+    fn stages<'a>(
+        &'a self,
+        w: &'a BertWeights,
+        ids: &Tensor,
+        mask: &Tensor,
+        train: bool,
+    ) -> Result<Option<Box<dyn Stages + 'a>>> {
+        self.0.stages(w, ids, mask, train)
     }
 }

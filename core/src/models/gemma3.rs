@@ -27,7 +27,7 @@ use super::layers::{
     RmsWeight, Rope, Unpad,
 };
 use super::params::{Checkpoint, ParamId, ParamTable};
-use super::Architecture;
+use super::{Architecture, Stages};
 use crate::error::{Error, Result};
 
 /// The fields of a Gemma3 text `config.json` that the forward pass uses.
@@ -183,6 +183,7 @@ fn rope_factor(dir: &Path, rp: &serde_json::Value) -> Result<f64> {
 
 impl Architecture for Gemma3 {
     type Weights = Gemma3Weights;
+    const STAGED: bool = true;
 
     fn load(
         dir: &Path,
@@ -355,45 +356,22 @@ impl Architecture for Gemma3 {
         }
     }
 
-    /// Attention dropout only when `train` (Gemma3 has no hidden dropout).
-    // `x = x + ..` stays out of place: `+=` would modify a tensor autograd saved.
-    #[allow(clippy::assign_op_pattern)]
-    fn forward(
-        &self,
-        w: &Gemma3Weights,
+    /// Stages: scaled embeddings, one per layer, final norm and re-padding. The hidden
+    /// states between them are the real tokens' rows `(t, h)`. Attention dropout only when
+    /// `train` (Gemma3 has no hidden dropout).
+    fn stages<'a>(
+        &'a self,
+        w: &'a Gemma3Weights,
         ids: &Tensor,
         mask: &Tensor,
         train: bool,
-    ) -> Result<Tensor> {
+    ) -> Result<Option<Box<dyn Stages + 'a>>> {
         let (b, s) = ids.size2()?;
-        let c = &self.cfg;
-        let (h, hd, nh, nkv) = (
-            c.hidden_size,
-            c.head_dim,
-            c.num_attention_heads,
-            c.num_key_value_heads,
-        );
-        let kind = w.kind;
-        let device = ids.device();
-        let eps = c.rms_norm_eps;
-        let p_attn = if train {
-            c.attention_dropout.unwrap_or(0.0)
-        } else {
-            0.0
-        };
-        // Embedding scale: sqrt(hidden) rounded to the compute dtype, as the reference
-        // multiplies by `embed_scale.to(weight.dtype)`.
-        let scale = Tensor::from((h as f64).sqrt() as f32)
-            .to_kind(kind)
-            .to_device(device);
+        let (kind, device) = (w.kind, ids.device());
         // Unpadded: linear layers, norms and residuals on the real tokens only; q, k, v are
         // scattered into the (b, s) layout for rotary embeddings and attention, and the
         // attention output gathered back (layers::Unpad).
         let unpad = Unpad::new(mask, b, s);
-        let tok_ids = unpad.tokens(ids);
-        let mut x =
-            Tensor::f_embedding(&w.embed, &tok_ids, -1, false, false)?.to_kind(kind) * scale; // (t, h)
-        let norm = |x: &Tensor, w: &Tensor| rms_norm(x, w, eps, RmsWeight::OnePlus);
         // Masks: full layers see every real key, sliding ones the band |q - k| < window.
         let full = padding_mask(mask, kind)?;
         let sliding = if self.layers.iter().any(|l| l.sliding) {
@@ -401,38 +379,113 @@ impl Architecture for Gemma3 {
         } else {
             full.shallow_clone()
         };
-        let (cos_f, sin_f) = self.rope_full.cos_sin(s, device, kind);
-        let (cos_s, sin_s) = self.rope_sliding.cos_sin(s, device, kind);
-        let scaling = c.query_pre_attn_scalar.powf(-0.5);
-        for (l, lw) in self.layers.iter().zip(&w.layers) {
-            let (cos, sin, m) = if l.sliding {
-                (&cos_s, &sin_s, &sliding)
+        Ok(Some(Box::new(Gemma3Stages {
+            gemma: self,
+            w,
+            tok_ids: unpad.tokens(ids),
+            unpad,
+            full,
+            sliding,
+            rope_full: self.rope_full.cos_sin(s, device, kind),
+            rope_sliding: self.rope_sliding.cos_sin(s, device, kind),
+            b,
+            s,
+            p_attn: if train {
+                self.cfg.attention_dropout.unwrap_or(0.0)
             } else {
-                (&cos_f, &sin_f, &full)
-            };
-            let r = norm(&x, &lw.ln_in);
-            let qkv = unpad
-                .to_padded(&r.linear::<Tensor>(&lw.qkv, None))
-                .view([b, s, -1]); // (b, s, (nh + 2 nkv) hd)
-            let parts = qkv.split_with_sizes([nh * hd, nkv * hd, nkv * hd], -1);
-            let q = parts[0].view([b, s, nh, hd]).transpose(1, 2); // (b, nh, s, hd)
-            let k = parts[1].view([b, s, nkv, hd]).transpose(1, 2); // (b, nkv, s, hd)
-            let v = parts[2].view([b, s, nkv, hd]).transpose(1, 2);
-            let q = apply_rope(&norm(&q, &lw.q_norm), cos, sin);
-            let k = apply_rope(&norm(&k, &lw.k_norm), cos, sin);
-            let a = attention(&q, &k, &v, m, p_attn, Some(scaling))?;
-            let a = unpad
-                .from_padded(&a.transpose(1, 2).reshape([b * s, nh * hd]))
-                .linear::<Tensor>(&lw.o, None); // (t, h)
-            x = x + norm(&a, &lw.ln_post_attn);
-            let f = gated_mlp(
-                &norm(&x, &lw.ln_pre_ff),
-                &lw.gate_up,
-                &lw.down,
-                GateActivation::GeluTanh,
-            );
-            x = x + norm(&f, &lw.ln_post_ff);
-        }
-        Ok(unpad.to_padded(&norm(&x, &w.norm)).view([b, s, h]))
+                0.0
+            },
+        })))
+    }
+}
+
+/// One batch's forward through [`Gemma3`], cut into [`Stages`].
+struct Gemma3Stages<'a> {
+    gemma: &'a Gemma3,
+    w: &'a Gemma3Weights,
+    /// The real tokens' ids `(t,)`.
+    tok_ids: Tensor,
+    unpad: Unpad,
+    /// Additive masks: every real key `(b, 1, 1, s)`; the sliding band `(b, 1, s, s)`.
+    full: Tensor,
+    sliding: Tensor,
+    /// `(cos, sin)`, each `(s, head_dim)`, of the full and the sliding layers' rope.
+    rope_full: (Tensor, Tensor),
+    rope_sliding: (Tensor, Tensor),
+    b: i64,
+    s: i64,
+    /// Attention dropout probability (0 outside training).
+    p_attn: f64,
+}
+
+impl Gemma3Stages<'_> {
+    fn norm(&self, x: &Tensor, w: &Tensor) -> Tensor {
+        rms_norm(x, w, self.gemma.cfg.rms_norm_eps, RmsWeight::OnePlus)
+    }
+}
+
+impl Stages for Gemma3Stages<'_> {
+    fn num_layers(&self) -> usize {
+        self.w.layers.len()
+    }
+
+    /// `embed(ids) * sqrt(hidden)`: `(t, h)`.
+    fn embed(&self) -> Result<Tensor> {
+        let kind = self.w.kind;
+        // Embedding scale: sqrt(hidden) rounded to the compute dtype, as the reference
+        // multiplies by `embed_scale.to(weight.dtype)`.
+        let scale = Tensor::from((self.gemma.cfg.hidden_size as f64).sqrt() as f32)
+            .to_kind(kind)
+            .to_device(self.tok_ids.device());
+        Ok(
+            Tensor::f_embedding(&self.w.embed, &self.tok_ids, -1, false, false)?.to_kind(kind)
+                * scale,
+        )
+    }
+
+    /// Pre- and post-normed attention and gated MLP, each with its residual (out of place:
+    /// autograd saved the input).
+    fn layer(&self, i: usize, x: &Tensor) -> Result<Tensor> {
+        let c = &self.gemma.cfg;
+        let (l, lw) = (&self.gemma.layers[i], &self.w.layers[i]);
+        let (b, s, unpad) = (self.b, self.s, &self.unpad);
+        let (hd, nh, nkv) = (c.head_dim, c.num_attention_heads, c.num_key_value_heads);
+        let ((cos, sin), m) = if l.sliding {
+            (&self.rope_sliding, &self.sliding)
+        } else {
+            (&self.rope_full, &self.full)
+        };
+        let r = self.norm(x, &lw.ln_in);
+        let qkv = unpad
+            .to_padded(&r.linear::<Tensor>(&lw.qkv, None))
+            .view([b, s, -1]); // (b, s, (nh + 2 nkv) hd)
+        let parts = qkv.split_with_sizes([nh * hd, nkv * hd, nkv * hd], -1);
+        let q = parts[0].view([b, s, nh, hd]).transpose(1, 2); // (b, nh, s, hd)
+        let k = parts[1].view([b, s, nkv, hd]).transpose(1, 2); // (b, nkv, s, hd)
+        let v = parts[2].view([b, s, nkv, hd]).transpose(1, 2);
+        let q = apply_rope(&self.norm(&q, &lw.q_norm), cos, sin);
+        let k = apply_rope(&self.norm(&k, &lw.k_norm), cos, sin);
+        let scaling = c.query_pre_attn_scalar.powf(-0.5);
+        let a = attention(&q, &k, &v, m, self.p_attn, Some(scaling))?;
+        let a = unpad
+            .from_padded(&a.transpose(1, 2).reshape([b * s, nh * hd]))
+            .linear::<Tensor>(&lw.o, None); // (t, h)
+        let x = x + self.norm(&a, &lw.ln_post_attn);
+        let f = gated_mlp(
+            &self.norm(&x, &lw.ln_pre_ff),
+            &lw.gate_up,
+            &lw.down,
+            GateActivation::GeluTanh,
+        );
+        Ok(&x + self.norm(&f, &lw.ln_post_ff))
+    }
+
+    /// Final norm, then `(t, h)` back to `(b, s, h)`, zeros at padding.
+    fn finish(&self, x: &Tensor) -> Result<Tensor> {
+        let h = self.gemma.cfg.hidden_size;
+        Ok(self
+            .unpad
+            .to_padded(&self.norm(x, &self.w.norm))
+            .view([self.b, self.s, h]))
     }
 }

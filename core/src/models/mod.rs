@@ -11,6 +11,12 @@
 //! The layers architectures share (attention masks, norms, RoPE, gated MLPs, unpadding)
 //! are in [`layers`].
 //!
+//! Gradient checkpointing (`embtune train --gradient-checkpointing`) needs the forward pass
+//! cut into [`Stages`]: embeddings, one stage per transformer layer, a last stage (final
+//! norm, re-padding). An architecture that implements [`Architecture::stages`] gets its
+//! forward composed from them ([`run_stages`]) and checkpointing ([`run_checkpointed`]) for
+//! free; one that only implements [`Architecture::forward`] trains without checkpointing.
+//!
 //! Adding an architecture: a new file here implementing [`Architecture`] (parse the config,
 //! take the weights with [`Checkpoint::param`], prepare, forward from [`layers`]), one line
 //! in [`BACKBONES`], and a tiny-model fixture with reference embeddings in the parity tests.
@@ -33,9 +39,18 @@ pub use params::{Checkpoint, ParamId, ParamTable};
 /// One backbone architecture, typed. Implement this; the encoder uses it through
 /// [`Backbone`]. An architecture holds its config and the [`ParamId`]s of its weights, no
 /// tensors (the weights live in the [`ParamTable`]), so it is `Send + Sync`.
+///
+/// Required: [`Self::load`], [`Self::hidden_size`], [`Self::max_positions`],
+/// [`Self::embedding_ids`], [`Self::prepare`], and one of [`Self::stages`] (with
+/// [`Self::STAGED`] set: the forward pass is then composed from the stages and gradient
+/// checkpointing works) or [`Self::forward`] (no checkpointing).
 pub trait Architecture: Send + Sync + Sized + 'static {
     /// The weights prepared for one precision (cast, fused), built by [`Self::prepare`].
     type Weights: Send + 'static;
+
+    /// True when [`Self::stages`] is implemented (`--gradient-checkpointing` checks it
+    /// before training starts). Default false.
+    const STAGED: bool = false;
 
     /// Parses `config` (`dir/config.json`, for error messages) and takes every weight from
     /// `ckpt` into `params` under its checkpoint name, checking the shapes the config
@@ -61,20 +76,194 @@ pub trait Architecture: Send + Sync + Sized + 'static {
     /// reach the fp32 masters through it.
     fn prepare(&self, w: &[Tensor], kind: Kind) -> Self::Weights;
 
+    /// The forward pass of one batch (`ids`, `mask` and `train` as in [`Self::forward`])
+    /// cut into [`Stages`], with the per-batch state the stages share (unpadding, attention
+    /// masks, rotary tables) computed here, once. None (the default) when the architecture does not implement
+    /// stages. Errors are those of [`Self::forward`] (a sequence longer than the positions).
+    fn stages<'a>(
+        &'a self,
+        _w: &'a Self::Weights,
+        _ids: &Tensor,
+        _mask: &Tensor,
+        _train: bool,
+    ) -> Result<Option<Box<dyn Stages + 'a>>> {
+        Ok(None)
+    }
+
     /// Token embeddings `(b, s, h)` in the prepared kind for `ids (b, s)` int64 and
     /// `mask (b, s)` (1 = real token, 0 = padding). The mask alone says which tokens are
     /// real: padding is on the right, or on the left when the tokenizer pads left
     /// (`padding_side: "left"`, decoders with last-token pooling). Positions are the
     /// column indices `0..s` either way, as transformers' default `position_ids` are (not
     /// shifted past left padding). Rows at padded positions are unspecified (pooling masks
-    /// them). Dropout only when `train`.
+    /// them). Dropout only when `train`. The default runs [`Self::stages`] one after the other ([`run_stages`]).
     fn forward(
         &self,
         w: &Self::Weights,
         ids: &Tensor,
         mask: &Tensor,
         train: bool,
-    ) -> Result<Tensor>;
+    ) -> Result<Tensor> {
+        match self.stages(w, ids, mask, train)? {
+            Some(st) => run_stages(st.as_ref(), train),
+            None => Err(Error::Invalid(
+                "this architecture implements neither Architecture::forward nor Architecture::stages".into(),
+            )),
+        }
+    }
+}
+
+/// One batch's forward pass cut into stages, as [`Architecture::stages`] builds it: stage 0
+/// is [`Self::embed`], stage `1 + i` is [`Self::layer`]`(i, ..)` for `i` in
+/// `0..`[`Self::num_layers`], stage `L + 1` is [`Self::finish`]. Running them in order
+/// gives [`Architecture::forward`]'s result:
+/// `finish(layer(L-1, .. layer(0, embed())))`.
+///
+/// Contract, which gradient checkpointing ([`run_checkpointed`]) relies on:
+/// - a stage reads only its argument, the prepared weights and per-batch state that no
+///   stage modifies (masks, rotary tables, the unpadding indices), so a stage run twice on
+///   the same input with the same torch seed gives the same output;
+/// - a layer's whole effect on what follows is its returned hidden state (residuals stay
+///   inside the layer);
+/// - the hidden states between stages are one tensor whose layout the architecture chooses
+///   (every architecture here passes the real tokens' rows `(t, h)`, see [`layers::Unpad`]).
+pub trait Stages {
+    /// Transformer layers (L).
+    fn num_layers(&self) -> usize;
+    /// Stage 0: the hidden states entering layer 0 (embedding lookup, scaling or
+    /// LayerNorm, embedding dropout).
+    fn embed(&self) -> Result<Tensor>;
+    /// Stage `1 + i`: transformer layer `i` applied to the hidden states `x` entering it.
+    fn layer(&self, i: usize, x: &Tensor) -> Result<Tensor>;
+    /// Stage `L + 1`: token embeddings `(b, s, h)` from the last layer's output (final
+    /// norm where the architecture has one, back to the padded layout).
+    fn finish(&self, x: &Tensor) -> Result<Tensor>;
+}
+
+/// Dropout seeds of one staged forward pass in training. Stage `k` runs right after
+/// `tch::manual_seed(seed(k))`, where the seeds derive from one number drawn from the torch
+/// generator when the pass starts. A stage's dropout masks then depend on its own seed
+/// only, so a checkpointed layer recomputed later sees the masks of its first run, and the
+/// plain and checkpointed passes draw the same masks (the draw at the start advances the
+/// generator, so two passes in a row get different masks). Outside training nothing is
+/// seeded or drawn.
+#[derive(Debug, Clone, Copy)]
+struct StageSeeds(Option<i64>);
+
+impl StageSeeds {
+    fn draw(train: bool) -> Self {
+        StageSeeds(train.then(|| {
+            Tensor::randint(1 << 62, [1], (Kind::Int64, tch::Device::Cpu)).int64_value(&[0])
+        }))
+    }
+
+    /// Seeds the torch generator for stage `k` (no-op outside training).
+    fn enter(&self, k: usize) {
+        if let Some(base) = self.0 {
+            let mix = (k as i64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15_u64 as i64);
+            tch::manual_seed(base.wrapping_add(mix) & i64::MAX);
+        }
+    }
+}
+
+/// The plain forward pass over `st`: every stage in order, each seeded for its dropout
+/// when `train` (see [`StageSeeds`]). The result is `(b, s, h)` with the autograd graph of
+/// every stage when gradients are enabled.
+pub fn run_stages(st: &dyn Stages, train: bool) -> Result<Tensor> {
+    let seeds = StageSeeds::draw(train);
+    seeds.enter(0);
+    let mut x = st.embed()?;
+    for i in 0..st.num_layers() {
+        seeds.enter(1 + i);
+        x = st.layer(i, &x)?;
+    }
+    seeds.enter(st.num_layers() + 1);
+    st.finish(&x)
+}
+
+/// A forward pass run by [`run_checkpointed`] whose backward through the layers is still
+/// to do ([`Self::backward`]). Holds each layer's input hidden states, no graph.
+pub struct Checkpointed<'a> {
+    stages: Box<dyn Stages + 'a>,
+    seeds: StageSeeds,
+    /// `inputs[i]`: the hidden states entering layer `i` (no graph).
+    inputs: Vec<Tensor>,
+    /// The last layer's output as a leaf that requires grad: the finish stage's input.
+    last: Tensor,
+}
+
+/// Gradient checkpointing of one forward pass: runs embeddings and layers of `st` without
+/// a graph, keeping only each layer's input hidden states, then the finish stage with a
+/// graph from a leaf copy of the last layer's output. Returns the token embeddings
+/// `(b, s, h)` (the values of [`run_stages`]) and the pass, whose
+/// [`Checkpointed::backward`] must be called after the loss's backward has reached the
+/// token embeddings. Dropout is seeded per stage as in [`run_stages`], so both draw the
+/// same masks and give the same gradients. Memory: `L` hidden states instead of every
+/// layer's activations; cost: every layer's forward once more in the backward.
+pub fn run_checkpointed(
+    st: Box<dyn Stages + '_>,
+    train: bool,
+) -> Result<(Tensor, Checkpointed<'_>)> {
+    let seeds = StageSeeds::draw(train);
+    let n = st.num_layers();
+    let mut inputs = Vec::with_capacity(n);
+    let last = tch::no_grad(|| -> Result<Tensor> {
+        seeds.enter(0);
+        let mut x = st.embed()?;
+        for i in 0..n {
+            seeds.enter(1 + i);
+            let y = st.layer(i, &x)?;
+            inputs.push(x);
+            x = y;
+        }
+        Ok(x)
+    })?
+    .set_requires_grad(true);
+    seeds.enter(n + 1);
+    let tokens = st.finish(&last)?;
+    Ok((
+        tokens,
+        Checkpointed {
+            stages: st,
+            seeds,
+            inputs,
+            last,
+        },
+    ))
+}
+
+impl Checkpointed<'_> {
+    /// The backward pass through the layers and embeddings, last layer first: each layer
+    /// is recomputed from its saved input (made a leaf that requires grad) after its own
+    /// dropout seed, and `sum(output * grad_output)` is backpropagated, which adds the
+    /// layer's parameter gradients and gives the gradient of its input; the layer's
+    /// activations and saved input are freed before the next. Call it once the loss's
+    /// backward has reached the token embeddings (before that there is nothing to
+    /// propagate and it does nothing).
+    pub fn backward(self) -> Result<()> {
+        let mut grad = self.last.grad();
+        let mut inputs = self.inputs;
+        while let Some(saved) = inputs.pop() {
+            if !grad.defined() {
+                return Ok(());
+            }
+            let i = inputs.len();
+            let x = saved.set_requires_grad(true);
+            self.seeds.enter(1 + i);
+            let y = self.stages.layer(i, &x)?;
+            (y * &grad).sum(Kind::Float).f_backward()?;
+            grad = x.grad();
+        }
+        if !grad.defined() {
+            return Ok(());
+        }
+        self.seeds.enter(0);
+        let x = self.stages.embed()?;
+        if x.requires_grad() {
+            (x * &grad).sum(Kind::Float).f_backward()?;
+        }
+        Ok(())
+    }
 }
 
 /// A backbone as the sentence encoder holds it: any [`Architecture`], type-erased.
@@ -87,42 +276,71 @@ pub trait Backbone: Send {
     fn embedding_ids(&self) -> Vec<ParamId>;
     /// The backbone bound to its weights prepared for `kind` (see [`Architecture::prepare`]).
     fn prepare(&self, w: &[Tensor], kind: Kind) -> Box<dyn PreparedBackbone>;
+    /// Ok when the architecture runs in [`Stages`] (gradient checkpointing); otherwise the
+    /// error naming its `model_type`.
+    fn check_staged(&self) -> Result<()>;
 }
 
 /// A backbone bound to weights prepared for one precision: runs forward passes.
 pub trait PreparedBackbone: Send {
     /// Token embeddings `(b, s, h)` (see [`Architecture::forward`]).
     fn forward(&self, ids: &Tensor, mask: &Tensor, train: bool) -> Result<Tensor>;
+    /// The forward pass cut into stages (see [`Architecture::stages`]); an architecture
+    /// without stages is the error of [`Backbone::check_staged`].
+    fn stages(&self, ids: &Tensor, mask: &Tensor, train: bool) -> Result<Box<dyn Stages + '_>>;
 }
 
-struct Shared<A>(Arc<A>);
+struct Shared<A> {
+    arch: Arc<A>,
+    model_type: Arc<str>,
+}
 
 struct Bound<A: Architecture> {
     arch: Arc<A>,
+    model_type: Arc<str>,
     weights: A::Weights,
+}
+
+fn not_staged(model_type: &str) -> Error {
+    Error::Invalid(format!(
+        "--gradient-checkpointing is not supported for model_type {model_type} yet; train without it (a smaller --batch-size, or --loss cached-mnrl, also lowers memory)"
+    ))
 }
 
 impl<A: Architecture> Backbone for Shared<A> {
     fn hidden_size(&self) -> i64 {
-        self.0.hidden_size()
+        self.arch.hidden_size()
     }
     fn max_positions(&self) -> i64 {
-        self.0.max_positions()
+        self.arch.max_positions()
     }
     fn embedding_ids(&self) -> Vec<ParamId> {
-        self.0.embedding_ids()
+        self.arch.embedding_ids()
     }
     fn prepare(&self, w: &[Tensor], kind: Kind) -> Box<dyn PreparedBackbone> {
         Box::new(Bound {
-            weights: self.0.prepare(w, kind),
-            arch: Arc::clone(&self.0),
+            weights: self.arch.prepare(w, kind),
+            arch: Arc::clone(&self.arch),
+            model_type: Arc::clone(&self.model_type),
         })
+    }
+    fn check_staged(&self) -> Result<()> {
+        if A::STAGED {
+            Ok(())
+        } else {
+            Err(not_staged(&self.model_type))
+        }
     }
 }
 
 impl<A: Architecture> PreparedBackbone for Bound<A> {
     fn forward(&self, ids: &Tensor, mask: &Tensor, train: bool) -> Result<Tensor> {
         self.arch.forward(&self.weights, ids, mask, train)
+    }
+    fn stages(&self, ids: &Tensor, mask: &Tensor, train: bool) -> Result<Box<dyn Stages + '_>> {
+        self.arch
+            .stages(&self.weights, ids, mask, train)?
+            .ok_or_else(|| not_staged(&self.model_type))
     }
 }
 
@@ -141,9 +359,14 @@ fn build<A: Architecture>(
     ckpt: &mut Checkpoint,
     params: &mut ParamTable,
 ) -> Result<Box<dyn Backbone>> {
-    Ok(Box::new(Shared(Arc::new(A::load(
-        dir, config, ckpt, params,
-    )?))))
+    let model_type = config
+        .get("model_type")
+        .and_then(|v| v.as_str())
+        .unwrap_or_default();
+    Ok(Box::new(Shared {
+        arch: Arc::new(A::load(dir, config, ckpt, params)?),
+        model_type: model_type.into(),
+    }))
 }
 
 /// Every backbone embtune runs: `config.json`'s `model_type` and its constructor.
@@ -193,5 +416,54 @@ pub fn load_backbone(
                 SUPPORTED_MODEL_TYPES.join(", ")
             ),
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An architecture with a forward pass but no stages.
+    struct Whole;
+
+    impl Architecture for Whole {
+        type Weights = ();
+        fn load(
+            _: &Path,
+            _: &serde_json::Value,
+            _: &mut Checkpoint,
+            _: &mut ParamTable,
+        ) -> Result<Self> {
+            Ok(Whole)
+        }
+        fn hidden_size(&self) -> i64 {
+            1
+        }
+        fn max_positions(&self) -> i64 {
+            8
+        }
+        fn embedding_ids(&self) -> Vec<ParamId> {
+            Vec::new()
+        }
+        fn prepare(&self, _: &[Tensor], _: Kind) {}
+        fn forward(&self, _: &(), ids: &Tensor, _: &Tensor, _: bool) -> Result<Tensor> {
+            Ok(ids.to_kind(Kind::Float).unsqueeze(-1))
+        }
+    }
+
+    #[test]
+    fn checkpointing_an_architecture_without_stages_names_its_model_type() {
+        let b = Shared {
+            arch: Arc::new(Whole),
+            model_type: "whole".into(),
+        };
+        let want = "--gradient-checkpointing is not supported for model_type whole yet";
+        let e = b.check_staged().unwrap_err().to_string();
+        assert!(e.contains(want), "{e}");
+        let ids = Tensor::zeros([1, 2], (Kind::Int64, tch::Device::Cpu));
+        let p = b.prepare(&[], Kind::Float);
+        assert_eq!(p.forward(&ids, &ids, false).unwrap().size(), [1, 2, 1]);
+        let e = p.stages(&ids, &ids, false).err().unwrap().to_string();
+        assert!(e.contains(want), "{e}");
     }
 }

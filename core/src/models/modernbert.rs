@@ -26,7 +26,7 @@ use tch::{Kind, Tensor};
 
 use super::layers::{apply_rope, attention, padding_mask, sliding_window_mask, Rope, Unpad};
 use super::params::{Checkpoint, ParamId, ParamTable};
-use super::Architecture;
+use super::{Architecture, Stages};
 use crate::error::{Error, Result};
 
 /// The fields of a ModernBERT `config.json` that the forward pass uses (defaults:
@@ -246,6 +246,7 @@ impl Plan {
 
 impl Architecture for ModernBert {
     type Weights = ModernBertWeights;
+    const STAGED: bool = true;
 
     fn load(
         dir: &Path,
@@ -365,78 +366,131 @@ impl Architecture for ModernBert {
         }
     }
 
-    /// Embedding, attention (probabilities and output) and MLP dropout only when `train`.
-    // `x = x + ..` stays out of place: `+=` would modify a tensor autograd saved.
-    #[allow(clippy::assign_op_pattern)]
-    fn forward(
-        &self,
-        w: &ModernBertWeights,
+    /// Stages: embeddings (+ norm, dropout), one per layer, final norm and re-padding. The
+    /// hidden states between them are the real tokens' rows `(t, h)`. Embedding, attention
+    /// (probabilities and output) and MLP dropout only when `train`.
+    fn stages<'a>(
+        &'a self,
+        w: &'a ModernBertWeights,
         ids: &Tensor,
         mask: &Tensor,
         train: bool,
-    ) -> Result<Tensor> {
+    ) -> Result<Option<Box<dyn Stages + 'a>>> {
         let (b, s) = ids.size2()?;
         let c = &self.cfg;
-        let (h, nh) = (c.hidden_size, c.num_attention_heads);
-        let hd = h / nh;
         if s > c.max_position_embeddings {
             return Err(Error::Invalid(format!(
                 "sequence of {s} tokens is longer than the model's {} positions; lower max_seq_length",
                 c.max_position_embeddings
             )));
         }
-        let kind = w.kind;
-        let device = ids.device();
-        let eps = c.norm_eps;
-        let p_attn = if train { c.attention_dropout } else { 0.0 };
+        let (kind, device) = (w.kind, ids.device());
         // Unpadded: linear layers, norms and residuals on the real tokens only; q, k, v are
         // scattered into the (b, s) layout for rotary embeddings and attention (layers::Unpad).
         let unpad = Unpad::new(mask, b, s);
-        let emb =
-            Tensor::f_embedding(&w.embed, &unpad.tokens(ids), -1, false, false)?.to_kind(kind); // (t, h)
-        let mut x = w
-            .emb_norm
-            .norm(&emb, eps)
-            .dropout(c.embedding_dropout, train);
         let global = padding_mask(mask, kind)?;
         let local = if self.layers.iter().any(|l| l.sliding) {
             sliding_window_mask(mask, self.window, kind)?
         } else {
             global.shallow_clone()
         };
-        let (cos_g, sin_g) = self.rope_global.cos_sin(s, device, kind);
-        let (cos_l, sin_l) = self.rope_local.cos_sin(s, device, kind);
-        for (l, lw) in self.layers.iter().zip(&w.layers) {
-            let (cos, sin, m) = if l.sliding {
-                (&cos_l, &sin_l, &local)
-            } else {
-                (&cos_g, &sin_g, &global)
-            };
-            let r = match &lw.attn_norm {
-                Some(n) => n.norm(&x, eps),
-                None => x.shallow_clone(),
-            };
-            let qkv = unpad.to_padded(&lw.wqkv.linear(&r)); // (b * s, 3h)
-            let qkv = qkv.view([b, s, 3, nh, hd]).permute([2, 0, 3, 1, 4]); // (3, b, nh, s, hd)
-            let q = apply_rope(&qkv.get(0), cos, sin);
-            let k = apply_rope(&qkv.get(1), cos, sin);
-            let a = attention(&q, &k, &qkv.get(2), m, p_attn, None)?;
-            let a = unpad.from_padded(&a.transpose(1, 2).reshape([b * s, h])); // (t, h)
-            x = x + lw.wo.linear(&a).dropout(p_attn, train);
-            // GeGLU: Wi's first half activated, its second half the gate.
-            let gu = lw.wi.linear(&lw.mlp_norm.norm(&x, eps)); // (t, 2i)
-            let i = c.intermediate_size;
-            let (input, gate) = (gu.narrow(-1, 0, i), gu.narrow(-1, i, i));
-            let input = match self.act {
-                Act::Gelu => input.gelu("none"),
-                Act::GeluTanh => input.gelu("tanh"),
-                Act::Silu => input.silu(),
-            };
-            let f = (input * gate).dropout(c.mlp_dropout, train);
-            x = x + lw.mlp_wo.linear(&f);
-        }
-        let x = w.final_norm.norm(&x, eps);
-        Ok(unpad.to_padded(&x).view([b, s, h]))
+        Ok(Some(Box::new(ModernBertStages {
+            bert: self,
+            w,
+            tok_ids: unpad.tokens(ids),
+            unpad,
+            global,
+            local,
+            rope_global: self.rope_global.cos_sin(s, device, kind),
+            rope_local: self.rope_local.cos_sin(s, device, kind),
+            b,
+            s,
+            train,
+        })))
+    }
+}
+
+/// One batch's forward through [`ModernBert`], cut into [`Stages`].
+struct ModernBertStages<'a> {
+    bert: &'a ModernBert,
+    w: &'a ModernBertWeights,
+    /// The real tokens' ids `(t,)`.
+    tok_ids: Tensor,
+    unpad: Unpad,
+    /// Additive masks: every real key `(b, 1, 1, s)`; the sliding band `(b, 1, s, s)`.
+    global: Tensor,
+    local: Tensor,
+    /// `(cos, sin)`, each `(s, head_dim)`, of the global and the local layers' rope.
+    rope_global: (Tensor, Tensor),
+    rope_local: (Tensor, Tensor),
+    b: i64,
+    s: i64,
+    train: bool,
+}
+
+impl Stages for ModernBertStages<'_> {
+    fn num_layers(&self) -> usize {
+        self.w.layers.len()
+    }
+
+    /// Token embeddings gathered from the fp32 table, cast, norm, dropout: `(t, h)`.
+    fn embed(&self) -> Result<Tensor> {
+        let c = &self.bert.cfg;
+        let emb = Tensor::f_embedding(&self.w.embed, &self.tok_ids, -1, false, false)?
+            .to_kind(self.w.kind);
+        Ok(self
+            .w
+            .emb_norm
+            .norm(&emb, c.norm_eps)
+            .dropout(c.embedding_dropout, self.train))
+    }
+
+    /// Pre-norm layer: (norm,) rotary attention, residual; norm, GeGLU MLP, residual.
+    fn layer(&self, i: usize, x: &Tensor) -> Result<Tensor> {
+        let (c, l, lw) = (&self.bert.cfg, &self.bert.layers[i], &self.w.layers[i]);
+        let (b, s, train, unpad) = (self.b, self.s, self.train, &self.unpad);
+        let (h, nh) = (c.hidden_size, c.num_attention_heads);
+        let hd = h / nh;
+        let eps = c.norm_eps;
+        let p_attn = if train { c.attention_dropout } else { 0.0 };
+        let ((cos, sin), m) = if l.sliding {
+            (&self.rope_local, &self.local)
+        } else {
+            (&self.rope_global, &self.global)
+        };
+        let r = match &lw.attn_norm {
+            Some(n) => n.norm(x, eps),
+            None => x.shallow_clone(),
+        };
+        let qkv = unpad.to_padded(&lw.wqkv.linear(&r)); // (b * s, 3h)
+        let qkv = qkv.view([b, s, 3, nh, hd]).permute([2, 0, 3, 1, 4]); // (3, b, nh, s, hd)
+        let q = apply_rope(&qkv.get(0), cos, sin);
+        let k = apply_rope(&qkv.get(1), cos, sin);
+        let a = attention(&q, &k, &qkv.get(2), m, p_attn, None)?;
+        let a = unpad.from_padded(&a.transpose(1, 2).reshape([b * s, h])); // (t, h)
+                                                                           // Out of place: `+=` would modify a tensor autograd saved.
+        let x = x + lw.wo.linear(&a).dropout(p_attn, train);
+        // GeGLU: Wi's first half activated, its second half the gate.
+        let gu = lw.wi.linear(&lw.mlp_norm.norm(&x, eps)); // (t, 2i)
+        let i = c.intermediate_size;
+        let (input, gate) = (gu.narrow(-1, 0, i), gu.narrow(-1, i, i));
+        let input = match self.bert.act {
+            Act::Gelu => input.gelu("none"),
+            Act::GeluTanh => input.gelu("tanh"),
+            Act::Silu => input.silu(),
+        };
+        let f = (input * gate).dropout(c.mlp_dropout, train);
+        Ok(x + lw.mlp_wo.linear(&f))
+    }
+
+    /// Final norm, `(t, h)` back to `(b, s, h)` (zeros at padding).
+    fn finish(&self, x: &Tensor) -> Result<Tensor> {
+        let c = &self.bert.cfg;
+        let x = self.w.final_norm.norm(x, c.norm_eps);
+        Ok(self
+            .unpad
+            .to_padded(&x)
+            .view([self.b, self.s, c.hidden_size]))
     }
 }
 

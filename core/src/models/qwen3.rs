@@ -31,7 +31,7 @@ use super::layers::{
     apply_rope, attention, causal_mask, gated_mlp, rms_norm, GateActivation, RmsWeight, Rope, Unpad,
 };
 use super::params::{Checkpoint, ParamId, ParamTable};
-use super::Architecture;
+use super::{Architecture, Stages};
 use crate::error::{Error, Result};
 
 /// The fields of a Qwen3 `config.json` that the forward pass uses (defaults as
@@ -170,6 +170,7 @@ fn rope_settings(dir: &Path, cfg: &Qwen3Config) -> Result<(f64, f64)> {
 
 impl Architecture for Qwen3 {
     type Weights = Qwen3Weights;
+    const STAGED: bool = true;
 
     fn load(
         dir: &Path,
@@ -305,70 +306,127 @@ impl Architecture for Qwen3 {
         }
     }
 
-    /// Causal attention over the real tokens, padding on either side; attention dropout
-    /// only when `train` (Qwen3 has no hidden dropout).
-    // `x = x + ..` stays out of place: `+=` would modify a tensor autograd saved.
-    #[allow(clippy::assign_op_pattern)]
-    fn forward(
-        &self,
-        w: &Qwen3Weights,
+    /// Stages: token embeddings, one per layer, final norm and re-padding. The hidden
+    /// states between them are the real tokens' rows `(t, h)`. Causal attention over the
+    /// real tokens, padding on either side; attention dropout only when `train` (Qwen3 has
+    /// no hidden dropout).
+    fn stages<'a>(
+        &'a self,
+        w: &'a Qwen3Weights,
         ids: &Tensor,
         mask: &Tensor,
         train: bool,
-    ) -> Result<Tensor> {
+    ) -> Result<Option<Box<dyn Stages + 'a>>> {
         let (b, s) = ids.size2()?;
-        let c = &self.cfg;
-        let (h, hd, nh, nkv) = (
-            c.hidden_size,
-            self.head_dim,
-            c.num_attention_heads,
-            self.nkv,
-        );
         let kind = w.kind;
-        let device = ids.device();
-        let eps = c.rms_norm_eps;
-        let p_attn = if train { c.attention_dropout } else { 0.0 };
         // Unpadded: linear layers, norms and residuals on the real tokens only; q, k, v are
         // scattered into the (b, s) layout for rotary embeddings and attention, and the
         // attention output gathered back (layers::Unpad).
         let unpad = Unpad::new(mask, b, s);
-        let tok_ids = unpad.tokens(ids);
-        // padding_idx: no gradient for the pad row, as nn.Embedding(padding_idx=pad_token_id)
-        // in transformers' models/qwen3/modeling_qwen3.py.
-        let pad = c.pad_token_id.unwrap_or(-1);
-        let mut x = Tensor::f_embedding(&w.embed, &tok_ids, pad, false, false)?.to_kind(kind); // (t, h)
-        let norm = |x: &Tensor, w: &Tensor| rms_norm(x, w, eps, RmsWeight::Plain);
         // Query q sees the real keys k <= q; positions are the columns 0..s (see the
         // module docs on left padding). With left padding the padded queries see no key:
         // their row is all the finite mask minimum, so softmax stays finite (uniform), and
         // Unpad drops those rows anyway.
-        let m = causal_mask(mask, None, kind)?;
-        let (cos, sin) = self.rope.cos_sin(s, device, kind);
-        for lw in &w.layers {
-            let r = norm(&x, &lw.ln_in);
-            let qkv = unpad
-                .to_padded(&r.linear::<Tensor>(&lw.qkv, None))
-                .view([b, s, -1]); // (b, s, (nh + 2 nkv) hd)
-            let parts = qkv.split_with_sizes([nh * hd, nkv * hd, nkv * hd], -1);
-            let q = parts[0].view([b, s, nh, hd]).transpose(1, 2); // (b, nh, s, hd)
-            let k = parts[1].view([b, s, nkv, hd]).transpose(1, 2); // (b, nkv, s, hd)
-            let v = parts[2].view([b, s, nkv, hd]).transpose(1, 2);
-            let q = apply_rope(&norm(&q, &lw.q_norm), &cos, &sin);
-            let k = apply_rope(&norm(&k, &lw.k_norm), &cos, &sin);
-            let a = attention(&q, &k, &v, &m, p_attn, None)?; // scale hd^-0.5
-            let a = unpad
-                .from_padded(&a.transpose(1, 2).reshape([b * s, nh * hd]))
-                .linear::<Tensor>(&lw.o, None); // (t, h)
-            x = x + a;
-            let f = gated_mlp(
-                &norm(&x, &lw.ln_post_attn),
-                &lw.gate_up,
-                &lw.down,
-                GateActivation::Silu,
-            );
-            x = x + f;
-        }
-        Ok(unpad.to_padded(&norm(&x, &w.norm)).view([b, s, h]))
+        let causal = causal_mask(mask, None, kind)?;
+        Ok(Some(Box::new(Qwen3Stages {
+            qwen: self,
+            w,
+            tok_ids: unpad.tokens(ids),
+            unpad,
+            causal,
+            rope: self.rope.cos_sin(s, ids.device(), kind),
+            b,
+            s,
+            p_attn: if train {
+                self.cfg.attention_dropout
+            } else {
+                0.0
+            },
+        })))
+    }
+}
+
+/// One batch's forward through [`Qwen3`], cut into [`Stages`].
+struct Qwen3Stages<'a> {
+    qwen: &'a Qwen3,
+    w: &'a Qwen3Weights,
+    /// The real tokens' ids `(t,)`.
+    tok_ids: Tensor,
+    unpad: Unpad,
+    /// Additive causal mask over the real keys.
+    causal: Tensor,
+    /// `(cos, sin)`, each `(s, head_dim)`.
+    rope: (Tensor, Tensor),
+    b: i64,
+    s: i64,
+    /// Attention dropout probability (0 outside training).
+    p_attn: f64,
+}
+
+impl Qwen3Stages<'_> {
+    fn norm(&self, x: &Tensor, w: &Tensor) -> Tensor {
+        rms_norm(x, w, self.qwen.cfg.rms_norm_eps, RmsWeight::Plain)
+    }
+}
+
+impl Stages for Qwen3Stages<'_> {
+    fn num_layers(&self) -> usize {
+        self.w.layers.len()
+    }
+
+    /// The token embeddings, gathered from the fp32 table and cast: `(t, h)`. The pad row
+    /// gets no gradient (`padding_idx` = `pad_token_id`, as transformers'
+    /// `nn.Embedding(..., padding_idx)` in models/qwen3/modeling_qwen3.py).
+    fn embed(&self) -> Result<Tensor> {
+        let pad = self.qwen.cfg.pad_token_id.unwrap_or(-1);
+        Ok(
+            Tensor::f_embedding(&self.w.embed, &self.tok_ids, pad, false, false)?
+                .to_kind(self.w.kind),
+        )
+    }
+
+    /// Pre-norm layer: RMSNorm, q/k/v, q/k RMSNorm, RoPE, causal attention, o_proj,
+    /// residual; RMSNorm, SiLU-gated MLP, residual.
+    fn layer(&self, i: usize, x: &Tensor) -> Result<Tensor> {
+        let (lw, unpad, (b, s)) = (&self.w.layers[i], &self.unpad, (self.b, self.s));
+        let (hd, nh, nkv) = (
+            self.qwen.head_dim,
+            self.qwen.cfg.num_attention_heads,
+            self.qwen.nkv,
+        );
+        let (cos, sin) = &self.rope;
+        let r = self.norm(x, &lw.ln_in);
+        let qkv = unpad
+            .to_padded(&r.linear::<Tensor>(&lw.qkv, None))
+            .view([b, s, -1]); // (b, s, (nh + 2 nkv) hd)
+        let parts = qkv.split_with_sizes([nh * hd, nkv * hd, nkv * hd], -1);
+        let q = parts[0].view([b, s, nh, hd]).transpose(1, 2); // (b, nh, s, hd)
+        let k = parts[1].view([b, s, nkv, hd]).transpose(1, 2); // (b, nkv, s, hd)
+        let v = parts[2].view([b, s, nkv, hd]).transpose(1, 2);
+        let q = apply_rope(&self.norm(&q, &lw.q_norm), cos, sin);
+        let k = apply_rope(&self.norm(&k, &lw.k_norm), cos, sin);
+        let a = attention(&q, &k, &v, &self.causal, self.p_attn, None)?; // scale hd^-0.5
+        let a = unpad
+            .from_padded(&a.transpose(1, 2).reshape([b * s, nh * hd]))
+            .linear::<Tensor>(&lw.o, None); // (t, h)
+                                            // Out of place: `+=` would modify a tensor autograd saved.
+        let x = x + a;
+        let f = gated_mlp(
+            &self.norm(&x, &lw.ln_post_attn),
+            &lw.gate_up,
+            &lw.down,
+            GateActivation::Silu,
+        );
+        Ok(x + f)
+    }
+
+    /// Final RMSNorm, `(t, h)` back to `(b, s, h)` (zeros at padding).
+    fn finish(&self, x: &Tensor) -> Result<Tensor> {
+        let h = self.qwen.cfg.hidden_size;
+        Ok(self
+            .unpad
+            .to_padded(&self.norm(x, &self.w.norm))
+            .view([self.b, self.s, h]))
     }
 }
 

@@ -86,6 +86,10 @@ pub struct TrainConfig {
     pub log_every: usize,
     /// Truncate texts at this many tokens (the model's max_seq_length when None).
     pub max_seq_length: Option<usize>,
+    /// Gradient checkpointing: keep only each transformer layer's input during the
+    /// forward and recompute the layer in backward (less memory, about one more forward
+    /// per step; the same gradients).
+    pub gradient_checkpointing: bool,
 }
 
 impl TrainConfig {
@@ -115,6 +119,7 @@ impl TrainConfig {
             save_total_limit: None,
             log_every: 10,
             max_seq_length: None,
+            gradient_checkpointing: false,
         }
     }
 }
@@ -247,6 +252,9 @@ fn load(
         )));
     }
     let mut encoder = SentenceEncoder::load(resume.unwrap_or(&cfg.model), cfg.device)?;
+    if cfg.gradient_checkpointing {
+        encoder.check_gradient_checkpointing()?;
+    }
     encoder.set_precision(cfg.precision)?;
     if let Some(n) = cfg.max_seq_length {
         encoder.set_max_seq_length(n)?;
@@ -412,6 +420,7 @@ impl<'a> Trainer<'a> {
                 weights: &weights,
                 loss: self.loss,
                 accum: cfg.grad_accum as f64,
+                checkpointing: cfg.gradient_checkpointing,
             };
             let per_epoch = self.collator.batches_per_epoch();
             for micro in 0..cfg.grad_accum {
@@ -580,6 +589,42 @@ fn non_finite(step: usize, output: &Path) -> Error {
             output.display()
         ),
     }
+}
+
+/// The forward and backward of micro-batch `micro_batch` of a run of `cfg` with `loss`, as
+/// an optimizer step of [`train`] runs it (prompt groups, GradCache, the loss divided by
+/// `cfg.grad_accum`, gradient checkpointing when `cfg.gradient_checkpointing`, the dropout
+/// seed of step 0): the encoder's gradients are zeroed first and hold the micro-batch's
+/// gradients after; returns the loss. For tests that compare gradients between settings.
+#[doc(hidden)]
+pub fn micro_batch_gradients(
+    cfg: &TrainConfig,
+    loss: &dyn ContrastiveLoss,
+    encoder: &SentenceEncoder,
+    micro_batch: usize,
+) -> Result<f64> {
+    if cfg.gradient_checkpointing {
+        encoder.check_gradient_checkpointing()?;
+    }
+    let data = Dataset::read(&cfg.data)?.prepare_for(&loss.inputs(), &cfg.loss_name)?;
+    let mut collator = Collator::new(&data, &loss.inputs(), encoder.tokenizer(), cfg)?;
+    for (_, t) in encoder.named_parameters() {
+        let mut g = t.grad();
+        if g.defined() {
+            let _ = g.zero_();
+        }
+    }
+    let weights = encoder.prepare();
+    let micro_step = MicroStep {
+        encoder,
+        weights: &weights,
+        loss,
+        accum: cfg.grad_accum as f64,
+        checkpointing: cfg.gradient_checkpointing,
+    };
+    let batch = collator.batch(micro_batch)?;
+    let l = micro_step.run(&batch, step_seed(cfg.seed, 0, micro_batch))?;
+    Ok(f64::try_from(&l)?)
 }
 
 /// Seed of the torch generator for (step, micro-batch): dropout replays exactly on resume.

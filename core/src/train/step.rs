@@ -5,12 +5,19 @@
 //! one forward over its concatenated texts and split back into one `(B, D)` tensor per
 //! column, as sentence-transformers' merged forward does. Losses with a gradient-cache
 //! mini-batch size run GradCache instead, over the same groups.
+//!
+//! With gradient checkpointing every forward that backpropagates runs checkpointed
+//! ([`SentenceEncoder::forward_checkpointed`]): the backbone keeps each layer's input only,
+//! and after the loss's backward each pass recomputes its layers, last first. Under
+//! GradCache that is the second pass's re-embedding of each mini-batch, so peak memory is
+//! one mini-batch's layer inputs plus one layer's activations.
 
 use tch::{Kind, Tensor};
 
 use crate::encoder::{PreparedWeights, SentenceEncoder, TokenBatch};
 use crate::error::Result;
 use crate::loss::{ContrastiveLoss, LossBatch};
+use crate::models::Checkpointed;
 use crate::train::collator::{Batch, GroupIds};
 
 /// What every micro-batch of one optimizer step shares.
@@ -24,9 +31,11 @@ pub(crate) struct MicroStep<'a> {
     /// Micro-batches per optimizer step: each micro-batch's loss is divided by it before
     /// backward.
     pub accum: f64,
+    /// Run the backbone checkpointed (layers recomputed in backward).
+    pub checkpointing: bool,
 }
 
-impl MicroStep<'_> {
+impl<'a> MicroStep<'a> {
     /// Embeds `batch`, backpropagates `loss / accum` into the encoder's gradients and
     /// returns the (unscaled, detached) loss. The torch generator is seeded from `seed`
     /// first, so dropout replays exactly on resume.
@@ -36,13 +45,18 @@ impl MicroStep<'_> {
             Some(mini) => self.cached(batch, mini.max(1), seed),
             None => {
                 let mut embeddings = Vec::with_capacity(batch.texts.len());
+                let mut passes = Vec::new();
                 for g in &batch.groups {
                     let tokens = self.tokens(g, 0..g.ids.len())?;
-                    let e = self.encoder.forward_prepared(self.weights, &tokens, true)?;
+                    let (e, pass) = self.embed_with_graph(&tokens)?;
+                    passes.extend(pass);
                     embeddings.extend(split_columns(&e, g));
                 }
                 let l = self.loss_of(&embeddings, batch)?;
                 (&l / self.accum).f_backward()?;
+                for pass in passes {
+                    pass.backward()?;
+                }
                 Ok(l.detach())
             }
         }
@@ -82,14 +96,34 @@ impl MicroStep<'_> {
             let mut start = 0;
             for (chunk, t) in tokens.iter().enumerate() {
                 tch::manual_seed(chunk_seed(gi, chunk));
-                let e = self.encoder.forward_prepared(self.weights, t, true)?;
+                let (e, pass) = self.embed_with_graph(t)?;
                 let rows = e.size()[0];
                 let g = grad.narrow(0, start, rows);
                 (e * g).sum(Kind::Float).f_backward()?;
+                if let Some(pass) = pass {
+                    pass.backward()?;
+                }
                 start += rows;
             }
         }
         Ok(l.detach())
+    }
+
+    /// Embeddings of `tokens` for a backward pass (dropout on): a plain forward, or with
+    /// checkpointing the checkpointed one and its pass, to finish with
+    /// [`Checkpointed::backward`] after the backward that reaches the embeddings.
+    fn embed_with_graph(&self, tokens: &TokenBatch) -> Result<(Tensor, Option<Checkpointed<'a>>)> {
+        if self.checkpointing {
+            let (e, pass) = self
+                .encoder
+                .forward_checkpointed(self.weights, tokens, true)?;
+            Ok((e, Some(pass)))
+        } else {
+            Ok((
+                self.encoder.forward_prepared(self.weights, tokens, true)?,
+                None,
+            ))
+        }
     }
 
     /// The token batch of rows `range` of group `g`.
