@@ -22,7 +22,9 @@ fn help_lists_every_command() {
     let o = embtune(&["--help"], &[]);
     assert!(o.status.success());
     let help = text(&o.stdout);
-    for cmd in ["gen", "list", "doctor", "train", "eval", "encode", "score", "mine"] {
+    for cmd in [
+        "gen", "list", "doctor", "train", "eval", "encode", "score", "mine",
+    ] {
         assert!(
             help.lines().any(|l| l.trim_start().starts_with(cmd)),
             "{cmd} missing from --help: {help}"
@@ -109,7 +111,15 @@ fn gen_with_a_model_sampler_is_handed_on() {
     std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
     let env = [("EMBTUNE_TORCH_BIN", fake.to_str().unwrap())];
     let o = embtune(
-        &["gen", "--sampler", "model-mined", "--sampler-opt", "scope=part", "--data", "x.csv"],
+        &[
+            "gen",
+            "--sampler",
+            "model-mined",
+            "--sampler-opt",
+            "scope=part",
+            "--data",
+            "x.csv",
+        ],
         &env,
     );
     assert_eq!(o.status.code(), Some(3), "{}", text(&o.stderr));
@@ -119,13 +129,30 @@ fn gen_with_a_model_sampler_is_handed_on() {
     );
     // A bad option is answered by the front end itself, naming the option.
     let o = embtune(
-        &["gen", "--sampler", "model-mined", "--sampler-opt", "scope=table", "--data", "x.csv"],
+        &[
+            "gen",
+            "--sampler",
+            "model-mined",
+            "--sampler-opt",
+            "scope=table",
+            "--data",
+            "x.csv",
+        ],
         &env,
     );
     assert_eq!(o.status.code(), Some(1));
     assert!(text(&o.stderr).contains("scope"), "{}", text(&o.stderr));
     // Other samplers never reach the backend.
-    let o = embtune(&["gen", "--sampler", "same-category", "--data", "/nonexistent.csv"], &env);
+    let o = embtune(
+        &[
+            "gen",
+            "--sampler",
+            "same-category",
+            "--data",
+            "/nonexistent.csv",
+        ],
+        &env,
+    );
     let _ = std::fs::remove_dir_all(&dir);
     assert_eq!(o.status.code(), Some(1));
     assert!(!text(&o.stdout).contains("args:"));

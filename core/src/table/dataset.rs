@@ -8,7 +8,10 @@ use crate::error::{Error, Result};
 
 /// Text columns plus an optional label column, all rows the same width. The text columns
 /// keep file order (first = anchor, second = positive, the rest negatives); a column named
-/// `label` or `score` (any case) is the label column, parsed as numbers.
+/// `label` or `score` (any case) is the label column, parsed as numbers; a column named
+/// `scores` or `labels` holds a JSON list of numbers per row (teacher scores, as
+/// `embtune mine --output-scores` writes them: `[positive, negative...]`), kept apart from
+/// the texts.
 ///
 /// The trainer's reshaping for a loss, `prepare_for`, lives with the trainer
 /// (`train::data`).
@@ -24,10 +27,19 @@ pub struct Dataset {
     pub label_column: Option<String>,
     /// One label per row when `label_column` is set.
     pub labels: Option<Vec<f64>>,
+    /// Name of the score-list column (`scores` or `labels`), if the file has one.
+    pub score_list_column: Option<String>,
+    /// One list of numbers per row when `score_list_column` is set (for distillation
+    /// losses; the built-in losses do not read them).
+    pub score_lists: Option<Vec<Vec<f64>>>,
 }
 
 fn is_label(name: &str) -> bool {
     name.eq_ignore_ascii_case("label") || name.eq_ignore_ascii_case("score")
+}
+
+fn is_score_list(name: &str) -> bool {
+    name.eq_ignore_ascii_case("labels") || name.eq_ignore_ascii_case("scores")
 }
 
 impl Dataset {
@@ -53,11 +65,12 @@ impl Dataset {
     pub fn from_table(table: &Table, path: &Path) -> Result<Self> {
         let headers = table.headers();
         let label_idx = headers.iter().position(|h| is_label(h));
+        let list_idx = headers.iter().position(|h| is_score_list(h));
         let n = table.n_rows();
         let mut columns = Vec::new();
         let mut texts = Vec::new();
         for (c, h) in headers.iter().enumerate() {
-            if Some(c) != label_idx {
+            if Some(c) != label_idx && Some(c) != list_idx {
                 columns.push(h.clone());
                 texts.push((0..n).map(|r| table.cell(r, c).to_string()).collect());
             }
@@ -79,12 +92,31 @@ impl Dataset {
                     .collect::<Result<Vec<f64>>>()
             })
             .transpose()?;
+        let score_lists = list_idx
+            .map(|c| {
+                (0..n)
+                    .map(|r| {
+                        let cell = table.cell(r, c);
+                        serde_json::from_str::<Vec<f64>>(cell).map_err(|_| {
+                            Error::cell(
+                                path,
+                                table.line(r),
+                                &headers[c],
+                                format!("'{cell}' is not a list of numbers such as [0.8, 0.2]"),
+                            )
+                        })
+                    })
+                    .collect::<Result<Vec<Vec<f64>>>>()
+            })
+            .transpose()?;
         Ok(Dataset {
             path: path.to_path_buf(),
             columns,
             texts,
             label_column: label_idx.map(|c| headers[c].clone()),
             labels,
+            score_list_column: list_idx.map(|c| headers[c].clone()),
+            score_lists,
         })
     }
 }
@@ -120,6 +152,29 @@ mod tests {
         assert_eq!(ds.texts[1], ["b", "d"]);
         assert_eq!(ds.label_column.as_deref(), Some("score"));
         assert_eq!(ds.labels, Some(vec![0.5, 1.0]));
+    }
+
+    #[test]
+    fn score_lists_are_kept_apart_from_the_texts() {
+        // As `embtune mine --output-scores` writes them, in CSV and in JSON Lines.
+        let (_d, p) = write(
+            "m.csv",
+            b"anchor,positive,negative,scores\na,b,c,\"[0.9, 0.2]\"\nd,e,f,\"[0.7,-0.1]\"\n",
+        );
+        let ds = Dataset::read(&p).unwrap();
+        assert_eq!(ds.columns, ["anchor", "positive", "negative"]);
+        assert_eq!(ds.score_lists, Some(vec![vec![0.9, 0.2], vec![0.7, -0.1]]));
+        let (_d, p) = write(
+            "m.jsonl",
+            b"{\"anchor\":\"a\",\"positive\":\"b\",\"scores\":[0.5,0.25]}\n",
+        );
+        let ds = Dataset::read(&p).unwrap();
+        assert_eq!(ds.columns, ["anchor", "positive"]);
+        assert_eq!(ds.score_list_column.as_deref(), Some("scores"));
+        assert_eq!(ds.score_lists, Some(vec![vec![0.5, 0.25]]));
+        let (_d, p) = write("bad.csv", b"anchor,positive,scores\na,b,high\n");
+        let e = Dataset::read(&p).unwrap_err().to_string();
+        assert!(e.contains("'high' is not a list of numbers"), "{e}");
     }
 
     #[test]

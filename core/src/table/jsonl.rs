@@ -68,6 +68,11 @@ pub(super) fn parse_jsonl(text: &str, path: &Path) -> Result<Table> {
                 Some(Value::Number(n)) => Cow::Owned(n.to_string()),
                 Some(Value::Bool(b)) => Cow::Borrowed(if *b { "true" } else { "false" }),
                 Some(Value::Null) => Cow::Borrowed(""),
+                // A list of numbers (the score lists `embtune mine --output-scores` writes)
+                // is kept as its compact JSON text, as the CSV writer stores it.
+                Some(Value::Array(a)) if a.iter().all(Value::is_number) => {
+                    Cow::Owned(Value::Array(a.clone()).to_string())
+                }
                 Some(nested) => {
                     return Err(Error::cell(
                         path,

@@ -237,6 +237,8 @@ mod tests {
                 .collect(),
             label_column: None,
             labels: None,
+            score_list_column: None,
+            score_lists: None,
         }
     }
 

@@ -83,6 +83,8 @@ impl Dataset {
                     texts: vec![a, d],
                     label_column: Some("label".into()),
                     labels: Some(labels),
+                    score_list_column: None,
+                    score_lists: None,
                 })
             }
         }
