@@ -205,10 +205,7 @@ impl SentenceEncoder {
             .and_then(|c| c.get("do_lower_case"))
             .and_then(|v| v.as_bool())
             .unwrap_or(false);
-        let pad_id = config
-            .get("pad_token_id")
-            .and_then(|v| v.as_i64())
-            .unwrap_or(0);
+        let pad_id = config.get("pad_token_id").and_then(|v| v.as_i64());
         let tokenizer = TextTokenizer::load(&transformer_dir, max_seq_length, pad_id, lowercase)?;
 
         // Pooling, then Dense / Normalize in order.
@@ -317,7 +314,8 @@ impl SentenceEncoder {
     /// Sets the truncation length (at most the model's positions).
     pub fn set_max_seq_length(&mut self, n: usize) -> Result<()> {
         let t = &self.tokenizer;
-        self.tokenizer = TextTokenizer::load(&self.transformer_dir, n, t.pad_id(), t.lowercase())?;
+        self.tokenizer =
+            TextTokenizer::load(&self.transformer_dir, n, Some(t.pad_id()), t.lowercase())?;
         self.max_seq_length = n;
         Ok(())
     }

@@ -40,8 +40,8 @@ impl TextTokenizer {
     /// Padded positions get the tokenizer's own pad token, as the reference pads with
     /// `tokenizer.pad_token_id` (`pad_token` of `tokenizer_config.json`, else the padding
     /// settings stored in `tokenizer.json`); `pad_id` (config.json's `pad_token_id`) only
-    /// when the tokenizer names none.
-    pub fn load(dir: &Path, max_len: usize, pad_id: i64, lowercase: bool) -> Result<Self> {
+    /// when the tokenizer names none; when neither does, loading fails with the fix.
+    pub fn load(dir: &Path, max_len: usize, pad_id: Option<i64>, lowercase: bool) -> Result<Self> {
         let path = dir.join("tokenizer.json");
         if !path.is_file() {
             return Err(Error::model(
@@ -58,7 +58,12 @@ impl TextTokenizer {
                 ),
             )
         })?;
-        let pad_id = tokenizer_pad_id(dir, &inner).unwrap_or(pad_id);
+        let pad_id = tokenizer_pad_id(dir, &inner).or(pad_id).ok_or_else(|| {
+            Error::model(
+                dir,
+                "the tokenizer (tokenizer_config.json, tokenizer.json) names no pad token and config.json has no pad_token_id; set pad_token in tokenizer_config.json (e.g. the eos token) or pad_token_id in config.json",
+            )
+        })?;
         let stored_side = inner.get_padding().map(|p| match p.direction {
             PaddingDirection::Left => PaddingSide::Left,
             PaddingDirection::Right => PaddingSide::Right,

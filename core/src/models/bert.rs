@@ -161,12 +161,7 @@ impl Bert {
             Family::Bert => "BERT",
             Family::Roberta => "RoBERTa",
         };
-        let cfg: BertConfig = serde_json::from_value(config.clone()).map_err(|e| {
-            Error::model(
-                dir,
-                format!("config.json is not a valid {name} config: {e}"),
-            )
-        })?;
+        let cfg: BertConfig = super::parse_config(dir, config, name)?;
         let positions = match family {
             Family::Bert => Positions::Absolute,
             Family::Roberta => {

@@ -191,12 +191,7 @@ impl Architecture for Gemma3 {
         ckpt: &mut Checkpoint,
         params: &mut ParamTable,
     ) -> Result<Self> {
-        let cfg: Gemma3Config = serde_json::from_value(config.clone()).map_err(|e| {
-            Error::model(
-                dir,
-                format!("config.json is not a valid gemma3_text config: {e}"),
-            )
-        })?;
+        let cfg: Gemma3Config = super::parse_config(dir, config, "gemma3_text")?;
         if cfg.use_bidirectional_attention != Some(true) {
             return Err(Error::model(
                 dir,

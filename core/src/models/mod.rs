@@ -369,6 +369,23 @@ fn build<A: Architecture>(
     }))
 }
 
+/// Parses `config` (`dir/config.json`) into an architecture's typed config: a missing or
+/// mistyped field is one line naming config.json, the field, and the fix.
+pub fn parse_config<T: serde::de::DeserializeOwned>(
+    dir: &Path,
+    config: &serde_json::Value,
+    model_type: &str,
+) -> Result<T> {
+    serde_json::from_value(config.clone()).map_err(|e| {
+        Error::model(
+            dir,
+            format!(
+                "config.json is not a valid {model_type} config: {e}; fix config.json (use the one saved with the checkpoint)"
+            ),
+        )
+    })
+}
+
 /// Every backbone embtune runs: `config.json`'s `model_type` and its constructor.
 pub const BACKBONES: &[(&str, Constructor)] = &[
     ("bert", build::<bert::Bert>),

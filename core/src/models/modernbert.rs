@@ -254,12 +254,7 @@ impl Architecture for ModernBert {
         ckpt: &mut Checkpoint,
         params: &mut ParamTable,
     ) -> Result<Self> {
-        let cfg: ModernBertConfig = serde_json::from_value(config.clone()).map_err(|e| {
-            Error::model(
-                dir,
-                format!("config.json is not a valid modernbert config: {e}"),
-            )
-        })?;
+        let cfg: ModernBertConfig = super::parse_config(dir, config, "modernbert")?;
         let act = match cfg.hidden_activation.as_str() {
             "gelu" => Act::Gelu,
             "gelu_new" | "gelu_pytorch_tanh" => Act::GeluTanh,

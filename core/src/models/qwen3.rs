@@ -178,9 +178,7 @@ impl Architecture for Qwen3 {
         ckpt: &mut Checkpoint,
         params: &mut ParamTable,
     ) -> Result<Self> {
-        let cfg: Qwen3Config = serde_json::from_value(config.clone()).map_err(|e| {
-            Error::model(dir, format!("config.json is not a valid qwen3 config: {e}"))
-        })?;
+        let cfg: Qwen3Config = super::parse_config(dir, config, "qwen3")?;
         let sliding = cfg
             .layer_types
             .as_ref()

@@ -223,7 +223,7 @@ mod tests {
         });
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("tokenizer.json"), json.to_string()).unwrap();
-        let tok = TextTokenizer::load(dir.path(), 16, 0, false).unwrap();
+        let tok = TextTokenizer::load(dir.path(), 16, Some(0), false).unwrap();
         (dir, tok)
     }
 
