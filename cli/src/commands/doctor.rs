@@ -40,6 +40,10 @@ pub fn run(args: DoctorArgs) -> anyhow::Result<()> {
         }
     );
     println!("threads         {}", tch::get_num_threads());
+    println!(
+        "architectures   {} (config.json model_type)",
+        embtune_core::models::SUPPORTED_MODEL_TYPES.join(", ")
+    );
     let hub = embtune_core::hub::HubConfig::from_env();
     println!(
         "hf cache        {} (from {}{})",
