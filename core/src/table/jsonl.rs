@@ -174,7 +174,9 @@ mod tests {
             e.contains("line 2, column 'b'") && e.contains("nested value (an object)"),
             "{e}"
         );
-        let e = err("{\"a\":[1]}\n");
+        // A list of numbers is a cell (score lists); any other array is not.
+        assert_eq!(parse("{\"a\":[1, 0.5]}\n").unwrap().cell(0, 0), "[1,0.5]");
+        let e = err("{\"a\":[\"x\"]}\n");
         assert!(
             e.contains("line 1, column 'a'") && e.contains("an array"),
             "{e}"
