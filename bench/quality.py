@@ -122,7 +122,18 @@ def main(argv=None) -> int:
     p.add_argument("--python", default=str(ROOT / ".venv-ref" / "bin" / "python"))
     p.add_argument("--work", default=None, help="scratch folder (default: a temp dir, removed)")
     p.add_argument("--out", default=None, help="write the JSON report here")
+    p.add_argument("--loss", default="mnrl", choices=["mnrl", "matryoshka", "gist", "cached-gist"],
+                   help="matryoshka = Matryoshka(MNRL); gist/cached-gist are guided by --guide")
+    p.add_argument("--matryoshka-dims", default="384,256,128,64", help="matryoshka: the dimensions, largest first")
+    p.add_argument("--guide", default=None, help="gist/cached-gist: guide model folder (default: --model, untrained)")
+    p.add_argument("--mini-batch-size", type=int, default=8, help="cached-gist: GradCache mini-batch size")
+    p.add_argument("--truncate-dims", default="", help="also evaluate both trained models at these dimensions (e.g. 64)")
+    p.add_argument("--lora", default=None, help="embtune side only: train LoRA adapters with this spec (implies --no-reference)")
+    p.add_argument("--no-reference", action="store_true", help="embtune side only: report its NDCG@10, no comparison")
     a = p.parse_args(argv)
+    if a.lora is not None:
+        a.no_reference = True
+    truncate_dims = [int(d) for d in a.truncate_dims.split(",") if d.strip()]
     model = Path(a.model).resolve()
     embtune = str(Path(a.embtune).resolve())
     for what, path in (("--model", model), ("--embtune", embtune), ("--python", a.python), ("--data", a.data)):
@@ -150,23 +161,74 @@ def main(argv=None) -> int:
         header = f.readline().strip()
         rows = sum(1 for line in f if line.strip())  # approximate (quoted newlines are rare here)
 
-    common = ["--model", str(model), "--data", str(train_csv), "--loss", "mnrl", "--batch-size", str(a.batch_size),
+    guide = str(Path(a.guide).resolve()) if a.guide else str(model)
+    ref_loss = {"mnrl": ["--loss", "mnrl"],
+                "matryoshka": ["--loss", "matryoshka-mnrl", "--matryoshka-dims", a.matryoshka_dims],
+                "gist": ["--loss", "gist", "--guide", guide],
+                "cached-gist": ["--loss", "cached-gist", "--guide", guide, "--mini-batch-size", str(a.mini_batch_size)]}[a.loss]
+    emb_loss = {"mnrl": ["--loss", "mnrl"],
+                "matryoshka": ["--loss", "matryoshka", "--loss-opt", "loss=mnrl",
+                               "--loss-opt", f"matryoshka_dims={a.matryoshka_dims}"],
+                "gist": ["--loss", "gist", "--loss-opt", f"guide={guide}"],
+                "cached-gist": ["--loss", "cached-gist", "--loss-opt", f"guide={guide}",
+                                "--loss-opt", f"mini_batch_size={a.mini_batch_size}"]}[a.loss]
+    if a.lora is not None:
+        emb_loss += ["--lora", a.lora]
+    common = ["--model", str(model), "--data", str(train_csv), "--batch-size", str(a.batch_size),
               "--epochs", str(a.epochs), "--lr", str(a.lr), "--warmup-ratio", str(a.warmup_ratio),
               "--seed", str(a.seed), "--max-seq-length", str(max_len), "--device", a.device,
               "--eval-dir", str(gen_dir)]
-    ref_cmd = [a.python, str(ST_TRAIN), *common, "--threads", str(a.threads), "--output", str(work / "ref-out")]
+    ref_cmd = [a.python, str(ST_TRAIN), *common, *ref_loss, "--threads", str(a.threads), "--output", str(work / "ref-out")]
+    if truncate_dims:
+        ref_cmd += ["--eval-truncate-dims", ",".join(map(str, truncate_dims))]
     if prefix:
         ref_cmd += ["--eval-prefix", prefix]
     if a.precision == "bf16":
         ref_cmd.append("--bf16")
-    emb_cmd = [embtune, "train", *common, "--precision", a.precision, "--output", str(work / "embtune-out")]
+    emb_cmd = [embtune, "train", *common, *emb_loss, "--precision", a.precision, "--output", str(work / "embtune-out")]
     if part_name:
         emb_cmd += ["--eval-part", part_name]
     if a.no_dedupe:
         emb_cmd.append("--no-dedupe")
 
-    ref = run_json(ref_cmd, env, work / "reference.log")
+    if a.no_reference:
+        ref = None
+    else:
+        ref = run_json(ref_cmd, env, work / "reference.log")
     emb = run_json(emb_cmd, env, work / "embtune.log")
+    # embtune's trained model at truncated dimensions: `embtune eval --truncate-dim D` on final/.
+    emb_truncated = {}
+    for d in truncate_dims:
+        ev_cmd = [embtune, "eval", "--model", str(work / "embtune-out" / "final"), "--device", a.device,
+                  "--eval-dir", str(gen_dir), "--truncate-dim", str(d)]
+        if part_name:
+            ev_cmd += ["--eval-part", part_name]
+        emb_truncated[str(d)] = run_json(ev_cmd, env, work / f"embtune-eval-{d}.log")
+    trainable = None
+    if a.lora is not None or a.no_reference:
+        log = (work / "embtune.log").read_text(errors="replace")
+        trainable = [line.strip() for line in log.splitlines() if "trainable" in line.lower()][:3]
+    if ref is None:
+        emb_before, emb_after = emb["before"][METRIC], emb["after"][METRIC]
+        report = {"bench": "quality", "loss": a.loss, "lora": a.lora, "embtune_only": True,
+                  "ndcg@10": {"untrained_embtune_eval": emb_before, "embtune_trained": emb_after},
+                  "truncated": {d: m.get(METRIC) for d, m in emb_truncated.items()},
+                  "trainable": trainable, "steps": emb.get("steps"),
+                  "train_seconds": emb.get("train_seconds"), "command": emb_cmd}
+        if a.out:
+            Path(a.out).parent.mkdir(parents=True, exist_ok=True)
+            Path(a.out).write_text(json.dumps(report, indent=2) + "\n")
+        if not a.work:
+            shutil.rmtree(work, ignore_errors=True)
+        print()
+        print(f"training quality (embtune only): {model.name}, {train_csv.name} ({rows} rows), loss {a.loss}"
+              f"{', LoRA ' + a.lora if a.lora is not None else ''}, {emb.get('steps')} steps")
+        print(f"untrained NDCG@10 {emb_before:.4f}, trained {emb_after:.4f}")
+        for d, v in report["truncated"].items():
+            print(f"trained at {d} dims: NDCG@10 {v:.4f}")
+        for line in trainable or []:
+            print(f"  {line}")
+        return 0
 
     def metric(m, side, when):
         if not m or METRIC not in m:
@@ -176,8 +238,17 @@ def main(argv=None) -> int:
     ref_before, ref_after = metric(ref["eval_before"], "reference", "eval_before"), metric(ref["eval_after"], "reference", "eval_after")
     emb_before, emb_after = metric(emb["before"], "embtune", "before"), metric(emb["after"], "embtune", "after")
     untrained = ref_before
+    truncated = {}
+    for d in truncate_dims:
+        r = (ref.get("eval_after_truncated") or {}).get(str(d), {}).get(METRIC)
+        e = emb_truncated[str(d)].get(METRIC)
+        if r is None or e is None:
+            raise SystemExit(f"no {METRIC} at {d} dims: reference {r}, embtune {e}")
+        truncated[str(d)] = {"reference": r, "embtune": e, "abs_diff": abs(e - r)}
     checks = {
         f"|embtune - reference| <= {a.tolerance}": abs(emb_after - ref_after) <= a.tolerance,
+        **{f"at {d} dims: |embtune - reference| <= {a.tolerance}": t["abs_diff"] <= a.tolerance
+           for d, t in truncated.items()},
         "reference > untrained": ref_after > untrained,
         "embtune > untrained": emb_after > untrained,
     }
@@ -195,6 +266,8 @@ def main(argv=None) -> int:
         "ndcg@10": {"untrained_reference_eval": ref_before, "untrained_embtune_eval": emb_before,
                     "reference_trained": ref_after, "embtune_trained": emb_after,
                     "abs_diff_trained": abs(emb_after - ref_after), "abs_diff_untrained": abs(emb_before - ref_before)},
+        "loss": a.loss,
+        "truncated": truncated,
         "steps": {"reference": ref.get("steps"), "embtune": emb.get("steps")},
         "train_loss_reference": ref.get("train_loss"),
         "train_seconds": {"reference": ref.get("train_s"), "embtune": emb.get("train_seconds")},
@@ -212,7 +285,7 @@ def main(argv=None) -> int:
         shutil.rmtree(work, ignore_errors=True)
 
     print()
-    print(f"training quality: {model.name}, {train_csv.name} ({rows} rows), MNRL, {a.epochs} epoch, batch "
+    print(f"training quality: {model.name}, {train_csv.name} ({rows} rows), loss {a.loss}, {a.epochs} epoch, batch "
           f"{a.batch_size}, lr {a.lr}, warmup {a.warmup_ratio}, seed {a.seed}, max len {max_len}, {a.device}/{a.precision}")
     print(f"eval split: {report['eval_sizes']}")
     print(f"{'model':<22}{'NDCG@10':>10}")
@@ -220,6 +293,8 @@ def main(argv=None) -> int:
     print(f"{'reference-trained':<22}{ref_after:10.4f}   ({ref.get('steps')} steps)")
     print(f"{'embtune-trained':<22}{emb_after:10.4f}   ({emb.get('steps')} steps)")
     print(f"|embtune - reference| = {abs(emb_after - ref_after):.4f}")
+    for d, t in truncated.items():
+        print(f"at {d} dims: reference {t['reference']:.4f}, embtune {t['embtune']:.4f}, |diff| {t['abs_diff']:.4f}")
     for name, passed in checks.items():
         print(f"  [{'ok' if passed else 'FAIL'}] {name}")
     return 0 if ok else 1

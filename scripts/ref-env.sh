@@ -7,7 +7,9 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 source "$ROOT/scripts/env.sh"
 REF="$ROOT/.venv-ref"
-PINS="sentence-transformers==6.0.1 transformers==5.24.0 datasets==5.2.0 accelerate==1.15.0"
+# peft: LoRA parity (tests/fixtures/lora/); 0.21.2 is the newest on the index although
+# transformers 5.24.0's PEFT integration asks for 0.22.0 (the scripts there lower the check).
+PINS="sentence-transformers==6.0.1 transformers==5.24.0 datasets==5.2.0 accelerate==1.15.0 peft==0.21.2"
 if [ ! -f "$REF/.pins" ] || [ "$(cat "$REF/.pins")" != "$PINS" ]; then
   python3 -m venv "$REF"
   # Reuse the project's torch instead of a second 2.6 GB copy.

@@ -42,7 +42,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", required=True, help="local sentence-transformers folder")
     p.add_argument("--data", required=True, help="training CSV (anchor,positive,negative_1..k | hard_negative)")
-    p.add_argument("--loss", default="mnrl", choices=["mnrl", "triplet", "cached-mnrl"])
+    p.add_argument("--loss", default="mnrl", choices=["mnrl", "triplet", "cached-mnrl", "matryoshka-mnrl", "gist", "cached-gist"])
+    p.add_argument("--matryoshka-dims", default="768,512,256,128", help="matryoshka-mnrl: comma-separated dimensions")
+    p.add_argument("--guide", default=None, help="gist / cached-gist: local guide model folder")
+    p.add_argument("--gist-temperature", type=float, default=0.01)
+    p.add_argument("--eval-truncate-dims", default="", help="also evaluate after training at these dimensions (comma-separated)")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--epochs", type=int, default=1)
     p.add_argument("--max-steps", type=int, default=None, help="stop after N optimizer steps (overrides --epochs)")
@@ -100,7 +104,7 @@ def training_dataset(path: str, loss: str):
     return Dataset.from_dict({n: cols[n] for n in names}), names
 
 
-def retrieval_evaluator(args):
+def retrieval_evaluator(args, truncate_dim=None):
     from sentence_transformers.sentence_transformer.evaluation import InformationRetrievalEvaluator
 
     d = Path(args.eval_dir)
@@ -126,6 +130,7 @@ def retrieval_evaluator(args):
         show_progress_bar=False,
         query_prompt=args.query_prompt,
         corpus_prompt=args.document_prompt,
+        truncate_dim=truncate_dim,
     ), {"queries": len(queries), "corpus": len(corpus), "qrels": sum(len(v) for v in relevant.values())}
 
 
@@ -183,6 +188,18 @@ def main(argv=None) -> dict:
         loss = losses.MultipleNegativesRankingLoss(model, scale=args.scale)
     elif args.loss == "cached-mnrl":
         loss = losses.CachedMultipleNegativesRankingLoss(model, scale=args.scale, mini_batch_size=args.mini_batch_size)
+    elif args.loss == "matryoshka-mnrl":
+        dims = [int(d) for d in args.matryoshka_dims.split(",")]
+        loss = losses.MatryoshkaLoss(model, losses.MultipleNegativesRankingLoss(model, scale=args.scale), matryoshka_dims=dims)
+    elif args.loss in ("gist", "cached-gist"):
+        if not args.guide:
+            sys.exit(f"--loss {args.loss} needs --guide DIR")
+        guide = SentenceTransformer(args.guide, device=args.device, local_files_only=True)
+        if args.loss == "gist":
+            loss = losses.GISTEmbedLoss(model, guide=guide, temperature=args.gist_temperature)
+        else:
+            loss = losses.CachedGISTEmbedLoss(model, guide=guide, temperature=args.gist_temperature,
+                                              mini_batch_size=args.mini_batch_size)
     else:
         loss = losses.TripletLoss(
             model, distance_metric=losses.TripletDistanceMetric.EUCLIDEAN, triplet_margin=args.triplet_margin
@@ -251,6 +268,11 @@ def main(argv=None) -> dict:
     after = eval_after_s = None
     if evaluator is not None:
         after, eval_after_s = evaluate(evaluator, model, args.device)
+    after_truncated = {}
+    if evaluator is not None and args.eval_truncate_dims:
+        for d in [int(x) for x in args.eval_truncate_dims.split(",") if x]:
+            ev, _ = retrieval_evaluator(args, truncate_dim=d)
+            after_truncated[str(d)], _ = evaluate(ev, model, args.device)
     if args.save_model:
         model.save(str(Path(args.output) / "final"))
 
@@ -296,6 +318,7 @@ def main(argv=None) -> dict:
         "eval_sizes": eval_sizes,
         "eval_before": before,
         "eval_after": after,
+        "eval_after_truncated": after_truncated,
         "eval_before_s": eval_before_s,
         "eval_after_s": eval_after_s,
     }

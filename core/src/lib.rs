@@ -13,6 +13,8 @@ pub mod error;
 pub mod eval;
 pub mod gen;
 pub mod hub;
+#[cfg(feature = "torch")]
+pub mod lora;
 pub mod loss;
 pub mod mem;
 #[cfg(feature = "torch")]
@@ -30,7 +32,7 @@ pub mod train;
 pub use error::{Error, Result};
 pub use loss::LossInputs;
 #[cfg(feature = "torch")]
-pub use loss::{ContrastiveLoss, LossBatch};
+pub use loss::{BatchTexts, ContrastiveLoss, LossBatch};
 pub use sampler::{CandidatePool, NegativeSampler};
 pub use strategy::{
     ColumnSpec, DefaultColumns, DomainUse, ExampleSink, GenContext, NegativeBatch, PairStrategy,

@@ -30,6 +30,24 @@ pub enum LossInputs {
         /// Label of an (anchor, negative) pair made from a triplet row.
         negative_label: f64,
     },
+    /// Text columns as in [`LossInputs::Texts`] (anchor, positive, N negatives) plus teacher
+    /// scores for every row (distillation: `margin-mse`, `distill-kl`), read from a score-list
+    /// column (`scores`/`labels`, a JSON list of numbers per row, as `embtune mine
+    /// --output-scores` writes them) or from a float `label`/`score` column. Every list holds
+    /// 1+N scores `[teacher(anchor, positive), teacher(anchor, negative_1), ...]`, or, when
+    /// `margins` is true, N margins `teacher(anchor, positive) - teacher(anchor, negative_i)`;
+    /// all rows the same length. A float label column is one margin per row, so it is taken
+    /// only when `margins` is true and N is 1. The loss receives the scores in
+    /// [`LossBatch::labels`]: `(B, K)` from lists of K numbers, `(B,)` from a label column.
+    TextsWithScores {
+        /// Fewest text columns (anchor, positive and one negative: 3).
+        min: usize,
+        /// Most text columns; None: unbounded.
+        max: Option<usize>,
+        /// Whether N margins per row (or one float label for triplets) are accepted besides
+        /// 1+N raw scores.
+        margins: bool,
+    },
 }
 
 /// The inputs of one loss evaluation.
@@ -39,7 +57,8 @@ pub struct LossBatch<'a> {
     /// For [`LossInputs::SingleTextTwice`], the two dropout passes. For
     /// [`LossInputs::ScoredPairs`], the two sides of each pair.
     pub embeddings: &'a [Tensor],
-    /// `(B,)` float labels for scored pairs; None otherwise.
+    /// `(B,)` float labels for scored pairs; for [`LossInputs::TextsWithScores`] the teacher
+    /// scores, `(B, K)` (score lists) or `(B,)` (a label column); None otherwise.
     pub labels: Option<&'a Tensor>,
     /// `(B, B*(C-1))` boolean mask over the in-batch candidates of each row (the C-1 document
     /// columns concatenated column-wise, so candidate `c*B + j` is row j of document column c),
@@ -48,6 +67,22 @@ pub struct LossBatch<'a> {
     /// i's own positive (candidate i) is never masked. None when deduplication is off
     /// (`--no-dedupe`) or the loss has no in-batch candidates (triplet, CoSENT, AnglE).
     pub duplicate_mask: Option<&'a Tensor>,
+    /// The raw texts of the batch, for losses that look at them (a guide model re-embeds
+    /// them, e.g. `gist`); the trainer fills it for losses whose
+    /// [`ContrastiveLoss::needs_texts`] is true, None otherwise (and in unit tests on fixed
+    /// embeddings).
+    pub texts: Option<BatchTexts<'a>>,
+}
+
+/// The texts behind [`LossBatch::embeddings`].
+#[cfg(feature = "torch")]
+#[derive(Clone, Copy)]
+pub struct BatchTexts<'a> {
+    /// `columns[c][i]`: loss input column c of row i, without its prompt.
+    pub columns: &'a [Vec<&'a str>],
+    /// The prompt the trainer prepended to each column's texts before embedding them
+    /// (None: no prompt), one entry per column.
+    pub prompts: &'a [Option<String>],
 }
 
 /// A contrastive objective.
@@ -77,6 +112,36 @@ pub trait ContrastiveLoss: Send {
     /// Gradient-cache mini-batch size, for losses whose memory must stay flat in batch size.
     fn mini_batch_size(&self) -> Option<usize> {
         None
+    }
+
+    /// Token budget of a gradient-cache mini-batch (sentence-transformers'
+    /// `mini_batch_num_tokens`): with it, the trainer packs consecutive texts into a
+    /// mini-batch while their real (non-padding) token count stays within the budget; as in
+    /// the reference, [`Self::mini_batch_size`] then no longer caps the texts per
+    /// mini-batch (a single text over the budget forms its own). Only read when
+    /// [`Self::mini_batch_size`] is Some (the loss runs GradCache). Default None.
+    fn mini_batch_num_tokens(&self) -> Option<usize> {
+        None
+    }
+
+    /// Whether [`forward`](Self::forward) reads [`LossBatch::texts`] (a loss with a guide
+    /// model re-embeds them). The trainer fills `texts` only for losses that say so.
+    /// Default false.
+    fn needs_texts(&self) -> bool {
+        false
+    }
+
+    /// Called once by the trainer before training, with the training device: a loss that
+    /// holds tensors or a model of its own (a guide model) moves them there. Default: nothing.
+    fn to_device(&mut self, _device: tch::Device) -> Result<()> {
+        Ok(())
+    }
+
+    /// Called once by the trainer before training with the model's embedding dimension: a
+    /// loss with options about dimensions (`matryoshka`) refuses ones the model cannot give
+    /// before any step runs. Default: accept.
+    fn check_embedding_dimension(&self, _dimension: i64) -> Result<()> {
+        Ok(())
     }
 }
 

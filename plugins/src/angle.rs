@@ -70,6 +70,7 @@ mod tests {
                     embeddings: &emb,
                     labels: Some(&labels),
                     duplicate_mask: None,
+                    texts: None,
                 })
                 .unwrap();
             let r = rows(&emb);
@@ -96,6 +97,7 @@ mod tests {
                     embeddings: &pe,
                     labels: Some(&pl),
                     duplicate_mask: None,
+                    texts: None,
                 })
                 .unwrap();
             assert!((again.double_value(&[]) - got.double_value(&[])).abs() < 1e-10);

@@ -24,6 +24,10 @@ use crate::mnrl::{ranking_options_doc, MnrlConfig};
 pub struct CachedMnrlConfig {
     /// Texts embedded per forward pass with a graph; bounds activation memory.
     pub mini_batch_size: usize,
+    /// Token budget of a mini-batch (null: off): consecutive texts are packed while their
+    /// real token count stays within it, instead of `mini_batch_size` texts each (see
+    /// `embtune_core::train::minibatch_ranges`). Must be > 0.
+    pub mini_batch_num_tokens: Option<i64>,
     /// The ranking options, as `mnrl`.
     #[serde(flatten)]
     pub ranking: MnrlConfig,
@@ -33,6 +37,7 @@ impl Default for CachedMnrlConfig {
     fn default() -> Self {
         CachedMnrlConfig {
             mini_batch_size: 32,
+            mini_batch_num_tokens: None,
             ranking: MnrlConfig::default(),
         }
     }
@@ -42,6 +47,7 @@ impl Default for CachedMnrlConfig {
 #[cfg(feature = "torch")]
 pub struct CachedMnrl {
     mini_batch_size: usize,
+    mini_batch_num_tokens: Option<usize>,
     ranking: Ranking,
 }
 
@@ -58,6 +64,7 @@ impl CachedMnrl {
         }
         Ok(CachedMnrl {
             mini_batch_size: cfg.mini_batch_size,
+            mini_batch_num_tokens: checked_num_tokens("cached-mnrl", cfg.mini_batch_num_tokens)?,
             ranking: Ranking::new(&cfg.ranking, "cached-mnrl")?,
         })
     }
@@ -78,6 +85,28 @@ impl ContrastiveLoss for CachedMnrl {
     fn mini_batch_size(&self) -> Option<usize> {
         Some(self.mini_batch_size)
     }
+
+    fn mini_batch_num_tokens(&self) -> Option<usize> {
+        self.mini_batch_num_tokens
+    }
+}
+
+/// Validates a `mini_batch_num_tokens` option as sentence-transformers'
+/// `_validate_mini_batch_num_tokens` does (`base/losses/gradcache.py`): null or a positive
+/// integer. `loss` names the loss in the error.
+#[cfg(feature = "torch")]
+pub fn checked_num_tokens(loss: &str, value: Option<i64>) -> Result<Option<usize>> {
+    match value {
+        None => Ok(None),
+        Some(n) if n > 0 => Ok(Some(n as usize)),
+        Some(n) => Err(Error::PluginConfig {
+            kind: "loss",
+            plugin: loss.to_string(),
+            message: format!(
+                "mini_batch_num_tokens must be a positive integer (a token budget per mini-batch) or null (off), got {n}"
+            ),
+        }),
+    }
 }
 
 register_loss!(
@@ -89,6 +118,12 @@ gradient caching: the batch is embedded in mini-batches without a graph, the los
 w.r.t. the embeddings is cached, then each mini-batch is embedded again with a graph (dropout
 replayed) and backpropagated. Use it for batches that do not fit in memory with `mnrl`.
   mini_batch_size=32       texts per forward pass with a graph
+  mini_batch_num_tokens=null
+                           token budget per mini-batch instead (sentence-transformers >= 5.7):
+                           consecutive texts are packed while their real (non-padding) tokens
+                           stay within it, so mini-batches of short texts are not needlessly
+                           small; a longer text is a mini-batch of its own; mini_batch_size is
+                           then not used
 ",
         ranking_options_doc!()
     ),
@@ -116,6 +151,7 @@ mod tests {
             embeddings: &emb,
             labels: None,
             duplicate_mask: None,
+            texts: None,
         };
         let (a, b) = (
             cached.forward(&batch).unwrap(),
@@ -137,5 +173,36 @@ mod tests {
             .to_string();
         assert!(e.contains("mini_batch_size") && e.contains("scale"), "{e}");
         assert!(testing::build::<dyn ContrastiveLoss>("cached-mnrl", &["symmetric=true"]).is_ok());
+    }
+
+    #[test]
+    fn token_budget_option() {
+        let c = testing::build::<dyn ContrastiveLoss>("cached-mnrl", &[]).unwrap();
+        assert_eq!(c.mini_batch_num_tokens(), None);
+        let c = testing::build::<dyn ContrastiveLoss>(
+            "cached-mnrl",
+            &["mini_batch_num_tokens=4096", "mini_batch_size=8"],
+        )
+        .unwrap();
+        assert_eq!(c.mini_batch_num_tokens(), Some(4096));
+        assert_eq!(c.mini_batch_size(), Some(8));
+        let c =
+            testing::build::<dyn ContrastiveLoss>("cached-mnrl", &["mini_batch_num_tokens=null"])
+                .unwrap();
+        assert_eq!(c.mini_batch_num_tokens(), None);
+        for bad in ["0", "-5"] {
+            let e = testing::build::<dyn ContrastiveLoss>(
+                "cached-mnrl",
+                &[&format!("mini_batch_num_tokens={bad}")],
+            )
+            .err()
+            .unwrap()
+            .to_string();
+            assert!(
+                e.contains("mini_batch_num_tokens must be a positive integer")
+                    && e.contains(&format!("got {bad}")),
+                "{e}"
+            );
+        }
     }
 }

@@ -209,6 +209,7 @@ mod tests {
                 embeddings: &emb,
                 labels: Some(&labels),
                 duplicate_mask: None,
+                texts: None,
             })
             .unwrap();
         let r = rows(&emb);
@@ -222,6 +223,7 @@ mod tests {
                 embeddings: &pe,
                 labels: Some(&pl),
                 duplicate_mask: None,
+                texts: None,
             })
             .unwrap();
         assert!((again.double_value(&[]) - want).abs() < 1e-10);
@@ -243,6 +245,7 @@ mod tests {
                 embeddings: &emb,
                 labels: None,
                 duplicate_mask: None,
+                texts: None,
             })
             .unwrap();
         let r = rows(&emb);
@@ -262,6 +265,7 @@ mod tests {
                 embeddings: &emb,
                 labels: Some(&same),
                 duplicate_mask: None,
+                texts: None,
             })
             .unwrap();
         assert_eq!(v.double_value(&[]), 0.0);
@@ -270,6 +274,7 @@ mod tests {
                 embeddings: &emb,
                 labels: None,
                 duplicate_mask: None,
+                texts: None,
             })
             .unwrap_err();
         assert!(e.to_string().contains("label"), "{e}");

@@ -18,10 +18,15 @@ pub mod same_category;
 // Contrastive losses: options, docs and registration in every build (`embtune list`
 // shows them without libtorch), the tensor code with the `torch` feature.
 pub mod angle;
+pub mod cached_gist;
 pub mod cached_mnrl;
 pub mod cosent;
+pub mod gist;
+pub mod distill_kl;
 #[cfg(feature = "torch")]
 pub mod loss_math;
+pub mod margin_mse;
+pub mod matryoshka;
 pub mod mnrl;
 pub mod simcse;
 pub mod triplet;

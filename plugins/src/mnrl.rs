@@ -360,6 +360,7 @@ mod tests {
             embeddings: emb,
             labels: None,
             duplicate_mask: mask,
+            texts: None,
         };
         loss.forward(&batch).unwrap().double_value(&[])
     }
@@ -491,6 +492,7 @@ mod tests {
             embeddings: &emb,
             labels: None,
             duplicate_mask: Some(&m),
+            texts: None,
         };
         let e = loss.forward(&batch).unwrap_err().to_string();
         assert!(e.contains("[4, 8]"), "{e}");

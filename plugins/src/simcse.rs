@@ -132,6 +132,7 @@ mod tests {
                 embeddings: &views,
                 labels: None,
                 duplicate_mask: m,
+                texts: None,
             };
             let got = loss.forward(&batch).unwrap().double_value(&[]);
             let want = naive_ranking(&rows(&views), 20.0, false, m.map(to_vec2).as_deref());
@@ -146,6 +147,7 @@ mod tests {
             embeddings: &three,
             labels: None,
             duplicate_mask: None,
+            texts: None,
         };
         assert!(loss
             .forward(&batch)

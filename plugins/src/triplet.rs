@@ -146,6 +146,7 @@ mod tests {
                         embeddings: &emb,
                         labels: None,
                         duplicate_mask: None,
+                        texts: None,
                     })
                     .unwrap();
                 let want = naive(&rows(&emb), metric, margin);
@@ -159,6 +160,7 @@ mod tests {
                         embeddings: &perm,
                         labels: None,
                         duplicate_mask: None,
+                        texts: None,
                     })
                     .unwrap();
                 assert!((again.double_value(&[]) - want).abs() < 1e-12);
@@ -192,6 +194,7 @@ mod tests {
                 embeddings: &two,
                 labels: None,
                 duplicate_mask: None,
+                texts: None,
             })
             .unwrap_err();
         assert!(

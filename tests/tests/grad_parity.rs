@@ -165,6 +165,7 @@ fn embtune_step(v: &Value, model: &Path, scale: f64) -> (f64, Vec<(String, Tenso
             embeddings: &embeddings,
             labels: batch.labels.as_ref(),
             duplicate_mask: batch.duplicate_mask.as_ref(),
+            texts: None,
         })
         .unwrap();
     l.backward();

@@ -61,6 +61,7 @@ fn run_cases(device: Device) -> (usize, f64, f64) {
             embeddings: &inputs,
             labels: labels.as_ref(),
             duplicate_mask: None,
+            texts: None,
         };
         let value = loss
             .forward(&batch)
@@ -204,6 +205,7 @@ fn losses_run_in_float32() {
             embeddings: &emb,
             labels: labelled.then_some(&labels),
             duplicate_mask: None,
+            texts: None,
         };
         let v = loss.forward(&batch).unwrap();
         assert_eq!(v.kind(), Kind::Float, "{name}");

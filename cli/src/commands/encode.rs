@@ -41,6 +41,11 @@ pub struct EncodeArgs {
     /// Texts per forward pass.
     #[arg(long, default_value_t = 64)]
     pub batch_size: usize,
+    /// Write only the first D dimensions of every embedding (a Matryoshka model's smaller
+    /// size), as sentence-transformers' `truncate_dim`: the model's output cut, not
+    /// re-normalised. 1 to the model's dimension.
+    #[arg(long, value_name = "D")]
+    pub truncate_dim: Option<usize>,
     /// auto (CUDA when available), cpu, cuda or cuda:N.
     #[arg(long, default_value = "auto")]
     pub device: String,
@@ -167,6 +172,10 @@ pub fn run(args: EncodeArgs) -> anyhow::Result<()> {
     }
     let texts = read_texts(&args.input, args.column.as_deref())?;
     let enc = load_model(&args.model, &args.device, &args.precision)?;
+    embtune_core::eval::evaluators::check_truncate_dim(
+        args.truncate_dim,
+        enc.dimension().max(0) as usize,
+    )?;
     let prompt: Option<String> = match (&args.prompt, &args.prompt_name) {
         (Some(p), _) => Some(p.clone()),
         (None, Some(n)) => Some(enc.prompt(n)?.to_string()),
@@ -195,11 +204,15 @@ pub fn run(args: EncodeArgs) -> anyhow::Result<()> {
     if let Some(b) = bar {
         b.finish_and_clear();
     }
+    let emb = match args.truncate_dim {
+        Some(d) => emb.f_narrow(1, 0, d as i64)?,
+        None => emb,
+    };
     write_embeddings(&args.output, &texts, &emb)?;
     eprintln!(
         "embtune: wrote {} embeddings of dimension {} to {}",
         texts.len(),
-        enc.dimension(),
+        emb.size2()?.1,
         args.output.display()
     );
     Ok(())

@@ -95,6 +95,10 @@ pub struct EvalArgs {
     /// Encoding batch size.
     #[arg(long, default_value_t = 64)]
     pub batch_size: usize,
+    /// Evaluate with the first D dimensions of every embedding (a Matryoshka model's
+    /// smaller size; sentence-transformers' `truncate_dim`). 1 to the model's dimension.
+    #[arg(long, value_name = "D")]
+    pub truncate_dim: Option<usize>,
     #[command(flatten)]
     pub prompts: PromptArgs,
     #[command(flatten)]
@@ -103,17 +107,24 @@ pub struct EvalArgs {
 
 /// Evaluates and prints the metrics as JSON.
 pub fn run(args: EvalArgs) -> anyhow::Result<()> {
-    let model = super::resolve_model(&args.model)?;
-    let (qp, dp) = args.prompts.resolve(&model)?;
-    let Some(suite) = build_suite(&args.eval, &qp, &dp, args.batch_size)? else {
-        anyhow::bail!("nothing to evaluate: give --eval-dir DIR, --triplets FILE or --margin-query Q --margin-docs D1 D2 ...");
-    };
-    let metrics = evaluate(&model, &args.device, &suite)?;
+    let metrics = metrics(&args)?;
     println!("{}", serde_json::to_string_pretty(&metrics)?);
     Ok(())
 }
 
-/// Loads `model` on `device` and runs `suite`.
+/// The metrics `embtune eval` prints for `args`.
+pub fn metrics(args: &EvalArgs) -> anyhow::Result<embtune_core::eval::evaluators::Metrics> {
+    let model = super::resolve_model(&args.model)?;
+    let (qp, dp) = args.prompts.resolve(&model)?;
+    let Some(mut suite) = build_suite(&args.eval, &qp, &dp, args.batch_size)? else {
+        anyhow::bail!("nothing to evaluate: give --eval-dir DIR, --triplets FILE or --margin-query Q --margin-docs D1 D2 ...");
+    };
+    suite.truncate_dim = args.truncate_dim;
+    evaluate(&model, &args.device, &suite)
+}
+
+/// Loads `model` on `device` and runs `suite` (which checks its `truncate_dim` against the
+/// model before embedding anything).
 pub fn evaluate(
     model: &Path,
     device: &str,

@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use clap::Args;
+use embtune_core::lora::LoraConfig;
 use embtune_core::registry::{self, parse_options};
 use embtune_core::train::{self, StepLog, TrainConfig, TrainObserver};
 use embtune_core::ContrastiveLoss;
@@ -90,6 +91,21 @@ pub struct TrainArgs {
     /// far less memory for big models, about one more forward per step, same gradients.
     #[arg(long)]
     pub gradient_checkpointing: bool,
+    /// Train LoRA adapters only (PEFT-compatible): `r=16,alpha=32,dropout=0,targets=query,value`,
+    /// every key optional (`--lora` alone: r 16, alpha 32, dropout 0, the architecture's
+    /// attention query/value projections; ModernBERT: Wqkv). final/, best/ and checkpoints
+    /// are adapter folders (adapter_config.json + adapter_model.safetensors).
+    #[arg(
+        long,
+        value_name = "r=R,alpha=A,dropout=P,targets=M,..",
+        num_args = 0..=1,
+        default_missing_value = ""
+    )]
+    pub lora: Option<String>,
+    /// With --lora: write final/ and best/ as plain folders with the adapters merged into
+    /// the weights (checkpoints stay adapter folders).
+    #[arg(long)]
+    pub merge_lora: bool,
     /// Continue from a checkpoint-N/ folder of an earlier run with the same flags.
     #[arg(long)]
     pub resume: Option<PathBuf>,
@@ -103,6 +119,12 @@ pub struct TrainArgs {
 pub fn run(args: TrainArgs) -> anyhow::Result<()> {
     let loss_options = parse_options(args.loss_opt.iter().map(String::as_str))?;
     let loss = registry::build::<dyn ContrastiveLoss>(&args.loss, &loss_options)?;
+    let lora = args.lora.as_deref().map(LoraConfig::parse).transpose()?;
+    if args.merge_lora && lora.is_none() {
+        anyhow::bail!(
+            "--merge-lora needs --lora (it merges the trained LoRA adapters into final/ and best/)"
+        );
+    }
     let model = super::resolve_model(&args.model)?;
     let device = resolve_device(&args.device)?;
     let precision = resolve_precision(&args.precision, device)?;
@@ -133,6 +155,8 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
     cfg.log_every = args.log_every;
     cfg.max_seq_length = args.max_seq_length;
     cfg.gradient_checkpointing = args.gradient_checkpointing;
+    cfg.lora = lora;
+    cfg.merge_lora = args.merge_lora;
     let suite = build_suite(
         &args.eval,
         &query_prompt,

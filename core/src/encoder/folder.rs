@@ -146,6 +146,8 @@ pub fn copied_on_save(name: &str) -> bool {
         "sentence_bert_config.json",
         "config_sentence_transformers.json",
         "README.md",
+        // LoRA adapter folders: written from the encoder's adapters (crate::lora).
+        "adapter_config.json",
     ];
     const WEIGHT_EXT: &[&str] = &[
         ".safetensors",

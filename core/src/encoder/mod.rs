@@ -10,6 +10,12 @@
 //! [`SentenceEncoder::save`] writes a folder that sentence-transformers loads unchanged.
 //! Every trainable tensor lives in one `tch::nn::VarStore` ([`SentenceEncoder::var_store`])
 //! under its checkpoint name.
+//!
+//! An encoder may carry LoRA adapters ([`crate::lora`]): [`SentenceEncoder::add_lora`] adds
+//! fresh ones (the base weights freeze; [`SentenceEncoder::trainable_parameters`] is then
+//! the adapters alone), loading a PEFT adapter folder loads its base model and its
+//! adapters, [`SentenceEncoder::save`] writes an adapter folder and
+//! [`SentenceEncoder::save_merged`] a plain folder with the adapters merged in.
 
 pub mod dense;
 pub mod folder;
@@ -23,9 +29,10 @@ use std::path::{Path, PathBuf};
 use tch::{Device, Kind, Tensor};
 
 use crate::error::{Error, Result};
+use crate::lora::{LinearModule, LoraAdapters, LoraConfig};
 use crate::models::{
-    load_backbone, run_checkpointed, Backbone, Checkpoint, Checkpointed, ParamId, ParamTable,
-    PreparedBackbone,
+    load_backbone, run_checkpointed, Backbone, CastWeights, Checkpoint, Checkpointed, ParamId,
+    ParamTable, PreparedBackbone,
 };
 use dense::Dense;
 use folder::{ModuleEntry, ModuleKind};
@@ -90,7 +97,13 @@ enum Stage {
 
 /// A sentence-transformers model: Transformer -> Pooling -> Dense* -> Normalize?.
 pub struct SentenceEncoder {
+    /// The folder whose tokenizer files are read and copied on save (the Transformer
+    /// module's folder; an adapter folder without tokenizer files: its base's).
     transformer_dir: PathBuf,
+    /// The folder of the backbone's `config.json` and weights (an adapter folder's base).
+    weights_dir: PathBuf,
+    /// LoRA adapters, when the encoder carries them (the base weights are then frozen).
+    lora: Option<LoraAdapters>,
     device: Device,
     precision: Precision,
     params: ParamTable,
@@ -163,15 +176,29 @@ impl SentenceEncoder {
                 "modules.json: the first module must be a Transformer",
             ));
         }
-        let transformer_dir = dir.join(&first.path);
-        let config = folder::read_json(&transformer_dir.join("config.json"))?;
+        let module_dir = dir.join(&first.path);
+        // A PEFT adapter folder: the backbone comes from its base model.
+        let adapter = crate::lora::read_adapter_folder(&module_dir)?;
+        let weights_dir = match &adapter {
+            Some((_, base)) => base_weights_dir(base)?,
+            None => module_dir.clone(),
+        };
+        let transformer_dir = if adapter.is_some() && !module_dir.join("tokenizer.json").is_file() {
+            weights_dir.clone()
+        } else {
+            module_dir.clone()
+        };
+        let config = folder::read_json(&weights_dir.join("config.json"))?;
         let sbert_config =
-            folder::read_json_opt(&transformer_dir.join("sentence_bert_config.json"))?;
+            match folder::read_json_opt(&module_dir.join("sentence_bert_config.json"))? {
+                Some(c) => Some(c),
+                None => folder::read_json_opt(&transformer_dir.join("sentence_bert_config.json"))?,
+            };
 
         let mut params = ParamTable::new(device);
-        let tensors = read_checkpoint(&transformer_dir)?;
-        let mut ckpt = Checkpoint::new(&transformer_dir, "model.safetensors", tensors);
-        let backbone = load_backbone(&transformer_dir, &config, &mut ckpt, &mut params)?;
+        let tensors = read_checkpoint(&weights_dir)?;
+        let mut ckpt = Checkpoint::new(&weights_dir, "model.safetensors", tensors);
+        let backbone = load_backbone(&weights_dir, &config, &mut ckpt, &mut params)?;
         let (hidden, max_pos) = (backbone.hidden_size(), backbone.max_positions());
         let embedding_ids = backbone.embedding_ids();
         let n_backbone = params.tensors().len();
@@ -277,8 +304,19 @@ impl SentenceEncoder {
                 .and_then(|v| v.as_str())
                 .map(String::from);
         }
+        let lora = match &adapter {
+            Some((cfg, base)) => {
+                let modules = linear_modules(&params, n_backbone, &embedding_ids);
+                let l = LoraAdapters::from_folder(&module_dir, cfg, &modules, base, device)?;
+                params.var_store_mut().freeze();
+                Some(l)
+            }
+            None => None,
+        };
         Ok(SentenceEncoder {
             transformer_dir,
+            weights_dir,
+            lora,
             device,
             precision: Precision::Fp32,
             params,
@@ -413,6 +451,96 @@ impl SentenceEncoder {
             .collect()
     }
 
+    /// Adds fresh LoRA adapters for `cfg` (see [`LoraAdapters::new`]) and freezes every
+    /// other parameter: training then updates the adapters only. An encoder that already
+    /// carries adapters, or a target matching no linear layer, is an error.
+    pub fn add_lora(&mut self, cfg: &LoraConfig) -> Result<()> {
+        if self.lora.is_some() {
+            return Err(Error::Invalid(
+                "--lora: the model already carries LoRA adapters".into(),
+            ));
+        }
+        let modules = linear_modules(&self.params, self.n_backbone, &self.embedding_ids);
+        let model_type = self
+            .backbone_config
+            .get("model_type")
+            .and_then(|v| v.as_str())
+            .unwrap_or_default();
+        let base =
+            std::fs::canonicalize(&self.weights_dir).unwrap_or_else(|_| self.weights_dir.clone());
+        // Linear weights of the checkpoint that embtune does not run (BERT's pooler), by
+        // the module name transformers' base model gives them.
+        let unused: Vec<String> = self
+            .extras
+            .iter()
+            .filter(|(_, t)| t.dim() == 2 && t.is_floating_point())
+            .filter_map(|(n, _)| n.strip_suffix(".weight"))
+            .map(|n| {
+                ["bert.", "roberta.", "model."]
+                    .iter()
+                    .find_map(|p| n.strip_prefix(p))
+                    .unwrap_or(n)
+                    .to_string()
+            })
+            .collect();
+        self.lora = Some(LoraAdapters::new(
+            cfg,
+            &modules,
+            &unused,
+            model_type,
+            &base,
+            self.device,
+        )?);
+        self.params.var_store_mut().freeze();
+        Ok(())
+    }
+
+    /// The LoRA adapters, when the encoder carries them.
+    pub fn lora(&self) -> Option<&LoraAdapters> {
+        self.lora.as_ref()
+    }
+
+    /// The LoRA adapters, mutably (e.g. to set the training dropout).
+    pub fn lora_mut(&mut self) -> Option<&mut LoraAdapters> {
+        self.lora.as_mut()
+    }
+
+    /// Merges the LoRA adapters into the base weights (`W += alpha / r * B A`), drops
+    /// them and unfreezes the base: the encoder is then a plain model computing the same
+    /// function. No-op without adapters.
+    pub fn merge_lora(&mut self) {
+        if let Some(l) = self.lora.take() {
+            let deltas = l.deltas();
+            tch::no_grad(|| {
+                for (id, d) in &deltas {
+                    let mut t = self.params.tensors()[*id].shallow_clone();
+                    let _ = t.g_add_(d);
+                }
+            });
+            self.params.var_store_mut().unfreeze();
+        }
+    }
+
+    /// The tensors training updates, with their names: the LoRA adapters
+    /// (`<module>.lora_A.weight`, ...) when the encoder carries them, else every
+    /// parameter of [`Self::var_store`].
+    pub fn trainable_parameters(&self) -> Vec<(String, Tensor)> {
+        match &self.lora {
+            Some(l) => l.named_parameters(),
+            None => self.var_store().variables().into_iter().collect(),
+        }
+    }
+
+    /// `(trainable, total)` parameter counts (scalars): the adapters and base + adapters
+    /// with LoRA, else all parameters twice.
+    pub fn parameter_counts(&self) -> (i64, i64) {
+        let base: i64 = self.params.tensors().iter().map(|t| t.numel() as i64).sum();
+        match &self.lora {
+            Some(l) => (l.numel(), base + l.numel()),
+            None => (base, base),
+        }
+    }
+
     /// The tokenizer with the reference's batch settings.
     pub fn tokenizer(&self) -> &TextTokenizer {
         &self.tokenizer
@@ -481,7 +609,12 @@ impl SentenceEncoder {
     pub fn prepare(&self) -> PreparedWeights {
         let kind = self.kind();
         let params = self.params.cast(kind, &self.embedding_ids);
-        let backbone = self.backbone.prepare(&params, kind);
+        let branches = self.lora.as_ref().map(|l| l.branches(kind));
+        let w = match &branches {
+            Some(b) => CastWeights::with_branches(&params, b),
+            None => CastWeights::plain(&params),
+        };
+        let backbone = self.backbone.prepare(&w, kind);
         PreparedWeights { params, backbone }
     }
 
@@ -616,11 +749,27 @@ impl SentenceEncoder {
     /// `{"format":"pt"}` metadata, tokenizer files), `sentence_bert_config.json`,
     /// `config_sentence_transformers.json`, `modules.json` with the legacy type strings,
     /// then the Pooling, Dense and Normalize folders. Weights are written in fp32.
+    ///
+    /// With LoRA adapters the folder is a PEFT adapter folder instead: no `config.json` nor
+    /// `model.safetensors`, but `adapter_config.json` (naming the base model folder) and
+    /// `adapter_model.safetensors`, as sentence-transformers saves a model with an adapter.
     pub fn save(&self, dir: &Path) -> Result<()> {
-        folder::write_atomically(dir, |tmp| self.write_folder(tmp))
+        let mode = if self.lora.is_some() {
+            SaveMode::Adapter
+        } else {
+            SaveMode::Plain
+        };
+        folder::write_atomically(dir, |tmp| self.write_folder(tmp, mode))
     }
 
-    fn write_folder(&self, out: &Path) -> Result<()> {
+    /// [`Self::save`] as a plain folder with the LoRA adapters merged into the backbone's
+    /// weights (`W + alpha / r * B A`, PEFT's `merge_and_unload`); without adapters the
+    /// same folder as [`Self::save`].
+    pub fn save_merged(&self, dir: &Path) -> Result<()> {
+        folder::write_atomically(dir, |tmp| self.write_folder(tmp, SaveMode::Merged))
+    }
+
+    fn write_folder(&self, out: &Path, mode: SaveMode) -> Result<()> {
         let _guard = tch::no_grad_guard();
         // Backbone files copied as they are (tokenizer, its configs, ...).
         let rd = std::fs::read_dir(&self.transformer_dir)
@@ -635,22 +784,35 @@ impl SentenceEncoder {
                     .map_err(|e| Error::io(entry.path(), e))?;
             }
         }
-        folder::write_json(&out.join("config.json"), &self.backbone_config)?;
-        let mut tensors: Vec<(String, Tensor)> = self.params.names()[..self.n_backbone]
-            .iter()
-            .cloned()
-            .zip(
-                self.params.tensors()[..self.n_backbone]
+        match (mode, &self.lora) {
+            (SaveMode::Adapter, Some(l)) => l.write(out)?,
+            _ => {
+                let deltas = match (mode, &self.lora) {
+                    (SaveMode::Merged, Some(l)) => l.deltas(),
+                    _ => Default::default(),
+                };
+                folder::write_json(&out.join("config.json"), &self.backbone_config)?;
+                let mut tensors: Vec<(String, Tensor)> = self.params.names()[..self.n_backbone]
                     .iter()
-                    .map(|t| t.detach()),
-            )
-            .collect();
-        tensors.extend(
-            self.extras
-                .iter()
-                .map(|(n, t)| (n.clone(), t.shallow_clone())),
-        );
-        safetensors::write(&out.join("model.safetensors"), &tensors)?;
+                    .cloned()
+                    .zip(
+                        self.params.tensors()[..self.n_backbone]
+                            .iter()
+                            .enumerate()
+                            .map(|(id, t)| match deltas.get(&id) {
+                                Some(d) => t.detach() + d,
+                                None => t.detach(),
+                            }),
+                    )
+                    .collect();
+                tensors.extend(
+                    self.extras
+                        .iter()
+                        .map(|(n, t)| (n.clone(), t.shallow_clone())),
+                );
+                safetensors::write(&out.join("model.safetensors"), &tensors)?;
+            }
+        }
         let sbert = match &self.sbert_config {
             Some(v) => {
                 let mut v = v.clone();
@@ -714,5 +876,58 @@ impl SentenceEncoder {
             &serde_json::Value::Array(modules),
         )?;
         Ok(())
+    }
+}
+
+/// What [`SentenceEncoder::write_folder`] writes for the backbone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SaveMode {
+    /// `config.json` and `model.safetensors` (no adapters).
+    Plain,
+    /// PEFT's adapter files instead of the backbone's.
+    Adapter,
+    /// `config.json` and `model.safetensors` with the adapters merged in.
+    Merged,
+}
+
+/// The backbone's linear layers that LoRA may target: every 2-D `.weight` of the backbone
+/// (ids below `n_backbone`) but the embedding tables.
+fn linear_modules(
+    params: &ParamTable,
+    n_backbone: usize,
+    embedding_ids: &[ParamId],
+) -> Vec<LinearModule> {
+    params.names()[..n_backbone]
+        .iter()
+        .zip(params.tensors())
+        .enumerate()
+        .filter_map(|(id, (name, t))| {
+            let module = name.strip_suffix(".weight")?;
+            if t.dim() != 2 || embedding_ids.contains(&id) {
+                return None;
+            }
+            let size = t.size();
+            Some(LinearModule {
+                name: module.to_string(),
+                weight: id,
+                out_features: size[0],
+                in_features: size[1],
+            })
+        })
+        .collect()
+}
+
+/// The folder of an adapter's base model that holds `config.json` and the weights: the
+/// base folder itself, or the Transformer module's folder of a sentence-transformers base.
+fn base_weights_dir(base: &Path) -> Result<PathBuf> {
+    if base.join("config.json").is_file() {
+        return Ok(base.to_path_buf());
+    }
+    match folder::read_modules(base)? {
+        Some(entries) => match entries.first() {
+            Some(e) => Ok(base.join(&e.path)),
+            None => Err(Error::model(base, "modules.json lists no modules")),
+        },
+        None => Ok(base.to_path_buf()),
     }
 }

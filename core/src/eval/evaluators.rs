@@ -194,6 +194,10 @@ pub struct EvalSuite {
     pub batch_size: usize,
     /// Where the retrieval set came from (for messages).
     pub source: Option<PathBuf>,
+    /// Score with the first `d` dimensions of every embedding only (sentence-transformers'
+    /// `truncate_dim`, for Matryoshka models); None: all of them. Checked against the
+    /// model in [`Self::run`].
+    pub truncate_dim: Option<usize>,
 }
 
 impl EvalSuite {
@@ -245,11 +249,20 @@ impl EvalSuite {
         }
     }
 
+    /// Errors unless [`Self::truncate_dim`] is None or between 1 and `enc`'s dimension.
+    pub fn check_truncate_dim(&self, enc: &SentenceEncoder) -> Result<()> {
+        check_truncate_dim(self.truncate_dim, enc.dimension().max(0) as usize)
+    }
+
     fn embed(&self, enc: &SentenceEncoder, prompt: &str, texts: &[String]) -> Result<Tensor> {
         let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
-        let e = enc
-            .encode_with_prompt(&refs, Some(prompt), self.batch_size.max(1))?
-            .to_kind(Kind::Double);
+        let mut e = enc.encode_with_prompt(&refs, Some(prompt), self.batch_size.max(1))?;
+        if let Some(d) = self.truncate_dim {
+            // As sentence-transformers' `truncate_embeddings`: the first d columns of the
+            // model's output (after its Normalize module, if any); cosine re-normalises.
+            e = e.f_narrow(1, 0, d as i64)?;
+        }
+        let e = e.to_kind(Kind::Double);
         // cos_sim = normalize(x) @ normalize(y)^T
         let norm = e
             .norm_scalaropt_dim(2.0, [1i64].as_slice(), true)
@@ -260,6 +273,7 @@ impl EvalSuite {
     /// Runs every configured evaluator (no gradients; the encoder's training flag is
     /// untouched) and returns their metrics.
     pub fn run(&self, enc: &SentenceEncoder) -> Result<Metrics> {
+        self.check_truncate_dim(enc)?;
         let mut out = Metrics::new();
         tch::no_grad(|| -> Result<()> {
             if let Some(r) = &self.retrieval {
@@ -312,9 +326,34 @@ impl EvalSuite {
     }
 }
 
+/// Errors unless `truncate_dim` is None or between 1 and `dimension` (the model's embedding
+/// dimension), naming `--truncate-dim`.
+pub fn check_truncate_dim(truncate_dim: Option<usize>, dimension: usize) -> Result<()> {
+    match truncate_dim {
+        Some(d) if d == 0 || d > dimension => Err(Error::Invalid(format!(
+            "--truncate-dim {d}: must be between 1 and the model's embedding dimension {dimension}"
+        ))),
+        _ => Ok(()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn truncate_dim_bounds() {
+        assert!(check_truncate_dim(None, 8).is_ok());
+        assert!(check_truncate_dim(Some(1), 8).is_ok());
+        assert!(check_truncate_dim(Some(8), 8).is_ok());
+        for bad in [0, 9] {
+            let e = check_truncate_dim(Some(bad), 8).unwrap_err().to_string();
+            assert!(
+                e.contains("--truncate-dim") && e.contains("dimension 8"),
+                "{e}"
+            );
+        }
+    }
 
     fn write(dir: &Path, name: &str, body: &str) -> PathBuf {
         let p = dir.join(name);

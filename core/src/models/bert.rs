@@ -21,6 +21,7 @@ use serde::Deserialize;
 use tch::{Kind, Tensor};
 
 use super::layers::{attention, layer_norm, padding_mask, Unpad};
+use super::lora::{CastWeights, PreparedLinear};
 use super::params::{Checkpoint, ParamId, ParamTable};
 use super::{Architecture, Stages};
 use crate::error::{Error, Result};
@@ -119,18 +120,14 @@ enum Act {
     Relu,
 }
 
-/// Weights of one layer prepared for a forward pass (cast, q/k/v fused).
+/// Weights of one layer prepared for a forward pass (cast, q/k/v fused, LoRA branches).
 struct LayerW {
-    qkv_w: Tensor,
-    qkv_b: Tensor,
-    o_w: Tensor,
-    o_b: Tensor,
+    qkv: PreparedLinear,
+    o: PreparedLinear,
     ln1_w: Tensor,
     ln1_b: Tensor,
-    i_w: Tensor,
-    i_b: Tensor,
-    out_w: Tensor,
-    out_b: Tensor,
+    inter: PreparedLinear,
+    out: PreparedLinear,
     ln2_w: Tensor,
     ln2_b: Tensor,
 }
@@ -291,21 +288,18 @@ impl Architecture for Bert {
     }
 
     /// Casts, and fuses q/k/v into one matrix per layer.
-    fn prepare(&self, w: &[Tensor], kind: Kind) -> BertWeights {
+    fn prepare(&self, w: &CastWeights<'_>, kind: Kind) -> BertWeights {
+        let lin = |l: &Linear| w.linear(&[l.w], Some(&[l.b]));
         let layers = self
             .layers
             .iter()
             .map(|l| LayerW {
-                qkv_w: Tensor::cat(&[&w[l.q.w], &w[l.k.w], &w[l.v.w]], 0),
-                qkv_b: Tensor::cat(&[&w[l.q.b], &w[l.k.b], &w[l.v.b]], 0),
-                o_w: w[l.o.w].shallow_clone(),
-                o_b: w[l.o.b].shallow_clone(),
+                qkv: w.linear(&[l.q.w, l.k.w, l.v.w], Some(&[l.q.b, l.k.b, l.v.b])),
+                o: lin(&l.o),
                 ln1_w: w[l.ln_attn.w].shallow_clone(),
                 ln1_b: w[l.ln_attn.b].shallow_clone(),
-                i_w: w[l.inter.w].shallow_clone(),
-                i_b: w[l.inter.b].shallow_clone(),
-                out_w: w[l.out.w].shallow_clone(),
-                out_b: w[l.out.b].shallow_clone(),
+                inter: lin(&l.inter),
+                out: lin(&l.out),
                 ln2_w: w[l.ln_out.w].shallow_clone(),
                 ln2_b: w[l.ln_out.b].shallow_clone(),
             })
@@ -405,20 +399,20 @@ impl Stages for BertStages<'_> {
         } else {
             0.0
         };
-        let qkv = unpad.to_padded(&x.linear(&l.qkv_w, Some(&l.qkv_b))); // (b * s, 3h)
+        let qkv = unpad.to_padded(&l.qkv.forward(x, train)); // (b * s, 3h)
         let qkv = qkv.view([b, s, 3, nh, hd]).permute([2, 0, 3, 1, 4]); // (3, b, nh, s, hd)
         let (q, k, v) = (qkv.get(0), qkv.get(1), qkv.get(2));
         let a = attention(&q, &k, &v, &self.add_mask, p_attn, None)?;
         let a = unpad.from_padded(&a.transpose(1, 2).reshape([b * s, h])); // (t, h)
-        let a = a.linear(&l.o_w, Some(&l.o_b)).dropout(p_hidden, train);
+        let a = l.o.forward(&a, train).dropout(p_hidden, train);
         let a = layer_norm(&(a + x), &l.ln1_w, &l.ln1_b, eps);
-        let i = a.linear(&l.i_w, Some(&l.i_b));
+        let i = l.inter.forward(&a, train);
         let i = match self.bert.act {
             Act::Gelu => i.gelu("none"),
             Act::GeluTanh => i.gelu("tanh"),
             Act::Relu => i.relu(),
         };
-        let o = i.linear(&l.out_w, Some(&l.out_b)).dropout(p_hidden, train);
+        let o = l.out.forward(&i, train).dropout(p_hidden, train);
         Ok(layer_norm(&(o + &a), &l.ln2_w, &l.ln2_b, eps))
     }
 
@@ -455,7 +449,7 @@ impl Architecture for Roberta {
         self.0.embedding_ids()
     }
 
-    fn prepare(&self, w: &[Tensor], kind: Kind) -> BertWeights {
+    fn prepare(&self, w: &CastWeights<'_>, kind: Kind) -> BertWeights {
         self.0.prepare(w, kind)
     }
 

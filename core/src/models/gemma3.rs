@@ -26,6 +26,7 @@ use super::layers::{
     apply_rope, attention, gated_mlp, padding_mask, rms_norm, sliding_window_mask, GateActivation,
     RmsWeight, Rope, Unpad,
 };
+use super::lora::{CastWeights, PreparedLinear};
 use super::params::{Checkpoint, ParamId, ParamTable};
 use super::{Architecture, Stages};
 use crate::error::{Error, Result};
@@ -119,16 +120,16 @@ pub struct Gemma3 {
 }
 
 struct LayerW {
-    qkv: Tensor,
-    o: Tensor,
+    qkv: PreparedLinear,
+    o: PreparedLinear,
     q_norm: Tensor,
     k_norm: Tensor,
     ln_in: Tensor,
     ln_post_attn: Tensor,
     ln_pre_ff: Tensor,
     ln_post_ff: Tensor,
-    gate_up: Tensor,
-    down: Tensor,
+    gate_up: PreparedLinear,
+    down: PreparedLinear,
 }
 
 /// Gemma3's weights prepared for one precision (per training step, or once per `encode`).
@@ -326,21 +327,21 @@ impl Architecture for Gemma3 {
     }
 
     /// Casts, and fuses q/k/v and gate/up into one matrix each per layer.
-    fn prepare(&self, w: &[Tensor], kind: Kind) -> Gemma3Weights {
+    fn prepare(&self, w: &CastWeights<'_>, kind: Kind) -> Gemma3Weights {
         let layers = self
             .layers
             .iter()
             .map(|l| LayerW {
-                qkv: Tensor::cat(&[&w[l.q], &w[l.k], &w[l.v]], 0),
-                o: w[l.o].shallow_clone(),
+                qkv: w.linear(&[l.q, l.k, l.v], None),
+                o: w.linear(&[l.o], None),
                 q_norm: w[l.q_norm].shallow_clone(),
                 k_norm: w[l.k_norm].shallow_clone(),
                 ln_in: w[l.ln_in].shallow_clone(),
                 ln_post_attn: w[l.ln_post_attn].shallow_clone(),
                 ln_pre_ff: w[l.ln_pre_ff].shallow_clone(),
                 ln_post_ff: w[l.ln_post_ff].shallow_clone(),
-                gate_up: Tensor::cat(&[&w[l.gate], &w[l.up]], 0),
-                down: w[l.down].shallow_clone(),
+                gate_up: w.linear(&[l.gate, l.up], None),
+                down: w.linear(&[l.down], None),
             })
             .collect();
         Gemma3Weights {
@@ -385,6 +386,7 @@ impl Architecture for Gemma3 {
             rope_sliding: self.rope_sliding.cos_sin(s, device, kind),
             b,
             s,
+            train,
             p_attn: if train {
                 self.cfg.attention_dropout.unwrap_or(0.0)
             } else {
@@ -409,6 +411,8 @@ struct Gemma3Stages<'a> {
     rope_sliding: (Tensor, Tensor),
     b: i64,
     s: i64,
+    /// Training: dropout on (LoRA branch dropout).
+    train: bool,
     /// Attention dropout probability (0 outside training).
     p_attn: f64,
 }
@@ -452,7 +456,7 @@ impl Stages for Gemma3Stages<'_> {
         };
         let r = self.norm(x, &lw.ln_in);
         let qkv = unpad
-            .to_padded(&r.linear::<Tensor>(&lw.qkv, None))
+            .to_padded(&lw.qkv.forward(&r, self.train))
             .view([b, s, -1]); // (b, s, (nh + 2 nkv) hd)
         let parts = qkv.split_with_sizes([nh * hd, nkv * hd, nkv * hd], -1);
         let q = parts[0].view([b, s, nh, hd]).transpose(1, 2); // (b, nh, s, hd)
@@ -462,15 +466,15 @@ impl Stages for Gemma3Stages<'_> {
         let k = apply_rope(&self.norm(&k, &lw.k_norm), cos, sin);
         let scaling = c.query_pre_attn_scalar.powf(-0.5);
         let a = attention(&q, &k, &v, m, self.p_attn, Some(scaling))?;
-        let a = unpad
-            .from_padded(&a.transpose(1, 2).reshape([b * s, nh * hd]))
-            .linear::<Tensor>(&lw.o, None); // (t, h)
+        let a = unpad.from_padded(&a.transpose(1, 2).reshape([b * s, nh * hd]));
+        let a = lw.o.forward(&a, self.train); // (t, h)
         let x = x + self.norm(&a, &lw.ln_post_attn);
         let f = gated_mlp(
             &self.norm(&x, &lw.ln_pre_ff),
             &lw.gate_up,
             &lw.down,
             GateActivation::GeluTanh,
+            self.train,
         );
         Ok(&x + self.norm(&f, &lw.ln_post_ff))
     }

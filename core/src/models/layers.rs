@@ -8,6 +8,7 @@
 //! `(b, heads, s, head_dim)`; masks are additive, `0` where a key is visible and the compute
 //! dtype's lowest value where it is not, broadcast over heads.
 
+use super::lora::PreparedLinear;
 use tch::{Device, Kind, Tensor};
 
 use crate::error::Result;
@@ -187,17 +188,24 @@ pub enum GateActivation {
 }
 
 /// `down(act(gate(x)) * up(x))` with `gate_up (2 i, h)` the gate and up projections fused
-/// (gate rows first, see `Tensor::cat(&[gate, up], 0)`) and `down (h, i)`; no biases.
-pub fn gated_mlp(x: &Tensor, gate_up: &Tensor, down: &Tensor, act: GateActivation) -> Tensor {
-    let i = gate_up.size()[0] / 2;
-    let gu = x.linear::<Tensor>(gate_up, None);
+/// (gate rows first, as `CastWeights::linear(&[gate, up], None)` fuses them) and
+/// `down (h, i)`; no biases. `train` enables the LoRA branches' dropout.
+pub fn gated_mlp(
+    x: &Tensor,
+    gate_up: &PreparedLinear,
+    down: &PreparedLinear,
+    act: GateActivation,
+    train: bool,
+) -> Tensor {
+    let i = gate_up.out_features() / 2;
+    let gu = gate_up.forward(x, train);
     let gate = gu.narrow(-1, 0, i);
     let up = gu.narrow(-1, i, i);
     let gate = match act {
         GateActivation::GeluTanh => gate.gelu("tanh"),
         GateActivation::Silu => gate.silu(),
     };
-    (gate * up).linear::<Tensor>(down, None)
+    down.forward(&(gate * up), train)
 }
 
 /// Unpadding for the backbones' forward passes: the linear layers, norms, residuals and

@@ -24,6 +24,7 @@
 pub mod bert;
 pub mod gemma3;
 pub mod layers;
+pub mod lora;
 pub mod modernbert;
 pub mod params;
 pub mod qwen3;
@@ -34,6 +35,7 @@ use std::sync::Arc;
 use tch::{Kind, Tensor};
 
 use crate::error::{Error, Result};
+pub use lora::{CastWeights, PreparedLinear};
 pub use params::{Checkpoint, ParamId, ParamTable};
 
 /// One backbone architecture, typed. Implement this; the encoder uses it through
@@ -73,8 +75,10 @@ pub trait Architecture: Send + Sync + Sized + 'static {
 
     /// Prepares the weights for forward passes in `kind` from `w`, the [`ParamTable`]'s
     /// tensors already cast to `kind` (but the embedding tables). Differentiable: gradients
-    /// reach the fp32 masters through it.
-    fn prepare(&self, w: &[Tensor], kind: Kind) -> Self::Weights;
+    /// reach the fp32 masters through it. Linear layers are prepared with
+    /// [`CastWeights::linear`] and run with [`PreparedLinear::forward`], which adds the LoRA
+    /// branch of an adapted weight (see [`lora`]).
+    fn prepare(&self, w: &CastWeights<'_>, kind: Kind) -> Self::Weights;
 
     /// The forward pass of one batch (`ids`, `mask` and `train` as in [`Self::forward`])
     /// cut into [`Stages`], with the per-batch state the stages share (unpadding, attention
@@ -275,7 +279,7 @@ pub trait Backbone: Send {
     /// Ids of the embedding tables (see [`Architecture::embedding_ids`]).
     fn embedding_ids(&self) -> Vec<ParamId>;
     /// The backbone bound to its weights prepared for `kind` (see [`Architecture::prepare`]).
-    fn prepare(&self, w: &[Tensor], kind: Kind) -> Box<dyn PreparedBackbone>;
+    fn prepare(&self, w: &CastWeights<'_>, kind: Kind) -> Box<dyn PreparedBackbone>;
     /// Ok when the architecture runs in [`Stages`] (gradient checkpointing); otherwise the
     /// error naming its `model_type`.
     fn check_staged(&self) -> Result<()>;
@@ -317,7 +321,7 @@ impl<A: Architecture> Backbone for Shared<A> {
     fn embedding_ids(&self) -> Vec<ParamId> {
         self.arch.embedding_ids()
     }
-    fn prepare(&self, w: &[Tensor], kind: Kind) -> Box<dyn PreparedBackbone> {
+    fn prepare(&self, w: &CastWeights<'_>, kind: Kind) -> Box<dyn PreparedBackbone> {
         Box::new(Bound {
             weights: self.arch.prepare(w, kind),
             arch: Arc::clone(&self.arch),
@@ -462,7 +466,7 @@ mod tests {
         fn embedding_ids(&self) -> Vec<ParamId> {
             Vec::new()
         }
-        fn prepare(&self, _: &[Tensor], _: Kind) {}
+        fn prepare(&self, _: &CastWeights<'_>, _: Kind) {}
         fn forward(&self, _: &(), ids: &Tensor, _: &Tensor, _: bool) -> Result<Tensor> {
             Ok(ids.to_kind(Kind::Float).unsqueeze(-1))
         }
@@ -478,7 +482,7 @@ mod tests {
         let e = b.check_staged().unwrap_err().to_string();
         assert!(e.contains(want), "{e}");
         let ids = Tensor::zeros([1, 2], (Kind::Int64, tch::Device::Cpu));
-        let p = b.prepare(&[], Kind::Float);
+        let p = b.prepare(&CastWeights::plain(&[]), Kind::Float);
         assert_eq!(p.forward(&ids, &ids, false).unwrap().size(), [1, 2, 1]);
         let e = p.stages(&ids, &ids, false).err().unwrap().to_string();
         assert!(e.contains(want), "{e}");

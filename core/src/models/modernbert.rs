@@ -25,6 +25,7 @@ use serde::Deserialize;
 use tch::{Kind, Tensor};
 
 use super::layers::{apply_rope, attention, padding_mask, sliding_window_mask, Rope, Unpad};
+use super::lora::{CastWeights, PreparedLinear};
 use super::params::{Checkpoint, ParamId, ParamTable};
 use super::{Architecture, Stages};
 use crate::error::{Error, Result};
@@ -131,22 +132,23 @@ pub struct ModernBert {
     rope_local: Rope,
 }
 
-/// A prepared weight and optional bias.
+/// A prepared norm weight and optional bias.
 struct LinearW {
     w: Tensor,
     b: Option<Tensor>,
 }
 
+/// The linear layer `l` prepared from `w` (with its LoRA branch, if any).
+fn prepared(l: &Linear, w: &CastWeights<'_>) -> PreparedLinear {
+    w.linear(&[l.w], l.b.as_ref().map(std::slice::from_ref))
+}
+
 impl LinearW {
-    fn of(l: &Linear, w: &[Tensor]) -> Self {
+    fn of(l: &Linear, w: &CastWeights<'_>) -> Self {
         LinearW {
             w: w[l.w].shallow_clone(),
             b: l.b.map(|b| w[b].shallow_clone()),
         }
-    }
-
-    fn linear(&self, x: &Tensor) -> Tensor {
-        x.linear(&self.w, self.b.as_ref())
     }
 
     /// LayerNorm over the last dimension with this weight and optional bias.
@@ -158,11 +160,11 @@ impl LinearW {
 
 struct LayerW {
     attn_norm: Option<LinearW>,
-    wqkv: LinearW,
-    wo: LinearW,
+    wqkv: PreparedLinear,
+    wo: PreparedLinear,
     mlp_norm: LinearW,
-    wi: LinearW,
-    mlp_wo: LinearW,
+    wi: PreparedLinear,
+    mlp_wo: PreparedLinear,
 }
 
 /// ModernBERT's weights prepared for one precision (per training step, or once per `encode`).
@@ -339,17 +341,17 @@ impl Architecture for ModernBert {
     }
 
     /// Casts (Wqkv and Wi are already fused in the checkpoint).
-    fn prepare(&self, w: &[Tensor], kind: Kind) -> ModernBertWeights {
+    fn prepare(&self, w: &CastWeights<'_>, kind: Kind) -> ModernBertWeights {
         let layers = self
             .layers
             .iter()
             .map(|l| LayerW {
                 attn_norm: l.attn_norm.as_ref().map(|n| LinearW::of(n, w)),
-                wqkv: LinearW::of(&l.wqkv, w),
-                wo: LinearW::of(&l.wo, w),
+                wqkv: prepared(&l.wqkv, w),
+                wo: prepared(&l.wo, w),
                 mlp_norm: LinearW::of(&l.mlp_norm, w),
-                wi: LinearW::of(&l.wi, w),
-                mlp_wo: LinearW::of(&l.mlp_wo, w),
+                wi: prepared(&l.wi, w),
+                mlp_wo: prepared(&l.mlp_wo, w),
             })
             .collect();
         ModernBertWeights {
@@ -457,16 +459,16 @@ impl Stages for ModernBertStages<'_> {
             Some(n) => n.norm(x, eps),
             None => x.shallow_clone(),
         };
-        let qkv = unpad.to_padded(&lw.wqkv.linear(&r)); // (b * s, 3h)
+        let qkv = unpad.to_padded(&lw.wqkv.forward(&r, train)); // (b * s, 3h)
         let qkv = qkv.view([b, s, 3, nh, hd]).permute([2, 0, 3, 1, 4]); // (3, b, nh, s, hd)
         let q = apply_rope(&qkv.get(0), cos, sin);
         let k = apply_rope(&qkv.get(1), cos, sin);
         let a = attention(&q, &k, &qkv.get(2), m, p_attn, None)?;
         let a = unpad.from_padded(&a.transpose(1, 2).reshape([b * s, h])); // (t, h)
                                                                            // Out of place: `+=` would modify a tensor autograd saved.
-        let x = x + lw.wo.linear(&a).dropout(p_attn, train);
+        let x = x + lw.wo.forward(&a, train).dropout(p_attn, train);
         // GeGLU: Wi's first half activated, its second half the gate.
-        let gu = lw.wi.linear(&lw.mlp_norm.norm(&x, eps)); // (t, 2i)
+        let gu = lw.wi.forward(&lw.mlp_norm.norm(&x, eps), train); // (t, 2i)
         let i = c.intermediate_size;
         let (input, gate) = (gu.narrow(-1, 0, i), gu.narrow(-1, i, i));
         let input = match self.bert.act {
@@ -475,7 +477,7 @@ impl Stages for ModernBertStages<'_> {
             Act::Silu => input.silu(),
         };
         let f = (input * gate).dropout(c.mlp_dropout, train);
-        Ok(x + lw.mlp_wo.linear(&f))
+        Ok(x + lw.mlp_wo.forward(&f, train))
     }
 
     /// Final norm, `(t, h)` back to `(b, s, h)` (zeros at padding).

@@ -30,6 +30,7 @@ use tch::{Kind, Tensor};
 use super::layers::{
     apply_rope, attention, causal_mask, gated_mlp, rms_norm, GateActivation, RmsWeight, Rope, Unpad,
 };
+use super::lora::{CastWeights, PreparedLinear};
 use super::params::{Checkpoint, ParamId, ParamTable};
 use super::{Architecture, Stages};
 use crate::error::{Error, Result};
@@ -112,14 +113,14 @@ pub struct Qwen3 {
 }
 
 struct LayerW {
-    qkv: Tensor,
-    o: Tensor,
+    qkv: PreparedLinear,
+    o: PreparedLinear,
     q_norm: Tensor,
     k_norm: Tensor,
     ln_in: Tensor,
     ln_post_attn: Tensor,
-    gate_up: Tensor,
-    down: Tensor,
+    gate_up: PreparedLinear,
+    down: PreparedLinear,
 }
 
 /// Qwen3's weights prepared for one precision (per training step, or once per `encode`).
@@ -281,19 +282,19 @@ impl Architecture for Qwen3 {
     }
 
     /// Casts, and fuses q/k/v and gate/up into one matrix each per layer.
-    fn prepare(&self, w: &[Tensor], kind: Kind) -> Qwen3Weights {
+    fn prepare(&self, w: &CastWeights<'_>, kind: Kind) -> Qwen3Weights {
         let layers = self
             .layers
             .iter()
             .map(|l| LayerW {
-                qkv: Tensor::cat(&[&w[l.q], &w[l.k], &w[l.v]], 0),
-                o: w[l.o].shallow_clone(),
+                qkv: w.linear(&[l.q, l.k, l.v], None),
+                o: w.linear(&[l.o], None),
                 q_norm: w[l.q_norm].shallow_clone(),
                 k_norm: w[l.k_norm].shallow_clone(),
                 ln_in: w[l.ln_in].shallow_clone(),
                 ln_post_attn: w[l.ln_post_attn].shallow_clone(),
-                gate_up: Tensor::cat(&[&w[l.gate], &w[l.up]], 0),
-                down: w[l.down].shallow_clone(),
+                gate_up: w.linear(&[l.gate, l.up], None),
+                down: w.linear(&[l.down], None),
             })
             .collect();
         Qwen3Weights {
@@ -335,6 +336,7 @@ impl Architecture for Qwen3 {
             rope: self.rope.cos_sin(s, ids.device(), kind),
             b,
             s,
+            train,
             p_attn: if train {
                 self.cfg.attention_dropout
             } else {
@@ -357,6 +359,8 @@ struct Qwen3Stages<'a> {
     rope: (Tensor, Tensor),
     b: i64,
     s: i64,
+    /// Training: dropout on (LoRA branch dropout).
+    train: bool,
     /// Attention dropout probability (0 outside training).
     p_attn: f64,
 }
@@ -395,7 +399,7 @@ impl Stages for Qwen3Stages<'_> {
         let (cos, sin) = &self.rope;
         let r = self.norm(x, &lw.ln_in);
         let qkv = unpad
-            .to_padded(&r.linear::<Tensor>(&lw.qkv, None))
+            .to_padded(&lw.qkv.forward(&r, self.train))
             .view([b, s, -1]); // (b, s, (nh + 2 nkv) hd)
         let parts = qkv.split_with_sizes([nh * hd, nkv * hd, nkv * hd], -1);
         let q = parts[0].view([b, s, nh, hd]).transpose(1, 2); // (b, nh, s, hd)
@@ -404,16 +408,16 @@ impl Stages for Qwen3Stages<'_> {
         let q = apply_rope(&self.norm(&q, &lw.q_norm), cos, sin);
         let k = apply_rope(&self.norm(&k, &lw.k_norm), cos, sin);
         let a = attention(&q, &k, &v, &self.causal, self.p_attn, None)?; // scale hd^-0.5
-        let a = unpad
-            .from_padded(&a.transpose(1, 2).reshape([b * s, nh * hd]))
-            .linear::<Tensor>(&lw.o, None); // (t, h)
-                                            // Out of place: `+=` would modify a tensor autograd saved.
+        let a = unpad.from_padded(&a.transpose(1, 2).reshape([b * s, nh * hd]));
+        let a = lw.o.forward(&a, self.train); // (t, h)
+                                              // Out of place: `+=` would modify a tensor autograd saved.
         let x = x + a;
         let f = gated_mlp(
             &self.norm(&x, &lw.ln_post_attn),
             &lw.gate_up,
             &lw.down,
             GateActivation::Silu,
+            self.train,
         );
         Ok(x + f)
     }

@@ -29,8 +29,8 @@ pub struct Dataset {
     pub labels: Option<Vec<f64>>,
     /// Name of the score-list column (`scores` or `labels`), if the file has one.
     pub score_list_column: Option<String>,
-    /// One list of numbers per row when `score_list_column` is set (for distillation
-    /// losses; the built-in losses do not read them).
+    /// One list of numbers per row when `score_list_column` is set: teacher scores for the
+    /// distillation losses (`margin-mse`, `distill-kl`), which receive them as `(B, K)` labels.
     pub score_lists: Option<Vec<Vec<f64>>>,
 }
 

@@ -27,10 +27,21 @@ fn refuse_non_finite(opt: &FlatAdamW, dir: &Path) -> Result<()> {
     }
 }
 
-/// Saves the model alone (for `best/` and `final/`), replacing what was there.
-pub fn save_model(enc: &SentenceEncoder, dir: &Path, opt: &FlatAdamW) -> Result<()> {
+/// Saves the model alone (for `best/` and `final/`), replacing what was there: a LoRA
+/// adapter folder when the encoder carries adapters, unless `merge_lora` asks for a plain
+/// folder with them merged in.
+pub fn save_model(
+    enc: &SentenceEncoder,
+    dir: &Path,
+    opt: &FlatAdamW,
+    merge_lora: bool,
+) -> Result<()> {
     refuse_non_finite(opt, dir)?;
-    enc.save(dir)
+    if merge_lora {
+        enc.save_merged(dir)
+    } else {
+        enc.save(dir)
+    }
 }
 
 /// Writes `checkpoint-<step>/` under `output` and returns its path.

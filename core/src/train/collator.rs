@@ -41,9 +41,13 @@ pub struct Batch<'d> {
     /// `texts[c][i]`: loss input column c of row i, without prompt (for
     /// [`LossInputs::SingleTextTwice`] the text column twice).
     pub texts: Vec<Vec<&'d str>>,
+    /// The prompt prepended to each loss input column's texts (None: none), one per column.
+    pub prompts: Vec<Option<String>>,
     /// Token ids by prompt group, covering every loss input column once, in order.
     pub groups: Vec<GroupIds>,
-    /// `(B,)` float labels on the training device, for scored pairs.
+    /// Float labels on the training device: `(B,)` for scored pairs (and a float label
+    /// column of a distillation loss), `(B, K)` teacher scores from a score-list column for
+    /// [`LossInputs::TextsWithScores`].
     pub labels: Option<Tensor>,
     /// The `(B, B*(C-1))` false-negative mask of [`crate::loss::duplicate_mask`] on the
     /// training device; None with deduplication off or for scored pairs.
@@ -67,6 +71,8 @@ pub struct Collator<'a> {
     batch_size: usize,
     seed: u64,
     dedupe: bool,
+    /// Labels from the score-list column, `(B, K)` (distillation losses).
+    score_lists: bool,
     device: Device,
     per_epoch: usize,
     /// The row order of epoch `epoch`, drawn when a batch of another epoch is asked for.
@@ -116,7 +122,14 @@ impl<'a> Collator<'a> {
             groups,
             batch_size: cfg.batch_size,
             seed: cfg.seed,
-            dedupe: cfg.dedupe && !matches!(inputs, LossInputs::ScoredPairs { .. }),
+            // Scored pairs and distillation losses have no in-batch candidates to mask.
+            dedupe: cfg.dedupe
+                && !matches!(
+                    inputs,
+                    LossInputs::ScoredPairs { .. } | LossInputs::TextsWithScores { .. }
+                ),
+            score_lists: matches!(inputs, LossInputs::TextsWithScores { .. })
+                && data.score_lists.is_some(),
             device: cfg.device,
             per_epoch: batches_per_epoch(data.len(), cfg.batch_size),
             order: Vec::new(),
@@ -150,18 +163,40 @@ impl<'a> Collator<'a> {
             .iter()
             .map(|g| self.group_ids(g, &texts))
             .collect::<Result<_>>()?;
-        let labels = data.labels.as_ref().map(|l| {
-            let v: Vec<f32> = rows.iter().map(|&r| l[r] as f32).collect();
-            Tensor::from_slice(&v).to_device(self.device)
-        });
+        let labels = match (&data.score_lists, self.score_lists) {
+            // Rows of one length, checked by `Dataset::prepare_for`.
+            (Some(lists), true) => {
+                let k = lists[rows[0]].len() as i64;
+                let v: Vec<f32> = rows
+                    .iter()
+                    .flat_map(|&r| lists[r].iter().map(|&x| x as f32))
+                    .collect();
+                Some(
+                    Tensor::from_slice(&v)
+                        .reshape([rows.len() as i64, k])
+                        .to_device(self.device),
+                )
+            }
+            _ => data.labels.as_ref().map(|l| {
+                let v: Vec<f32> = rows.iter().map(|&r| l[r] as f32).collect();
+                Tensor::from_slice(&v).to_device(self.device)
+            }),
+        };
         let duplicate_mask = if self.dedupe {
             let columns: Vec<&[&str]> = texts.iter().map(Vec::as_slice).collect();
             Some(crate::loss::duplicate_mask(&columns)?.to_device(self.device))
         } else {
             None
         };
+        let mut prompts = vec![None; texts.len()];
+        for g in &self.groups {
+            for c in g.columns.clone() {
+                prompts[c] = g.prompt.clone();
+            }
+        }
         Ok(Batch {
             texts,
+            prompts,
             groups,
             labels,
             duplicate_mask,
@@ -309,6 +344,42 @@ mod tests {
             b.groups[0].ids[2],
             tok.encode_ids(&[joined.as_str()]).unwrap()[0]
         );
+    }
+
+    #[test]
+    fn teacher_score_lists_become_a_b_by_k_label_tensor() {
+        let (_dir, tok) = tokenizer();
+        let mut data = dataset(&["anchor", "positive", "negative"], 5);
+        data.score_lists = Some((0..5).map(|r| vec![r as f64, -(r as f64)]).collect());
+        data.score_list_column = Some("scores".into());
+        let inputs = LossInputs::TextsWithScores {
+            min: 3,
+            max: None,
+            margins: false,
+        };
+        let b = Collator::new(&data, &inputs, &tok, &config(4))
+            .unwrap()
+            .batch(0)
+            .unwrap();
+        let labels = b.labels.unwrap();
+        assert_eq!(labels.size(), [4, 2]);
+        let order = epoch_order(5, 42, 0);
+        let got: Vec<Vec<f32>> = Vec::try_from(&labels).unwrap();
+        for (i, &r) in order[..4].iter().enumerate() {
+            assert_eq!(got[i], [r as f32, -(r as f32)]);
+        }
+        assert!(b.duplicate_mask.is_none());
+        // Other losses ignore a score-list column.
+        let b = Collator::new(
+            &data,
+            &LossInputs::Texts { min: 2, max: None },
+            &tok,
+            &config(4),
+        )
+        .unwrap()
+        .batch(0)
+        .unwrap();
+        assert!(b.labels.is_none());
     }
 
     #[test]

@@ -21,6 +21,8 @@ pub mod data;
 pub mod optim;
 mod step;
 
+pub use step::minibatch_ranges;
+
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -32,6 +34,7 @@ use tch::{Device, Kind, Tensor};
 use crate::encoder::{Precision, SentenceEncoder};
 use crate::error::{Error, Result};
 use crate::eval::evaluators::{EvalSuite, Metrics};
+use crate::lora::LoraConfig;
 use crate::loss::ContrastiveLoss;
 use collator::Collator;
 use data::Dataset;
@@ -90,6 +93,12 @@ pub struct TrainConfig {
     /// forward and recompute the layer in backward (less memory, about one more forward
     /// per step; the same gradients).
     pub gradient_checkpointing: bool,
+    /// Train LoRA adapters only (`--lora`): fresh ones on the model's target modules, or,
+    /// when the model (or the resumed checkpoint) is a LoRA adapter folder, its adapters.
+    pub lora: Option<LoraConfig>,
+    /// Write `final/` and `best/` as plain folders with the adapters merged in
+    /// (`--merge-lora`; needs `lora`). Checkpoints stay adapter folders.
+    pub merge_lora: bool,
 }
 
 impl TrainConfig {
@@ -120,6 +129,8 @@ impl TrainConfig {
             log_every: 10,
             max_seq_length: None,
             gradient_checkpointing: false,
+            lora: None,
+            merge_lora: false,
         }
     }
 }
@@ -210,13 +221,15 @@ pub struct TrainerState {
 /// schedule and picks `best/`.
 pub fn train(
     cfg: &TrainConfig,
-    loss: Box<dyn ContrastiveLoss>,
+    mut loss: Box<dyn ContrastiveLoss>,
     resume: Option<&Path>,
     suite: Option<&EvalSuite>,
     stop: Arc<AtomicBool>,
     observer: &mut dyn TrainObserver,
 ) -> Result<TrainSummary> {
+    loss.to_device(cfg.device)?;
     let (data, encoder) = load(cfg, loss.as_ref(), resume)?;
+    loss.check_embedding_dimension(encoder.dimension())?;
     let mut trainer = Trainer::setup(cfg, loss.as_ref(), &encoder, &data, resume, suite, observer)?;
     let before = match resume {
         None => trainer.evaluate_before()?,
@@ -251,7 +264,15 @@ fn load(
             data.path.display()
         )));
     }
-    let mut encoder = SentenceEncoder::load(resume.unwrap_or(&cfg.model), cfg.device)?;
+    if cfg.merge_lora && cfg.lora.is_none() {
+        return Err(Error::Invalid(
+            "--merge-lora needs --lora (it merges the trained LoRA adapters into final/ and best/)"
+                .into(),
+        ));
+    }
+    let source = resume.unwrap_or(&cfg.model);
+    let mut encoder = SentenceEncoder::load(source, cfg.device)?;
+    setup_lora(cfg, &mut encoder, source, resume.is_some())?;
     if cfg.gradient_checkpointing {
         encoder.check_gradient_checkpointing()?;
     }
@@ -260,6 +281,44 @@ fn load(
         encoder.set_max_seq_length(n)?;
     }
     Ok((data, encoder))
+}
+
+/// LoRA setup: with `--lora`, the adapters the loaded folder carries (a checkpoint or an
+/// adapter folder: they must match `--lora`'s r, alpha and targets) or fresh ones drawn
+/// from the run's seed; without it, a loaded adapter folder is merged (full fine-tuning of
+/// the merged model) and a LoRA checkpoint cannot be resumed.
+fn setup_lora(
+    cfg: &TrainConfig,
+    encoder: &mut SentenceEncoder,
+    source: &Path,
+    resuming: bool,
+) -> Result<()> {
+    match (&cfg.lora, encoder.lora().is_some()) {
+        (Some(l), true) => {
+            let adapters = encoder.lora_mut().expect("adapters present");
+            adapters.check_matches(l, source)?;
+            adapters.set_dropout(l.dropout);
+        }
+        (Some(l), false) => {
+            if resuming {
+                return Err(Error::Invalid(format!(
+                    "--resume {}: the checkpoint holds no LoRA adapters (a full fine-tuning run); resume without --lora",
+                    source.display()
+                )));
+            }
+            tch::manual_seed(cfg.seed as i64);
+            encoder.add_lora(l)?;
+        }
+        (None, true) if resuming => {
+            return Err(Error::Invalid(format!(
+                "--resume {}: the checkpoint holds LoRA adapters; resume with the --lora of the run that wrote it",
+                source.display()
+            )));
+        }
+        (None, true) => encoder.merge_lora(),
+        (None, false) => {}
+    }
+    Ok(())
 }
 
 /// Resume: the position and optimizer moments of checkpoint `dir`, after checking that it
@@ -334,7 +393,7 @@ impl<'a> Trainer<'a> {
         observer: &'a mut dyn TrainObserver,
     ) -> Result<Self> {
         let collator = Collator::new(data, &loss.inputs(), encoder.tokenizer(), cfg)?;
-        let vars: Vec<(String, Tensor)> = encoder.var_store().variables().into_iter().collect();
+        let vars = encoder.trainable_parameters();
         let mut opt = FlatAdamW::new(vars, cfg.optimizer, cfg.device)?;
         let steps_per_epoch = collator.batches_per_epoch().div_ceil(cfg.grad_accum);
         let total_steps = cfg.max_steps.unwrap_or(steps_per_epoch * cfg.epochs.max(1));
@@ -396,6 +455,7 @@ impl<'a> Trainer<'a> {
         if let Device::Cuda(i) = self.cfg.device {
             let _ = crate::device_mem::reset_cuda_peak(i);
         }
+        self.observer.message(&start_line(self.encoder));
         self.observer.start(self.total_steps, self.state.step);
         self.log_clock = Instant::now();
         self.loop_start = Instant::now();
@@ -510,7 +570,7 @@ impl<'a> Trainer<'a> {
             self.save_best(m)?;
         }
         let final_dir = self.cfg.output.join("final");
-        checkpoint::save_model(self.encoder, &final_dir, &self.opt)?;
+        checkpoint::save_model(self.encoder, &final_dir, &self.opt, self.cfg.merge_lora)?;
         let best_dir = self.cfg.output.join("best");
         Ok(TrainSummary {
             steps: self.state.step,
@@ -561,7 +621,12 @@ impl<'a> Trainer<'a> {
         };
         if self.state.best.is_none_or(|b| v > b) {
             self.state.best = Some(v);
-            checkpoint::save_model(self.encoder, &self.cfg.output.join("best"), &self.opt)?;
+            checkpoint::save_model(
+                self.encoder,
+                &self.cfg.output.join("best"),
+                &self.opt,
+                self.cfg.merge_lora,
+            )?;
             self.observer.message(&format!(
                 "step {}: new best {v:.4}, saved best/",
                 self.state.step
@@ -578,6 +643,44 @@ impl<'a> Trainer<'a> {
         } else {
             Err(non_finite(self.state.step, &self.cfg.output))
         }
+    }
+}
+
+/// The run's first line: what trains, e.g. `training 4,096 of 1,234,567 parameters (0.33%):
+/// LoRA r=16 alpha=32 dropout=0 on query, value (24 modules)`.
+fn start_line(encoder: &SentenceEncoder) -> String {
+    let (trainable, total) = encoder.parameter_counts();
+    let pct = 100.0 * trainable as f64 / (total.max(1) as f64);
+    let head = format!(
+        "training {} of {} parameters ({pct:.2}%)",
+        thousands(trainable),
+        thousands(total)
+    );
+    match encoder.lora() {
+        Some(l) => format!(
+            "{head}: LoRA {} on {} ({} modules)",
+            l.config().describe(),
+            l.config().targets.clone().unwrap_or_default().join(", "),
+            l.adapters().len()
+        ),
+        None => format!("{head}: full fine-tuning"),
+    }
+}
+
+/// `1234567` as `1,234,567`.
+fn thousands(n: i64) -> String {
+    let digits = n.abs().to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    if n < 0 {
+        format!("-{out}")
+    } else {
+        out
     }
 }
 
@@ -608,7 +711,11 @@ pub fn micro_batch_gradients(
     }
     let data = Dataset::read(&cfg.data)?.prepare_for(&loss.inputs(), &cfg.loss_name)?;
     let mut collator = Collator::new(&data, &loss.inputs(), encoder.tokenizer(), cfg)?;
-    for (_, t) in encoder.named_parameters() {
+    for (_, t) in encoder
+        .named_parameters()
+        .into_iter()
+        .chain(encoder.trainable_parameters())
+    {
         let mut g = t.grad();
         if g.defined() {
             let _ = g.zero_();

@@ -4,7 +4,8 @@
 //! Every prompt group of the batch (all columns when they share a prompt) is embedded by
 //! one forward over its concatenated texts and split back into one `(B, D)` tensor per
 //! column, as sentence-transformers' merged forward does. Losses with a gradient-cache
-//! mini-batch size run GradCache instead, over the same groups.
+//! mini-batch size run GradCache instead, over the same groups, cut into mini-batches by
+//! [`minibatch_ranges`].
 //!
 //! With gradient checkpointing every forward that backpropagates runs checkpointed
 //! ([`SentenceEncoder::forward_checkpointed`]): the backbone keeps each layer's input only,
@@ -12,11 +13,13 @@
 //! GradCache that is the second pass's re-embedding of each mini-batch, so peak memory is
 //! one mini-batch's layer inputs plus one layer's activations.
 
+use std::ops::Range;
+
 use tch::{Kind, Tensor};
 
 use crate::encoder::{PreparedWeights, SentenceEncoder, TokenBatch};
 use crate::error::Result;
-use crate::loss::{ContrastiveLoss, LossBatch};
+use crate::loss::{BatchTexts, ContrastiveLoss, LossBatch};
 use crate::models::Checkpointed;
 use crate::train::collator::{Batch, GroupIds};
 
@@ -72,12 +75,14 @@ impl<'a> MicroStep<'a> {
         // Pass 1: embeddings without a graph; the token batches are kept for pass 2.
         let mut groups = Vec::with_capacity(batch.groups.len());
         let mut embeddings = Vec::with_capacity(batch.texts.len());
+        let budget = self.loss.mini_batch_num_tokens();
         for (gi, g) in batch.groups.iter().enumerate() {
-            let n = g.ids.len();
-            let mut tokens = Vec::with_capacity(n.div_ceil(mini));
-            let mut parts = Vec::with_capacity(n.div_ceil(mini));
-            for (chunk, start) in (0..n).step_by(mini).enumerate() {
-                let t = self.tokens(g, start..(start + mini).min(n))?;
+            let lengths: Vec<usize> = g.ids.iter().map(Vec::len).collect();
+            let ranges = minibatch_ranges(&lengths, mini, budget);
+            let mut tokens = Vec::with_capacity(ranges.len());
+            let mut parts = Vec::with_capacity(ranges.len());
+            for (chunk, range) in ranges.into_iter().enumerate() {
+                let t = self.tokens(g, range)?;
                 tch::manual_seed(chunk_seed(gi, chunk));
                 parts.push(tch::no_grad(|| {
                     self.encoder.forward_prepared(self.weights, &t, true)
@@ -127,7 +132,7 @@ impl<'a> MicroStep<'a> {
     }
 
     /// The token batch of rows `range` of group `g`.
-    fn tokens(&self, g: &GroupIds, range: std::ops::Range<usize>) -> Result<TokenBatch> {
+    fn tokens(&self, g: &GroupIds, range: Range<usize>) -> Result<TokenBatch> {
         self.encoder.batch_from_ids(&g.ids[range], g.prompt_length)
     }
 
@@ -136,12 +141,80 @@ impl<'a> MicroStep<'a> {
             embeddings,
             labels: batch.labels.as_ref(),
             duplicate_mask: batch.duplicate_mask.as_ref(),
+            texts: self.loss.needs_texts().then_some(BatchTexts {
+                columns: &batch.texts,
+                prompts: &batch.prompts,
+            }),
         })
     }
+}
+
+/// The GradCache mini-batches of one prompt group: consecutive row ranges covering
+/// `0..lengths.len()` in order, where `lengths[i]` is row i's real token count (special
+/// tokens and prompt included, padding not), as sentence-transformers'
+/// `base/losses/gradcache.py::_minibatch_ranges` cuts a column.
+///
+/// - `mini_batch_num_tokens` None: ranges of `mini_batch_size` rows (the last one shorter).
+/// - `Some(budget)`: rows are not reordered; each range greedily takes the following rows
+///   while their total token count stays <= `budget`; a row longer than the budget alone
+///   forms its own range. `mini_batch_size` does not cap these ranges (the reference
+///   ignores it for embedding once a token budget is set).
+///
+/// `mini_batch_size` 0 is treated as 1; an empty `lengths` gives no ranges.
+pub fn minibatch_ranges(
+    lengths: &[usize],
+    mini_batch_size: usize,
+    mini_batch_num_tokens: Option<usize>,
+) -> Vec<Range<usize>> {
+    let n = lengths.len();
+    let Some(budget) = mini_batch_num_tokens else {
+        let mini = mini_batch_size.max(1);
+        return (0..n)
+            .step_by(mini)
+            .map(|start| start..(start + mini).min(n))
+            .collect();
+    };
+    let mut ranges = Vec::new();
+    let mut begin = 0;
+    while begin < n {
+        let (mut end, mut tokens) = (begin, 0usize);
+        while end < n && tokens + lengths[end] <= budget {
+            tokens += lengths[end];
+            end += 1;
+        }
+        // Always make progress, even when one row alone exceeds the budget.
+        let end = end.max(begin + 1);
+        ranges.push(begin..end);
+        begin = end;
+    }
+    ranges
 }
 
 /// The `(k*B, D)` embeddings of a group's k columns, one `(B, D)` tensor per column.
 fn split_columns(e: &Tensor, g: &GroupIds) -> Vec<Tensor> {
     let rows = e.size()[0] / g.columns.len() as i64;
     e.split(rows, 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::minibatch_ranges;
+
+    #[test]
+    fn fixed_size_ranges_without_a_budget() {
+        assert_eq!(minibatch_ranges(&[5; 7], 3, None), [0..3, 3..6, 6..7]);
+        assert_eq!(minibatch_ranges(&[5; 2], 0, None), [0..1, 1..2]);
+        assert!(minibatch_ranges(&[], 4, Some(10)).is_empty());
+    }
+
+    #[test]
+    fn greedy_packing_within_the_budget_in_order() {
+        // 4+5 = 9 <= 10; 8 alone (8+3 > 10); 3+2+5 = 10; an over-budget row alone.
+        assert_eq!(
+            minibatch_ranges(&[4, 5, 8, 3, 2, 5, 30, 1], 2, Some(10)),
+            [0..2, 2..3, 3..6, 6..7, 7..8]
+        );
+        // The budget ignores mini_batch_size, as the reference does.
+        assert_eq!(minibatch_ranges(&[1; 6], 2, Some(100)), vec![0..6]);
+    }
 }
