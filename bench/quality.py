@@ -109,6 +109,8 @@ def main(argv=None) -> int:
     p.add_argument("--lr", type=float, default=5e-5)
     p.add_argument("--warmup-ratio", type=float, default=0.1)
     p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--train-seed", type=int, default=None,
+                   help="seed of both trainers (default: --seed); --seed alone then fixes the data split")
     p.add_argument("--eval-ratio", type=float, default=0.2)
     p.add_argument("--max-seq-length", type=int, default=None, help="default: the model's max_seq_length")
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
@@ -176,7 +178,8 @@ def main(argv=None) -> int:
         emb_loss += ["--lora", a.lora]
     common = ["--model", str(model), "--data", str(train_csv), "--batch-size", str(a.batch_size),
               "--epochs", str(a.epochs), "--lr", str(a.lr), "--warmup-ratio", str(a.warmup_ratio),
-              "--seed", str(a.seed), "--max-seq-length", str(max_len), "--device", a.device,
+              "--seed", str(a.seed if a.train_seed is None else a.train_seed),
+              "--max-seq-length", str(max_len), "--device", a.device,
               "--eval-dir", str(gen_dir)]
     ref_cmd = [a.python, str(ST_TRAIN), *common, *ref_loss, "--threads", str(a.threads), "--output", str(work / "ref-out")]
     if truncate_dims:
@@ -259,7 +262,8 @@ def main(argv=None) -> int:
         "host": {"machine": platform.machine(), "cpus": os.cpu_count(), "platform": platform.platform()},
         "config": {"model": str(model), "data": a.data, "train_csv": train_csv.name, "train_header": header,
                    "train_rows": rows, "eval_prefix": prefix, "batch_size": a.batch_size, "epochs": a.epochs,
-                   "lr": a.lr, "warmup_ratio": a.warmup_ratio, "seed": a.seed, "max_seq_length": max_len,
+                   "lr": a.lr, "warmup_ratio": a.warmup_ratio, "seed": a.seed, "train_seed": a.train_seed,
+                   "max_seq_length": max_len,
                    "device": a.device, "precision": a.precision, "threads": a.threads,
                    "embtune_dedupe": not a.no_dedupe},
         "eval_sizes": ref.get("eval_sizes"),

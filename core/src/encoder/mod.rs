@@ -721,8 +721,12 @@ impl SentenceEncoder {
             None => None,
         };
         let ids = self.tokenizer.encode_ids_with_prompt(texts, prompt)?;
+        // Batches of similar length, longest first, as sentence-transformers' `encode` forms
+        // them (`np.argsort(-len(text))`, `base/model.py::_input_length`: characters, not
+        // tokens): the same batches pad the same way, so the float noise of padding is the
+        // reference's too and near-tied retrieval scores rank alike. Ties keep input order.
         let mut order: Vec<usize> = (0..ids.len()).collect();
-        order.sort_by_key(|&i| std::cmp::Reverse(ids[i].len()));
+        order.sort_by_key(|&i| std::cmp::Reverse(texts[i].chars().count()));
         let w = self.prepare();
         let mut out: Vec<f32> = vec![0.0; texts.len() * d as usize];
         let mut done = 0;
