@@ -8,6 +8,8 @@ pub mod default_model;
 #[cfg(feature = "torch")]
 pub mod device_mem;
 #[cfg(feature = "torch")]
+pub mod dist;
+#[cfg(feature = "torch")]
 pub mod encoder;
 pub mod error;
 pub mod eval;
