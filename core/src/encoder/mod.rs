@@ -95,6 +95,17 @@ enum Stage {
     },
 }
 
+/// Options of [`SentenceEncoder::load_with`]; the default is [`SentenceEncoder::load`].
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct LoadOptions {
+    /// Every dropout probability of the backbone (hidden, attention, embedding, MLP:
+    /// [`crate::models::DROPOUT_KEYS`]) for this encoder's training forwards, in `[0, 1)`;
+    /// None keeps the model's. The folder [`SentenceEncoder::save`] writes keeps the
+    /// model's own `config.json` values. LoRA adapters' dropout is their own
+    /// ([`LoraConfig::dropout`]).
+    pub dropout: Option<f64>,
+}
+
 /// A sentence-transformers model: Transformer -> Pooling -> Dense* -> Normalize?.
 pub struct SentenceEncoder {
     /// The folder whose tokenizer files are read and copied on save (the Transformer
@@ -156,6 +167,19 @@ impl SentenceEncoder {
     /// Transformer + mean pooling) onto `device`. Every bad input is an [`Error::Model`]
     /// naming the folder and the problem.
     pub fn load(dir: &Path, device: Device) -> Result<Self> {
+        Self::load_with(dir, device, &LoadOptions::default())
+    }
+
+    /// [`Self::load`] with `options` (e.g. a dropout override for training). A dropout
+    /// outside `[0, 1)` is an [`Error::Invalid`].
+    pub fn load_with(dir: &Path, device: Device, options: &LoadOptions) -> Result<Self> {
+        if let Some(p) = options.dropout {
+            if !(0.0..1.0).contains(&p) {
+                return Err(Error::Invalid(format!(
+                    "--dropout {p} is not a probability in [0, 1); pass e.g. --dropout 0 (no dropout) or 0.1"
+                )));
+            }
+        }
         if !dir.is_dir() {
             return Err(Error::model(dir, "no such folder"));
         }
@@ -198,7 +222,14 @@ impl SentenceEncoder {
         let mut params = ParamTable::new(device);
         let tensors = read_checkpoint(&weights_dir)?;
         let mut ckpt = Checkpoint::new(&weights_dir, "model.safetensors", tensors);
-        let backbone = load_backbone(&weights_dir, &config, &mut ckpt, &mut params)?;
+        // The override reaches the backbone only: `config` is saved as the model's.
+        let backbone = match options.dropout {
+            Some(p) => {
+                let overridden = crate::models::with_dropout(&config, p);
+                load_backbone(&weights_dir, &overridden, &mut ckpt, &mut params)?
+            }
+            None => load_backbone(&weights_dir, &config, &mut ckpt, &mut params)?,
+        };
         let (hidden, max_pos) = (backbone.hidden_size(), backbone.max_positions());
         let embedding_ids = backbone.embedding_ids();
         let n_backbone = params.tensors().len();

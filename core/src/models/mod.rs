@@ -411,6 +411,32 @@ pub const SUPPORTED_MODEL_TYPES: [&str; BACKBONES.len()] = {
     out
 };
 
+/// The `config.json` keys of the dropout probabilities the backbones read: BERT's and
+/// (XLM-)RoBERTa's `hidden_dropout_prob` and `attention_probs_dropout_prob`, ModernBERT's
+/// `attention_dropout`, `mlp_dropout` and `embedding_dropout`, Qwen3's and Gemma3's
+/// `attention_dropout`.
+pub const DROPOUT_KEYS: &[&str] = &[
+    "hidden_dropout_prob",
+    "attention_probs_dropout_prob",
+    "attention_dropout",
+    "mlp_dropout",
+    "embedding_dropout",
+];
+
+/// `config` with every dropout probability ([`DROPOUT_KEYS`]) set to `p`, for loading a
+/// backbone whose training dropout differs from the model's (`embtune train --dropout`).
+/// Keys an architecture does not read are ignored by it, so every key is set: a BERT
+/// config without `hidden_dropout_prob` would otherwise keep BERT's default of 0.1.
+pub fn with_dropout(config: &serde_json::Value, p: f64) -> serde_json::Value {
+    let mut c = config.clone();
+    if let Some(obj) = c.as_object_mut() {
+        for k in DROPOUT_KEYS {
+            obj.insert((*k).to_string(), serde_json::json!(p));
+        }
+    }
+    c
+}
+
 /// Builds the backbone `config["model_type"]` names from `config` (`dir/config.json`) and
 /// the checkpoint; an unknown or missing `model_type` lists the supported ones.
 pub fn load_backbone(

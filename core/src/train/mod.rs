@@ -31,7 +31,7 @@ use std::time::Instant;
 use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Tensor};
 
-use crate::encoder::{Precision, SentenceEncoder};
+use crate::encoder::{LoadOptions, Precision, SentenceEncoder};
 use crate::error::{Error, Result};
 use crate::eval::evaluators::{EvalSuite, Metrics};
 use crate::lora::LoraConfig;
@@ -99,6 +99,9 @@ pub struct TrainConfig {
     /// Write `final/` and `best/` as plain folders with the adapters merged in
     /// (`--merge-lora`; needs `lora`). Checkpoints stay adapter folders.
     pub merge_lora: bool,
+    /// Every dropout probability of the backbone for this run (`--dropout`, in `[0, 1)`);
+    /// None keeps the model's. Saved folders keep the model's own `config.json` values.
+    pub dropout: Option<f64>,
 }
 
 impl TrainConfig {
@@ -131,6 +134,7 @@ impl TrainConfig {
             gradient_checkpointing: false,
             lora: None,
             merge_lora: false,
+            dropout: None,
         }
     }
 }
@@ -271,7 +275,10 @@ fn load(
         ));
     }
     let source = resume.unwrap_or(&cfg.model);
-    let mut encoder = SentenceEncoder::load(source, cfg.device)?;
+    let options = LoadOptions {
+        dropout: cfg.dropout,
+    };
+    let mut encoder = SentenceEncoder::load_with(source, cfg.device, &options)?;
     setup_lora(cfg, &mut encoder, source, resume.is_some())?;
     if cfg.gradient_checkpointing {
         encoder.check_gradient_checkpointing()?;
