@@ -126,7 +126,7 @@ where
 /// Runs `cmd`; `args` is the whole command line, for a command handed to the libtorch
 /// binary.
 #[cfg(feature = "torch")]
-fn dispatch(cmd: Command, _args: &[OsString]) -> anyhow::Result<ExitCode> {
+fn dispatch(cmd: Command, args: &[OsString]) -> anyhow::Result<ExitCode> {
     if matches!(
         cmd,
         Command::Train(_)
@@ -142,7 +142,7 @@ fn dispatch(cmd: Command, _args: &[OsString]) -> anyhow::Result<ExitCode> {
         Command::Gen(a) => commands::gen::run(*a),
         Command::List(a) => commands::list::run(a),
         Command::Doctor(a) => commands::doctor::run(a),
-        Command::Train(a) => commands::train::run(*a),
+        Command::Train(a) => return commands::train::run(*a, args),
         Command::Eval(a) => commands::eval::run(a),
         Command::Encode(a) => commands::encode::run(a),
         Command::Score(a) => commands::score::run(a),

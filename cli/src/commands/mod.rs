@@ -6,6 +6,8 @@ pub mod encode;
 #[cfg(feature = "torch")]
 pub mod eval;
 pub mod gen;
+#[cfg(feature = "torch")]
+pub mod launch;
 pub mod list;
 #[cfg(feature = "torch")]
 pub mod mine;

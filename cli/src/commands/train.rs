@@ -1,17 +1,21 @@
 //! `embtune train`: fine-tune a sentence encoder on a data file with a named loss.
 
+use std::ffi::OsString;
 use std::io::IsTerminal;
 use std::path::PathBuf;
+use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use anyhow::Context;
 use clap::Args;
+use embtune_core::dist::{config_hash, Backend, DistEnv, ProcessGroup};
 use embtune_core::lora::LoraConfig;
 use embtune_core::registry::{self, parse_options};
 use embtune_core::train::{self, StepLog, TrainConfig, TrainObserver};
 use embtune_core::ContrastiveLoss;
 use indicatif::{ProgressBar, ProgressStyle};
+use tch::Device;
 
 use super::eval::{build_suite, EvalSources};
 use super::{resolve_device, resolve_precision, PromptArgs};
@@ -109,14 +113,46 @@ pub struct TrainArgs {
     /// Continue from a checkpoint-N/ folder of an earlier run with the same flags.
     #[arg(long)]
     pub resume: Option<PathBuf>,
+    /// Dropout probability, in [0, 1), for every dropout of the backbone (hidden,
+    /// attention, embedding, MLP) during this run, instead of the model's config.json
+    /// values; the saved folders keep the model's. LoRA's own dropout is --lora dropout=P.
+    #[arg(long, value_name = "P", value_parser = parse_dropout)]
+    pub dropout: Option<f64>,
+    /// Data-parallel training on this host: start N processes (ranks) that train
+    /// together, as `torchrun --nproc-per-node N` does (CPU: Gloo; CUDA: NCCL, one GPU per
+    /// rank). Under torchrun, leave it out: each process reads RANK, WORLD_SIZE,
+    /// MASTER_ADDR, ... from the environment.
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..))]
+    pub nproc_per_node: u16,
+    /// Data-parallel runs: seconds a rank waits for the others (rendezvous and every
+    /// collective) before failing; rank 0's evaluations and checkpoints count against it.
+    #[arg(long, value_name = "SECS", default_value_t = 1800, value_parser = clap::value_parser!(u64).range(1..))]
+    pub dist_timeout: u64,
+    /// Data-parallel runs: the communication backend, auto (gloo on cpu, nccl on cuda),
+    /// gloo or nccl.
+    #[arg(long, value_name = "NAME", default_value = "auto")]
+    pub dist_backend: String,
     #[command(flatten)]
     pub prompts: PromptArgs,
     #[command(flatten)]
     pub eval: EvalSources,
 }
 
-/// Runs training and prints a summary.
-pub fn run(args: TrainArgs) -> anyhow::Result<()> {
+/// `--dropout P`: a probability in [0, 1).
+fn parse_dropout(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(p) if (0.0..1.0).contains(&p) => Ok(p),
+        _ => Err(format!(
+            "'{s}' is not a probability in [0, 1); pass e.g. --dropout 0 (no dropout) or 0.1"
+        )),
+    }
+}
+
+/// Runs training and prints a summary; `argv` is the whole command line. With
+/// `--nproc-per-node N` > 1 (and no `WORLD_SIZE` in the environment) it starts N ranks
+/// instead ([`super::launch`]) and returns the exit code they end with; as one rank of
+/// several (`WORLD_SIZE` > 1) it joins the others first.
+pub fn run(args: TrainArgs, argv: &[OsString]) -> anyhow::Result<ExitCode> {
     let loss_options = parse_options(args.loss_opt.iter().map(String::as_str))?;
     let loss = registry::build::<dyn ContrastiveLoss>(&args.loss, &loss_options)?;
     let lora = args.lora.as_deref().map(LoraConfig::parse).transpose()?;
@@ -125,8 +161,16 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
             "--merge-lora needs --lora (it merges the trained LoRA adapters into final/ and best/)"
         );
     }
+    // A Hugging Face id is downloaded here, once, before the ranks start.
     let model = super::resolve_model(&args.model)?;
-    let device = resolve_device(&args.device)?;
+    if args.nproc_per_node > 1 && std::env::var_os("WORLD_SIZE").is_none() {
+        return super::launch::launch_train(usize::from(args.nproc_per_node), argv);
+    }
+    let dist = DistEnv::from_env()?.filter(|e| e.world_size > 1);
+    let device = rank_device(resolve_device(&args.device)?, &args.device, dist.as_ref())?;
+    if let Some(env) = &dist {
+        join_ranks(env, device, &args, argv)?;
+    }
     let precision = resolve_precision(&args.precision, device)?;
     let (query_prompt, document_prompt) = args.prompts.resolve(&model)?;
     let mut cfg = TrainConfig::new(
@@ -157,6 +201,7 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
     cfg.gradient_checkpointing = args.gradient_checkpointing;
     cfg.lora = lora;
     cfg.merge_lora = args.merge_lora;
+    cfg.dropout = args.dropout;
     let suite = build_suite(
         &args.eval,
         &query_prompt,
@@ -219,7 +264,59 @@ pub fn run(args: TrainArgs) -> anyhow::Result<()> {
         "peak_gpu_reserved_gib": summary.peak_gpu_reserved_gib,
     });
     println!("{}", serde_json::to_string_pretty(&report)?);
-    Ok(())
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The device of this rank: with several ranks, `--device auto` or `cuda` on a CUDA host
+/// is `cuda:LOCAL_RANK` (one GPU per rank), and an explicit `cuda:N` is refused.
+fn rank_device(device: Device, flag: &str, dist: Option<&DistEnv>) -> anyhow::Result<Device> {
+    let (Some(env), Device::Cuda(_)) = (dist, device) else {
+        return Ok(device);
+    };
+    if flag.starts_with("cuda:") {
+        anyhow::bail!(
+            "--device {flag} with {} ranks: each rank trains on cuda:LOCAL_RANK; pass --device cuda (or auto)",
+            env.world_size
+        );
+    }
+    let n = tch::Cuda::device_count().max(0) as usize;
+    if env.local_rank >= n {
+        anyhow::bail!(
+            "LOCAL_RANK={} needs cuda:{} but this host has {n} CUDA device(s); start at most {n} ranks per host, or train on --device cpu",
+            env.local_rank,
+            env.local_rank
+        );
+    }
+    Ok(Device::Cuda(env.local_rank))
+}
+
+/// One rank of a data-parallel run: joins the other ranks (Gloo on the CPU, NCCL on CUDA)
+/// and checks that they were all started with the same flags and data.
+fn join_ranks(
+    env: &DistEnv,
+    device: Device,
+    args: &TrainArgs,
+    argv: &[OsString],
+) -> anyhow::Result<()> {
+    let backend = Backend::resolve(&args.dist_backend, device)?;
+    let timeout = std::time::Duration::from_secs(args.dist_timeout);
+    let pg = ProcessGroup::init(env, backend, timeout)?;
+    // What every rank must agree on: the arguments (not the program's path) and the size
+    // of the data file.
+    let data_len = std::fs::metadata(&args.data).map_or(0, |m| m.len());
+    let mut parts: Vec<Vec<u8>> = argv
+        .iter()
+        .skip(1)
+        .map(|a| a.to_string_lossy().into_owned().into_bytes())
+        .collect();
+    parts.push(data_len.to_le_bytes().to_vec());
+    pg.check_same_config(config_hash(&parts), "flags or data")?;
+    // The trainer does not run data-parallel steps yet (gradient all-reduce, sharded
+    // batches): every rank would train alone and write the same output folder.
+    anyhow::bail!(
+        "data-parallel training is not available in the trainer yet: the {} ranks joined ({backend}) and agree on flags and data, but the training steps would not be shared; train with one process (no --nproc-per-node, no torchrun) for now",
+        env.world_size
+    )
 }
 
 /// The command line without an earlier `--resume DIR`.
