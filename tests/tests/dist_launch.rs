@@ -3,7 +3,7 @@
 //! `main` (`harness = false` in Cargo.toml) and plays every part, chosen by
 //! `EMBTUNE_LAUNCH_TEST_ROLE`: `cli` (the embtune command line, as embtune-torch), `launcher`
 //! (runs two `rank`s through the launcher), `rank` (rank 1 fails, rank 0 would work on),
-//! and, unset, the test runner. It ends with "N passed, N failed".
+//! and, unset, the test runner. It ends with cargo's "test result: ok. N passed; N failed; ..." line.
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -233,7 +233,11 @@ fn run_tests() -> ExitCode {
             failed += 1;
         }
     }
-    println!("{passed} passed, {failed} failed");
+    // The line cargo's own harness prints, so scripts/test-summary.sh counts these too.
+    println!(
+        "test result: {}. {passed} passed; {failed} failed; 0 ignored; 0 measured; 0 filtered out",
+        if failed == 0 { "ok" } else { "FAILED" }
+    );
     if failed == 0 {
         ExitCode::SUCCESS
     } else {
