@@ -21,8 +21,8 @@ pub mod angle;
 pub mod cached_gist;
 pub mod cached_mnrl;
 pub mod cosent;
-pub mod gist;
 pub mod distill_kl;
+pub mod gist;
 #[cfg(feature = "torch")]
 pub mod loss_math;
 pub mod margin_mse;

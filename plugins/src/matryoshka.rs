@@ -499,7 +499,11 @@ mod tests {
         assert!(!e.contains("matryoshka,"), "{e}");
         let e = build(&["matryoshka_dims=8,0"]).err().unwrap();
         assert!(e.contains("matryoshka_dims") && e.contains("> 0"), "{e}");
-        for dims in ["matryoshka_dims=8,4,8", "matryoshka_dims=4,8", "matryoshka_dims=8,8"] {
+        for dims in [
+            "matryoshka_dims=8,4,8",
+            "matryoshka_dims=4,8",
+            "matryoshka_dims=8,8",
+        ] {
             let e = build(&[dims]).err().unwrap();
             assert!(
                 e.contains("matryoshka_dims must be strictly decreasing")
