@@ -144,9 +144,9 @@ fn dispatch(cmd: Command, args: &[OsString]) -> anyhow::Result<ExitCode> {
         Command::Doctor(a) => commands::doctor::run(a),
         Command::Train(a) => return commands::train::run(*a, args),
         Command::Eval(a) => commands::eval::run(a),
-        Command::Encode(a) => commands::encode::run(a),
+        Command::Encode(a) => return commands::encode::run(a, args),
         Command::Score(a) => commands::score::run(a),
-        Command::Mine(a) => commands::mine::run(*a),
+        Command::Mine(a) => return commands::mine::run(*a, args),
     }?;
     Ok(ExitCode::SUCCESS)
 }

@@ -49,6 +49,11 @@ fn error_of(args: &[&str]) -> String {
         seed: 42,
         cache_folder: None,
         quiet: true,
+        dist: embtune::commands::ranks::DistArgs {
+            nproc_per_node: 1,
+            dist_timeout: 1800,
+            dist_backend: "auto".into(),
+        },
     };
     for kv in args.chunks(2) {
         let v = kv[1];
@@ -64,7 +69,7 @@ fn error_of(args: &[&str]) -> String {
             other => panic!("error_of: add {other}"),
         }
     }
-    let e = embtune::commands::mine::run(a).unwrap_err();
+    let e = embtune::commands::mine::run(a, &[]).unwrap_err();
     embtune::error_line(&e)
 }
 

@@ -13,6 +13,7 @@ use std::process::ExitCode;
 
 use embtune::commands::encode::{self, EncodeArgs};
 use embtune::commands::eval::{self, EvalArgs, EvalSources};
+use embtune::commands::ranks::DistArgs;
 use embtune::commands::PromptArgs;
 use serde_json::Value;
 
@@ -139,6 +140,11 @@ fn encode_args(input: &Path, out: &Path, truncate_dim: usize) -> EncodeArgs {
         device: "cpu".into(),
         precision: "auto".into(),
         quiet: true,
+        dist: DistArgs {
+            nproc_per_node: 1,
+            dist_timeout: 1800,
+            dist_backend: "auto".into(),
+        },
     }
 }
 
@@ -158,7 +164,7 @@ fn encode_bad_truncate_dim_is_one_line_and_writes_nothing() {
             "--truncate-dim {bad} wrote {}",
             out.display()
         );
-        let e = encode::run(encode_args(&input, &out, bad.parse().unwrap()))
+        let e = encode::run(encode_args(&input, &out, bad.parse().unwrap()), &[])
             .unwrap_err()
             .to_string();
         assert!(

@@ -2,15 +2,21 @@
 //! embeddings as `.npy` (float32, one row per text, input order) or `.jsonl`
 //! (`{"text": ..., "embedding": [...]}` per line).
 
+use std::ffi::OsString;
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
+use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Args;
+use embtune_core::dist::{gather_parts_with_own_grad, ProcessGroup};
 use embtune_core::encoder::SentenceEncoder;
 use embtune_core::error::Error;
 use embtune_core::table::{read_text, InputFormat, ReadOptions, Table};
+use embtune_core::train::collator::shard_sizes;
+use tch::Device;
 
+use super::ranks::{dist_env, join_ranks, leave, rank_device, DistArgs};
 use super::{resolve_device, resolve_precision};
 
 /// Arguments of `embtune encode`.
@@ -55,6 +61,10 @@ pub struct EncodeArgs {
     /// No progress bar.
     #[arg(long)]
     pub quiet: bool,
+    /// With several ranks each embeds its share of the texts (contiguous parts, in rank
+    /// order) and rank 0 writes them all.
+    #[command(flatten)]
+    pub dist: DistArgs,
 }
 
 /// The model folder: see [`super::resolve_model`] (a folder, a Hugging Face id, or the
@@ -156,8 +166,10 @@ pub fn write_embeddings(path: &Path, texts: &[String], emb: &tch::Tensor) -> any
     result
 }
 
-/// Runs `embtune encode`.
-pub fn run(args: EncodeArgs) -> anyhow::Result<()> {
+/// Runs `embtune encode`; `argv` is the whole command line. With `--nproc-per-node N` > 1
+/// it starts N ranks ([`super::launch`]); as one rank of several (torchrun's variables) it
+/// embeds its share of the texts and rank 0 writes the output.
+pub fn run(args: EncodeArgs, argv: &[OsString]) -> anyhow::Result<ExitCode> {
     let ext = args
         .output
         .extension()
@@ -171,7 +183,32 @@ pub fn run(args: EncodeArgs) -> anyhow::Result<()> {
         );
     }
     let texts = read_texts(&args.input, args.column.as_deref())?;
-    let enc = load_model(&args.model, &args.device, &args.precision)?;
+    let model = model_dir(&args.model)?;
+    if args.dist.launches() {
+        return super::launch::launch_train(usize::from(args.dist.nproc_per_node), argv);
+    }
+    let dist = dist_env()?;
+    let device = rank_device(resolve_device(&args.device)?, &args.device, dist.as_ref())?;
+    let group = match &dist {
+        Some(env) => Some(join_ranks(env, device, &args.dist, argv, &args.input)?),
+        None => None,
+    };
+    let result = encode_rank(&args, &model, device, &texts, group.as_ref());
+    leave(group, result)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Embeds this rank's share of `texts` (all of them for one process); rank 0 gathers every
+/// rank's rows and writes the output.
+fn encode_rank(
+    args: &EncodeArgs,
+    model: &Path,
+    device: Device,
+    texts: &[String],
+    group: Option<&ProcessGroup>,
+) -> anyhow::Result<()> {
+    let mut enc = SentenceEncoder::load(model, device)?;
+    enc.set_precision(resolve_precision(&args.precision, device)?)?;
     embtune_core::eval::evaluators::check_truncate_dim(
         args.truncate_dim,
         enc.dimension().max(0) as usize,
@@ -181,9 +218,13 @@ pub fn run(args: EncodeArgs) -> anyhow::Result<()> {
         (None, Some(n)) => Some(enc.prompt(n)?.to_string()),
         (None, None) => enc.default_prompt().map(String::from),
     };
-    let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
-    let bar = if !args.quiet && std::io::stderr().is_terminal() {
-        let b = indicatif::ProgressBar::new(texts.len() as u64);
+    let (rank, world) = group.map_or((0, 1), |g| (g.rank(), g.world_size()));
+    let parts = shard_sizes(texts.len(), world);
+    let start: usize = parts[..rank].iter().sum();
+    let own = &texts[start..start + parts[rank]];
+    let refs: Vec<&str> = own.iter().map(String::as_str).collect();
+    let bar = if rank == 0 && !args.quiet && std::io::stderr().is_terminal() {
+        let b = indicatif::ProgressBar::new(own.len() as u64);
         b.set_style(
             indicatif::ProgressStyle::with_template(
                 "{bar:40} {pos}/{len} texts [{elapsed_precise}<{eta_precise}, {per_sec}]",
@@ -194,26 +235,44 @@ pub fn run(args: EncodeArgs) -> anyhow::Result<()> {
     } else {
         None
     };
-    let emb = enc
-        .encode_with_progress(&refs, prompt.as_deref(), args.batch_size, &mut |done| {
+    let emb = if refs.is_empty() {
+        tch::Tensor::zeros([0, enc.dimension()], (tch::Kind::Float, device))
+    } else {
+        enc.encode_with_progress(&refs, prompt.as_deref(), args.batch_size, &mut |done| {
             if let Some(b) = &bar {
                 b.set_position(done as u64);
             }
         })
-        .with_context(|| format!("encoding {}", args.input.display()))?;
+        .with_context(|| format!("encoding {}", args.input.display()))?
+    };
     if let Some(b) = bar {
         b.finish_and_clear();
+    }
+    let emb = match group {
+        Some(g) => {
+            let local = emb.to_kind(tch::Kind::Float).to_device(g.device());
+            gather_parts_with_own_grad(g, &local, &parts)?
+        }
+        None => emb,
+    };
+    if rank != 0 {
+        return Ok(());
     }
     let emb = match args.truncate_dim {
         Some(d) => emb.f_narrow(1, 0, d as i64)?,
         None => emb,
     };
-    write_embeddings(&args.output, &texts, &emb)?;
+    write_embeddings(&args.output, texts, &emb)?;
     eprintln!(
-        "embtune: wrote {} embeddings of dimension {} to {}",
+        "embtune: wrote {} embeddings of dimension {} to {}{}",
         texts.len(),
         emb.size2()?.1,
-        args.output.display()
+        args.output.display(),
+        if world > 1 {
+            format!(" ({world} ranks)")
+        } else {
+            String::new()
+        }
     );
     Ok(())
 }

@@ -2,8 +2,10 @@
 //! documents, with sentence-transformers' `mine_hard_negatives` semantics
 //! (`embtune_core::mine`). Everything the input decides is checked before the model loads.
 
+use std::ffi::OsString;
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
+use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Args;
@@ -12,7 +14,12 @@ use embtune_core::mine::{self, MineConfig, MineObserver, OutputFormat, Pairs, Pl
 use embtune_core::table::{read_text, InputFormat, ReadOptions, Table};
 use indicatif::{ProgressBar, ProgressStyle};
 
-use super::encode::load_model;
+use embtune_core::dist::ProcessGroup;
+use embtune_core::encoder::SentenceEncoder;
+use tch::Device;
+
+use super::ranks::{dist_env, join_ranks, leave, rank_device, DistArgs};
+use super::{resolve_device, resolve_precision};
 
 /// Arguments of `embtune mine`.
 #[derive(Args, Debug, Clone)]
@@ -113,6 +120,10 @@ pub struct MineArgs {
     /// No progress bars, notes or statistics (errors still print).
     #[arg(long)]
     pub quiet: bool,
+    /// With several ranks each embeds its share of the corpus and the anchors; rank 0
+    /// searches and writes the output.
+    #[command(flatten)]
+    pub dist: DistArgs,
 }
 
 /// The output format: `--format`, else the extension.
@@ -230,7 +241,7 @@ impl MineObserver for Progress {
 }
 
 /// Runs `embtune mine`.
-pub fn run(args: MineArgs) -> anyhow::Result<()> {
+pub fn run(args: MineArgs, argv: &[OsString]) -> anyhow::Result<ExitCode> {
     let format = output_format(&args)?;
     let table = Table::read(&args.data, &ReadOptions::default())?;
     let pairs = Pairs::from_table(
@@ -245,7 +256,7 @@ pub fn run(args: MineArgs) -> anyhow::Result<()> {
         .as_ref()
         .map(|p| read_corpus(p, args.corpus_column.as_deref()))
         .transpose()?;
-    let mut cfg = MineConfig {
+    let cfg = MineConfig {
         range_min: args.range_min,
         range_max: args.range_max,
         max_score: args.max_score,
@@ -268,8 +279,45 @@ pub fn run(args: MineArgs) -> anyhow::Result<()> {
     // The reference's checks (range window, empty data) before the model loads.
     Plan::new(&pairs, corpus.as_deref(), &cfg)?;
     let model_dir = super::encode::model_dir(&args.model)?;
-    cfg.model_name = model_identity(&model_dir);
-    let enc = load_model(&Some(model_dir), &args.device, &args.precision)?;
+    if args.dist.launches() {
+        return super::launch::launch_train(usize::from(args.dist.nproc_per_node), argv);
+    }
+    let dist = dist_env()?;
+    let device = rank_device(resolve_device(&args.device)?, &args.device, dist.as_ref())?;
+    let group = match &dist {
+        Some(env) => Some(join_ranks(env, device, &args.dist, argv, &args.data)?),
+        None => None,
+    };
+    let result = mine_rank(
+        &args,
+        &model_dir,
+        device,
+        cfg,
+        &pairs,
+        corpus,
+        format,
+        group.as_ref(),
+    );
+    leave(group, result)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Loads the model and mines as one process or as one rank of `group` (rank 0 writes).
+#[allow(clippy::too_many_arguments)]
+fn mine_rank(
+    args: &MineArgs,
+    model_dir: &Path,
+    device: Device,
+    mut cfg: MineConfig,
+    pairs: &Pairs,
+    corpus: Option<Vec<String>>,
+    format: Format,
+    group: Option<&ProcessGroup>,
+) -> anyhow::Result<()> {
+    cfg.model_name = model_identity(model_dir);
+    let mut enc = SentenceEncoder::load(model_dir, device)?;
+    enc.set_precision(resolve_precision(&args.precision, device)?)?;
+    let writer = group.is_none_or(|g| g.rank() == 0);
     if let Some(n) = &args.query_prompt_name {
         cfg.query_prompt = Some(enc.prompt(n)?.to_string());
     }
@@ -277,12 +325,15 @@ pub fn run(args: MineArgs) -> anyhow::Result<()> {
         cfg.corpus_prompt = Some(enc.prompt(n)?.to_string());
     }
     let mut progress = Progress {
-        quiet: args.quiet,
+        quiet: args.quiet || !writer,
         tty: std::io::stderr().is_terminal(),
         bar: None,
     };
-    let mined = mine::mine(&enc, &pairs, corpus.as_deref(), &cfg, &mut progress)
+    let mined = mine::mine_with_group(&enc, pairs, corpus.as_deref(), &cfg, &mut progress, group)
         .with_context(|| format!("mining {}", args.data.display()))?;
+    let Some(mined) = mined else {
+        return Ok(()); // not rank 0
+    };
     if mined.stats.rows == 0 {
         anyhow::bail!(
             "no row could be mined: every candidate was filtered out; {}",

@@ -12,6 +12,8 @@ pub mod list;
 #[cfg(feature = "torch")]
 pub mod mine;
 #[cfg(feature = "torch")]
+pub mod ranks;
+#[cfg(feature = "torch")]
 pub mod score;
 #[cfg(feature = "torch")]
 pub mod train;

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use clap::Args;
-use embtune_core::dist::{config_hash, Backend, DistEnv, ProcessGroup};
+use embtune_core::dist::ProcessGroup;
 use embtune_core::lora::LoraConfig;
 use embtune_core::registry::{self, parse_options};
 use embtune_core::train::{self, StepLog, TrainConfig, TrainObserver};
@@ -18,6 +18,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use tch::Device;
 
 use super::eval::{build_suite, EvalSources};
+use super::ranks::{dist_env, join_ranks, leave, rank_device, DistArgs};
 use super::{resolve_device, resolve_precision, PromptArgs};
 
 /// Arguments of `embtune train`.
@@ -118,20 +119,14 @@ pub struct TrainArgs {
     /// values; the saved folders keep the model's. LoRA's own dropout is --lora dropout=P.
     #[arg(long, value_name = "P", value_parser = parse_dropout)]
     pub dropout: Option<f64>,
-    /// Data-parallel training on this host: start N processes (ranks) that train
-    /// together, as `torchrun --nproc-per-node N` does (CPU: Gloo; CUDA: NCCL, one GPU per
-    /// rank). Under torchrun, leave it out: each process reads RANK, WORLD_SIZE,
-    /// MASTER_ADDR, ... from the environment.
-    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..))]
-    pub nproc_per_node: u16,
-    /// Data-parallel runs: seconds a rank waits for the others (rendezvous and every
-    /// collective) before failing; rank 0's evaluations and checkpoints count against it.
-    #[arg(long, value_name = "SECS", default_value_t = 1800, value_parser = clap::value_parser!(u64).range(1..))]
-    pub dist_timeout: u64,
-    /// Data-parallel runs: the communication backend, auto (gloo on cpu, nccl on cuda),
-    /// gloo or nccl.
-    #[arg(long, value_name = "NAME", default_value = "auto")]
-    pub dist_backend: String,
+    #[command(flatten)]
+    pub dist: DistArgs,
+    /// Data-parallel runs: each rank's loss sees only its own --batch-size rows (b−1
+    /// in-batch negatives instead of ranks×b−1; gradients averaged over the ranks, as
+    /// PyTorch DDP and sentence-transformers' default do). By default the embeddings are
+    /// gathered from every rank and the loss is that of the whole global batch.
+    #[arg(long)]
+    pub local_negatives: bool,
     #[command(flatten)]
     pub prompts: PromptArgs,
     #[command(flatten)]
@@ -153,8 +148,9 @@ fn parse_dropout(s: &str) -> Result<f64, String> {
 /// instead ([`super::launch`]) and returns the exit code they end with; as one rank of
 /// several (`WORLD_SIZE` > 1) it joins the others first.
 pub fn run(args: TrainArgs, argv: &[OsString]) -> anyhow::Result<ExitCode> {
+    // The loss, its options and --lora are checked before any rank starts.
     let loss_options = parse_options(args.loss_opt.iter().map(String::as_str))?;
-    let loss = registry::build::<dyn ContrastiveLoss>(&args.loss, &loss_options)?;
+    registry::build::<dyn ContrastiveLoss>(&args.loss, &loss_options)?;
     let lora = args.lora.as_deref().map(LoraConfig::parse).transpose()?;
     if args.merge_lora && lora.is_none() {
         anyhow::bail!(
@@ -163,14 +159,31 @@ pub fn run(args: TrainArgs, argv: &[OsString]) -> anyhow::Result<ExitCode> {
     }
     // A Hugging Face id is downloaded here, once, before the ranks start.
     let model = super::resolve_model(&args.model)?;
-    if args.nproc_per_node > 1 && std::env::var_os("WORLD_SIZE").is_none() {
-        return super::launch::launch_train(usize::from(args.nproc_per_node), argv);
+    if args.dist.launches() {
+        return super::launch::launch_train(usize::from(args.dist.nproc_per_node), argv);
     }
-    let dist = DistEnv::from_env()?.filter(|e| e.world_size > 1);
+    let dist = dist_env()?;
     let device = rank_device(resolve_device(&args.device)?, &args.device, dist.as_ref())?;
-    if let Some(env) = &dist {
-        join_ranks(env, device, &args, argv)?;
-    }
+    let group = match &dist {
+        Some(env) => Some(join_ranks(env, device, &args.dist, argv, &args.data)?),
+        None => None,
+    };
+    let result = train_rank(&args, model, device, group.as_ref());
+    leave(group, result)
+}
+
+/// Trains as one process or as one rank of `group` (rank 0 shows progress and writes the
+/// outputs and the report).
+fn train_rank(
+    args: &TrainArgs,
+    model: PathBuf,
+    device: Device,
+    group: Option<&ProcessGroup>,
+) -> anyhow::Result<ExitCode> {
+    let writer = group.is_none_or(|g| g.rank() == 0);
+    let lora = args.lora.as_deref().map(LoraConfig::parse).transpose()?;
+    let loss_options = parse_options(args.loss_opt.iter().map(String::as_str))?;
+    let loss = registry::build::<dyn ContrastiveLoss>(&args.loss, &loss_options)?;
     let precision = resolve_precision(&args.precision, device)?;
     let (query_prompt, document_prompt) = args.prompts.resolve(&model)?;
     let mut cfg = TrainConfig::new(
@@ -202,6 +215,7 @@ pub fn run(args: TrainArgs, argv: &[OsString]) -> anyhow::Result<ExitCode> {
     cfg.lora = lora;
     cfg.merge_lora = args.merge_lora;
     cfg.dropout = args.dropout;
+    cfg.local_negatives = args.local_negatives;
     let suite = build_suite(
         &args.eval,
         &query_prompt,
@@ -224,18 +238,23 @@ pub fn run(args: TrainArgs, argv: &[OsString]) -> anyhow::Result<ExitCode> {
         });
     }
     let mut bar = Progress::new();
-    let result = train::train(
+    let mut silent = ();
+    let observer: &mut dyn TrainObserver = if writer { &mut bar } else { &mut silent };
+    let result = train::train_with_group(
         &cfg,
         loss,
         args.resume.as_deref(),
         suite.as_ref(),
         stop,
-        &mut bar,
+        observer,
+        group,
     );
     bar.finish();
     let metrics_path = cfg.output.join("metrics.jsonl");
-    if let Ok(logs) = train::checkpoint::MetricsLog::read(&metrics_path) {
-        let _ = train::chart::write_chart(&logs, &cfg.output.join("training.png"));
+    if writer {
+        if let Ok(logs) = train::checkpoint::MetricsLog::read(&metrics_path) {
+            let _ = train::chart::write_chart(&logs, &cfg.output.join("training.png"));
+        }
     }
     let summary = match result {
         Ok(s) => s,
@@ -250,6 +269,9 @@ pub fn run(args: TrainArgs, argv: &[OsString]) -> anyhow::Result<ExitCode> {
         }
         Err(e) => return Err(e).context("training failed"),
     };
+    if !writer {
+        return Ok(ExitCode::SUCCESS);
+    }
     let report = serde_json::json!({
         "steps": summary.steps,
         "before": summary.before,
@@ -265,58 +287,6 @@ pub fn run(args: TrainArgs, argv: &[OsString]) -> anyhow::Result<ExitCode> {
     });
     println!("{}", serde_json::to_string_pretty(&report)?);
     Ok(ExitCode::SUCCESS)
-}
-
-/// The device of this rank: with several ranks, `--device auto` or `cuda` on a CUDA host
-/// is `cuda:LOCAL_RANK` (one GPU per rank), and an explicit `cuda:N` is refused.
-fn rank_device(device: Device, flag: &str, dist: Option<&DistEnv>) -> anyhow::Result<Device> {
-    let (Some(env), Device::Cuda(_)) = (dist, device) else {
-        return Ok(device);
-    };
-    if flag.starts_with("cuda:") {
-        anyhow::bail!(
-            "--device {flag} with {} ranks: each rank trains on cuda:LOCAL_RANK; pass --device cuda (or auto)",
-            env.world_size
-        );
-    }
-    let n = tch::Cuda::device_count().max(0) as usize;
-    if env.local_rank >= n {
-        anyhow::bail!(
-            "LOCAL_RANK={} needs cuda:{} but this host has {n} CUDA device(s); start at most {n} ranks per host, or train on --device cpu",
-            env.local_rank,
-            env.local_rank
-        );
-    }
-    Ok(Device::Cuda(env.local_rank))
-}
-
-/// One rank of a data-parallel run: joins the other ranks (Gloo on the CPU, NCCL on CUDA)
-/// and checks that they were all started with the same flags and data.
-fn join_ranks(
-    env: &DistEnv,
-    device: Device,
-    args: &TrainArgs,
-    argv: &[OsString],
-) -> anyhow::Result<()> {
-    let backend = Backend::resolve(&args.dist_backend, device)?;
-    let timeout = std::time::Duration::from_secs(args.dist_timeout);
-    let pg = ProcessGroup::init(env, backend, timeout)?;
-    // What every rank must agree on: the arguments (not the program's path) and the size
-    // of the data file.
-    let data_len = std::fs::metadata(&args.data).map_or(0, |m| m.len());
-    let mut parts: Vec<Vec<u8>> = argv
-        .iter()
-        .skip(1)
-        .map(|a| a.to_string_lossy().into_owned().into_bytes())
-        .collect();
-    parts.push(data_len.to_le_bytes().to_vec());
-    pg.check_same_config(config_hash(&parts), "flags or data")?;
-    // The trainer does not run data-parallel steps yet (gradient all-reduce, sharded
-    // batches): every rank would train alone and write the same output folder.
-    anyhow::bail!(
-        "data-parallel training is not available in the trainer yet: the {} ranks joined ({backend}) and agree on flags and data, but the training steps would not be shared; train with one process (no --nproc-per-node, no torchrun) for now",
-        env.world_size
-    )
 }
 
 /// The command line without an earlier `--resume DIR`.

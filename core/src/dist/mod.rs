@@ -517,20 +517,49 @@ pub fn gather_with_own_grad(pg: &ProcessGroup, local: &Tensor) -> Result<Tensor>
             "gather_with_own_grad needs rows: a tensor of at least one dimension".into(),
         ));
     };
-    let (rank, world) = (pg.rank() as i64, pg.world_size() as i64);
+    let parts = vec![b as usize; pg.world_size()];
+    gather_parts_with_own_grad(pg, local, &parts)
+}
+
+/// [`gather_with_own_grad`] for parts of different sizes (the last micro-batch of an epoch
+/// split over the ranks): `parts[q]` is rank q's row count, the same list on every rank,
+/// and `local` has `parts[rank]` rows (possibly none). Each part travels padded to the
+/// largest; the result has `Σ parts` rows in rank order.
+pub fn gather_parts_with_own_grad(
+    pg: &ProcessGroup,
+    local: &Tensor,
+    parts: &[usize],
+) -> Result<Tensor> {
+    let size = local.size();
+    let (rank, world) = (pg.rank(), pg.world_size());
+    if size.is_empty() || parts.len() != world || size[0] as usize != parts[rank] {
+        return Err(Error::Invalid(format!(
+            "distributed gather: rank {rank} holds {size:?} but its part is {:?} of {parts:?}; every rank must pass its own rows and the same parts",
+            parts.get(rank)
+        )));
+    }
     if world == 1 {
         return Ok(local.shallow_clone());
     }
-    let gathered = pg.all_gather(local)?; // (world·b, ...), no graph
-    let mut parts = Vec::with_capacity(3);
-    if rank > 0 {
-        parts.push(gathered.narrow(0, 0, rank * b));
+    let longest = *parts.iter().max().expect("world >= 1") as i64;
+    let padded = if size[0] < longest {
+        let mut pad = size.clone();
+        pad[0] = longest - size[0];
+        let zeros = Tensor::f_zeros(pad.as_slice(), (local.kind(), local.device()))?;
+        Tensor::f_cat(&[local.detach(), zeros], 0)?
+    } else {
+        local.detach()
+    };
+    let gathered = pg.all_gather(&padded)?; // (world·longest, ...), no graph
+    let mut pieces = Vec::with_capacity(world);
+    for (q, &n) in parts.iter().enumerate() {
+        if q == rank {
+            pieces.push(local.shallow_clone());
+        } else if n > 0 {
+            pieces.push(gathered.narrow(0, q as i64 * longest, n as i64));
+        }
     }
-    parts.push(local.shallow_clone());
-    if rank + 1 < world {
-        parts.push(gathered.narrow(0, (rank + 1) * b, (world - rank - 1) * b));
-    }
-    Ok(Tensor::f_cat(&parts, 0)?)
+    Ok(Tensor::f_cat(&pieces, 0)?)
 }
 
 #[cfg(test)]

@@ -28,6 +28,7 @@ use std::path::{Path, PathBuf};
 
 use tch::{Device, Kind, Tensor};
 
+use crate::dist::{gather_parts_with_own_grad, ProcessGroup};
 use crate::encoder::{Precision, SentenceEncoder};
 use crate::error::{Error, Result};
 use crate::sampler::groups::FxHashMap;
@@ -436,6 +437,23 @@ pub fn mine(
     cfg: &MineConfig,
     observer: &mut dyn MineObserver,
 ) -> Result<Mined> {
+    let mined = mine_with_group(encoder, pairs, corpus, cfg, observer, None)?;
+    Ok(mined.expect("one process mines"))
+}
+
+/// [`mine`] as one rank of a data-parallel run over `group` (None: one process): every
+/// rank embeds its share of the corpus and the queries (contiguous parts in rank order)
+/// and the embeddings are gathered; rank 0 searches and returns the result, the other
+/// ranks return None. A cache hit is rank 0's to find: it tells the others to skip
+/// embedding.
+pub fn mine_with_group(
+    encoder: &SentenceEncoder,
+    pairs: &Pairs,
+    corpus: Option<&[String]>,
+    cfg: &MineConfig,
+    observer: &mut dyn MineObserver,
+    group: Option<&ProcessGroup>,
+) -> Result<Option<Mined>> {
     let plan = Plan::new(pairs, corpus, cfg)?;
     for n in &plan.notes {
         observer.note(n);
@@ -449,6 +467,7 @@ pub fn mine(
         cfg,
         "corpus",
         observer,
+        group,
     )?;
     let query_emb = embed(
         encoder,
@@ -457,8 +476,12 @@ pub fn mine(
         cfg,
         "query",
         observer,
+        group,
     )?;
-    mine_embedded(plan, &query_emb, &corpus_emb, cfg, observer)
+    if group.is_some_and(|g| g.rank() != 0) {
+        return Ok(None);
+    }
+    mine_embedded(plan, &query_emb, &corpus_emb, cfg, observer).map(Some)
 }
 
 /// The part of [`mine`] after embedding: `queries` `(plan.queries.len(), d)` and `corpus`
@@ -539,6 +562,7 @@ fn positive_scores(
 
 /// Unit-length embeddings of `texts` with `prompt`, on the encoder's device, bf16 when the
 /// encoder runs in bf16 (fp32 otherwise); loaded from or saved to the cache folder.
+#[allow(clippy::too_many_arguments)]
 fn embed(
     encoder: &SentenceEncoder,
     texts: &[String],
@@ -546,16 +570,19 @@ fn embed(
     cfg: &MineConfig,
     what: &str,
     observer: &mut dyn MineObserver,
+    group: Option<&ProcessGroup>,
 ) -> Result<Tensor> {
     let kind = match encoder.precision() {
         Precision::Bf16 => Kind::BFloat16,
         _ => Kind::Float,
     };
+    let (rank, world) = group.map_or((0, 1), |g| (g.rank(), g.world_size()));
     let cache = cfg.cache_folder.as_ref().map(|dir| {
         let key = cache_key(&cfg.model_name, prompt, encoder.precision(), texts);
         dir.join(format!("{what}_embeddings_{key}.npy"))
     });
-    if let Some(path) = cache.as_ref().filter(|p| p.is_file()) {
+    let mut hit = None;
+    if let Some(path) = cache.as_ref().filter(|p| rank == 0 && p.is_file()) {
         let t = Tensor::read_npy(path).map_err(|e| Error::io(path, e))?;
         if t.size() == [texts.len() as i64, encoder.dimension()] {
             observer.note(&format!(
@@ -564,17 +591,42 @@ fn embed(
                 texts.len(),
                 encoder.dimension()
             ));
-            return Ok(t.to_kind(kind).to_device(encoder.device()));
+            hit = Some(t.to_kind(kind).to_device(encoder.device()));
         }
     }
-    observer.phase(&format!("encoding {what}"), texts.len());
-    let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
-    let emb = encoder
-        .encode_with_progress(&refs, prompt, cfg.batch_size, &mut |d| observer.progress(d))?;
+    if let Some(g) = group {
+        // Rank 0 alone reads the cache; the others learn whether to embed.
+        let flag = Tensor::from_slice(&[i32::from(hit.is_some())]).to_device(g.device());
+        g.broadcast(&flag, 0)?;
+        if i32::try_from(&flag)? == 1 {
+            return Ok(hit.unwrap_or_else(|| Tensor::zeros([0], (kind, encoder.device()))));
+        }
+    } else if let Some(t) = hit {
+        return Ok(t);
+    }
+    // This rank's share of the texts (all of them for one process).
+    let parts = crate::train::collator::shard_sizes(texts.len(), world);
+    let start: usize = parts[..rank].iter().sum();
+    let own = &texts[start..start + parts[rank]];
+    observer.phase(&format!("encoding {what}"), own.len());
+    let refs: Vec<&str> = own.iter().map(String::as_str).collect();
+    let emb = if refs.is_empty() {
+        Tensor::zeros([0, encoder.dimension()], (Kind::Float, encoder.device()))
+    } else {
+        encoder
+            .encode_with_progress(&refs, prompt, cfg.batch_size, &mut |d| observer.progress(d))?
+    };
     observer.phase_done();
     // `normalize_embeddings=True`: x / max(|x|, 1e-12), as torch's F.normalize.
     let emb = &emb / emb.norm_scalaropt_dim(2, [1], true).clamp_min(1e-12);
-    if let Some(path) = &cache {
+    let emb = match group {
+        Some(g) => {
+            let local = emb.to_kind(Kind::Float).to_device(g.device());
+            gather_parts_with_own_grad(g, &local, &parts)?
+        }
+        None => emb,
+    };
+    if let Some(path) = cache.as_ref().filter(|_| rank == 0) {
         let dir = path.parent().unwrap_or(Path::new("."));
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
         let name = path.file_name().unwrap_or_default().to_string_lossy();

@@ -36,15 +36,55 @@ pub struct GroupIds {
     pub prompt_length: Option<usize>,
 }
 
-/// One micro-batch of B rows, ready for the encoder and the loss.
+/// This process's share of every micro-batch in a data-parallel run of `world` ranks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shard {
+    /// This process's rank, `0..world`.
+    pub rank: usize,
+    /// Ranks in the run.
+    pub world: usize,
+    /// Each rank's loss sees its own rows only (no gathered negatives).
+    pub local: bool,
+}
+
+impl Shard {
+    /// One process: the whole batch.
+    pub const SINGLE: Shard = Shard {
+        rank: 0,
+        world: 1,
+        local: false,
+    };
+}
+
+/// The rows of a global micro-batch of `rows` rows each of `world` ranks embeds: contiguous
+/// parts in rank order, as equal as possible (the first `rows % world` ranks one more).
+pub fn shard_sizes(rows: usize, world: usize) -> Vec<usize> {
+    let world = world.max(1);
+    (0..world)
+        .map(|r| rows / world + usize::from(r < rows % world))
+        .collect()
+}
+
+/// One micro-batch of B rows, ready for the encoder and the loss. In a data-parallel run
+/// (see [`Shard`]) the micro-batch is global (`world` × `--batch-size` rows, cut into
+/// [`Self::parts`]); this process embeds its own part ([`Self::groups`]) and, unless
+/// negatives are local, the loss sees every rank's rows.
 pub struct Batch<'d> {
-    /// `texts[c][i]`: loss input column c of row i, without prompt (for
-    /// [`LossInputs::SingleTextTwice`] the text column twice).
+    /// `texts[c][i]`: loss input column c of row i of the rows the loss sees, without
+    /// prompt (for [`LossInputs::SingleTextTwice`] the text column twice).
     pub texts: Vec<Vec<&'d str>>,
     /// The prompt prepended to each loss input column's texts (None: none), one per column.
     pub prompts: Vec<Option<String>>,
-    /// Token ids by prompt group, covering every loss input column once, in order.
+    /// Token ids by prompt group of this process's rows, covering every loss input column
+    /// once, in order.
     pub groups: Vec<GroupIds>,
+    /// How the loss's rows split into the ranks' parts, in rank order (`[B]` for one
+    /// process or local negatives): part `part` is this process's.
+    pub parts: Vec<usize>,
+    /// The index of this process's part in [`Self::parts`].
+    pub part: usize,
+    /// Rows of the global micro-batch (over all ranks).
+    pub global_rows: usize,
     /// Float labels on the training device: `(B,)` for scored pairs (and a float label
     /// column of a distillation loss), `(B, K)` teacher scores from a score-list column for
     /// [`LossInputs::TextsWithScores`].
@@ -55,9 +95,15 @@ pub struct Batch<'d> {
 }
 
 impl Batch<'_> {
-    /// Rows in the batch (B).
+    /// Rows the loss sees (B).
     pub fn rows(&self) -> usize {
         self.texts.first().map_or(0, Vec::len)
+    }
+
+    /// This process's rows: their range within the loss's rows.
+    pub fn own_rows(&self) -> Range<usize> {
+        let start: usize = self.parts[..self.part].iter().sum();
+        start..start + self.parts[self.part]
     }
 }
 
@@ -68,7 +114,9 @@ pub struct Collator<'a> {
     /// The data column of each loss input column.
     sources: Vec<usize>,
     groups: Vec<PromptGroup>,
+    /// Rows of a global micro-batch (`--batch-size` × ranks).
     batch_size: usize,
+    shard: Shard,
     seed: u64,
     dedupe: bool,
     /// Labels from the score-list column, `(B, K)` (distillation losses).
@@ -121,6 +169,7 @@ impl<'a> Collator<'a> {
             sources,
             groups,
             batch_size: cfg.batch_size,
+            shard: Shard::SINGLE,
             seed: cfg.seed,
             // Scored pairs and distillation losses have no in-batch candidates to mask.
             dedupe: cfg.dedupe
@@ -137,6 +186,16 @@ impl<'a> Collator<'a> {
         })
     }
 
+    /// The collator of rank `shard.rank` of a data-parallel run: micro-batches of
+    /// `world` × `--batch-size` rows drawn from the same seeded order on every rank, of
+    /// which this rank embeds its part ([`shard_sizes`]).
+    pub fn with_shard(mut self, shard: Shard) -> Self {
+        self.batch_size = self.batch_size / self.shard.world.max(1) * shard.world.max(1);
+        self.shard = shard;
+        self.per_epoch = batches_per_epoch(self.data.len(), self.batch_size);
+        self
+    }
+
     /// Micro-batches in one pass over the data (the last one may be smaller).
     pub fn batches_per_epoch(&self) -> usize {
         self.per_epoch
@@ -151,22 +210,33 @@ impl<'a> Collator<'a> {
             self.epoch = Some(epoch);
         }
         let end = ((k + 1) * self.batch_size).min(self.order.len());
-        let rows = &self.order[k * self.batch_size..end];
+        let global = &self.order[k * self.batch_size..end];
+        let sizes = shard_sizes(global.len(), self.shard.world);
+        let own_start: usize = sizes[..self.shard.rank].iter().sum();
+        let own = own_start..own_start + sizes[self.shard.rank];
+        // The rows the loss sees: all of them, or this rank's alone with local negatives.
+        let (rows, parts, part) = if self.shard.local {
+            (&global[own.clone()], vec![own.len()], 0)
+        } else {
+            (global, sizes, self.shard.rank)
+        };
+        let own = if self.shard.local { 0..own.len() } else { own };
         let data = self.data;
         let texts: Vec<Vec<&'a str>> = self
             .sources
             .iter()
             .map(|&c| rows.iter().map(|&r| data.texts[c][r].as_str()).collect())
             .collect();
+        let own_texts: Vec<Vec<&str>> = texts.iter().map(|c| c[own.clone()].to_vec()).collect();
         let groups = self
             .groups
             .iter()
-            .map(|g| self.group_ids(g, &texts))
+            .map(|g| self.group_ids(g, &own_texts))
             .collect::<Result<_>>()?;
         let labels = match (&data.score_lists, self.score_lists) {
             // Rows of one length, checked by `Dataset::prepare_for`.
             (Some(lists), true) => {
-                let k = lists[rows[0]].len() as i64;
+                let k = lists[global[0]].len() as i64;
                 let v: Vec<f32> = rows
                     .iter()
                     .flat_map(|&r| lists[r].iter().map(|&x| x as f32))
@@ -182,7 +252,7 @@ impl<'a> Collator<'a> {
                 Tensor::from_slice(&v).to_device(self.device)
             }),
         };
-        let duplicate_mask = if self.dedupe {
+        let duplicate_mask = if self.dedupe && !rows.is_empty() {
             let columns: Vec<&[&str]> = texts.iter().map(Vec::as_slice).collect();
             Some(crate::loss::duplicate_mask(&columns)?.to_device(self.device))
         } else {
@@ -198,6 +268,9 @@ impl<'a> Collator<'a> {
             texts,
             prompts,
             groups,
+            parts,
+            part,
+            global_rows: global.len(),
             labels,
             duplicate_mask,
         })
@@ -315,6 +388,59 @@ mod tests {
                 );
                 let mask = b.duplicate_mask.unwrap();
                 assert_eq!(mask.size(), [rows.len() as i64, 2 * rows.len() as i64]);
+            }
+        }
+    }
+
+    #[test]
+    fn shards_split_the_global_batch_into_contiguous_parts() {
+        assert_eq!(shard_sizes(16, 2), [8, 8]);
+        assert_eq!(shard_sizes(5, 2), [3, 2]);
+        assert_eq!(shard_sizes(3, 4), [1, 1, 1, 0]);
+        assert_eq!(shard_sizes(7, 1), [7]);
+        let (_dir, tok) = tokenizer();
+        let data = dataset(&["anchor", "positive"], 10);
+        let inputs = LossInputs::Texts { min: 2, max: None };
+        // One process with batch 8 and two ranks with batch 4 see the same global batches.
+        let mut whole = Collator::new(&data, &inputs, &tok, &config(8)).unwrap();
+        for local in [false, true] {
+            let mut ranks: Vec<Collator> = (0..2)
+                .map(|rank| {
+                    Collator::new(&data, &inputs, &tok, &config(4))
+                        .unwrap()
+                        .with_shard(Shard {
+                            rank,
+                            world: 2,
+                            local,
+                        })
+                })
+                .collect();
+            assert_eq!(ranks[0].batches_per_epoch(), whole.batches_per_epoch());
+            for k in 0..3 {
+                let w = whole.batch(k).unwrap();
+                let mut own_ids = Vec::new();
+                let mut own_texts = Vec::new();
+                for c in &mut ranks {
+                    let b = c.batch(k).unwrap();
+                    assert_eq!(b.global_rows, w.rows());
+                    let own = b.own_rows();
+                    if local {
+                        assert_eq!(b.parts.len(), 1);
+                        assert_eq!(b.rows(), own.len());
+                        let mask = b.duplicate_mask.as_ref().unwrap();
+                        assert_eq!(mask.size(), [own.len() as i64, own.len() as i64]);
+                    } else {
+                        assert_eq!(b.texts, w.texts);
+                        assert_eq!(b.parts, shard_sizes(w.rows(), 2));
+                    }
+                    own_texts.extend(b.texts[1][own.clone()].to_vec());
+                    let n = own.len();
+                    own_ids.extend(b.groups[0].ids[n..2 * n].to_vec());
+                }
+                // The parts, in rank order, are the whole batch's rows.
+                let n = w.rows();
+                assert_eq!(own_texts, w.texts[1]);
+                assert_eq!(own_ids, w.groups[0].ids[n..2 * n].to_vec());
             }
         }
     }

@@ -31,12 +31,13 @@ use std::time::Instant;
 use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Tensor};
 
+use crate::dist::ProcessGroup;
 use crate::encoder::{LoadOptions, Precision, SentenceEncoder};
 use crate::error::{Error, Result};
 use crate::eval::evaluators::{EvalSuite, Metrics};
 use crate::lora::LoraConfig;
 use crate::loss::ContrastiveLoss;
-use collator::Collator;
+use collator::{Collator, Shard};
 use data::Dataset;
 use optim::{clip_divisor, linear_schedule, warmup_steps, AdamWConfig, FlatAdamW};
 use step::MicroStep;
@@ -102,6 +103,11 @@ pub struct TrainConfig {
     /// Every dropout probability of the backbone for this run (`--dropout`, in `[0, 1)`);
     /// None keeps the model's. Saved folders keep the model's own `config.json` values.
     pub dropout: Option<f64>,
+    /// Data-parallel runs: each rank's loss sees its own `batch_size` rows only (b−1
+    /// in-batch negatives per anchor instead of W·b−1; the gradients are averaged over the
+    /// ranks, as PyTorch's DDP does). Off: the loss of the whole global batch, negatives
+    /// gathered from every rank.
+    pub local_negatives: bool,
 }
 
 impl TrainConfig {
@@ -135,6 +141,7 @@ impl TrainConfig {
             lora: None,
             merge_lora: false,
             dropout: None,
+            local_negatives: false,
         }
     }
 }
@@ -217,6 +224,14 @@ pub struct TrainerState {
     pub data: PathBuf,
     /// Rows in the data file.
     pub rows: usize,
+    /// Processes of the data-parallel run that wrote it (1: one process); a resume needs
+    /// the same.
+    #[serde(default = "one_rank")]
+    pub world_size: usize,
+}
+
+fn one_rank() -> usize {
+    1
 }
 
 /// Runs training with `loss` to the end (or until `stop` is set, which finishes the current
@@ -225,16 +240,47 @@ pub struct TrainerState {
 /// schedule and picks `best/`.
 pub fn train(
     cfg: &TrainConfig,
-    mut loss: Box<dyn ContrastiveLoss>,
+    loss: Box<dyn ContrastiveLoss>,
     resume: Option<&Path>,
     suite: Option<&EvalSuite>,
     stop: Arc<AtomicBool>,
     observer: &mut dyn TrainObserver,
 ) -> Result<TrainSummary> {
+    train_with_group(cfg, loss, resume, suite, stop, observer, None)
+}
+
+/// [`train`] as one rank of a data-parallel run over `group` (None: one process, the same
+/// as [`train`]). Every rank calls it with the same config, data and loss. Each optimizer
+/// step's micro-batches hold `world` × `cfg.batch_size` rows drawn from the one seeded
+/// order; each rank embeds its part, the loss sees every rank's rows (or its own with
+/// `cfg.local_negatives`), and the flat gradient is summed over the ranks before the
+/// identical update (see [`crate::dist`] for why that is the one-process gradient). The
+/// parameters start from rank 0's. Rank 0 alone evaluates and writes `metrics.jsonl`,
+/// checkpoints, `best/` and `final/` while the others wait at a barrier; an interruption
+/// on any rank stops all of them after the same step.
+pub fn train_with_group(
+    cfg: &TrainConfig,
+    mut loss: Box<dyn ContrastiveLoss>,
+    resume: Option<&Path>,
+    suite: Option<&EvalSuite>,
+    stop: Arc<AtomicBool>,
+    observer: &mut dyn TrainObserver,
+    group: Option<&ProcessGroup>,
+) -> Result<TrainSummary> {
     loss.to_device(cfg.device)?;
-    let (data, encoder) = load(cfg, loss.as_ref(), resume)?;
+    let world = group.map_or(1, ProcessGroup::world_size);
+    let (data, encoder) = load(cfg, loss.as_ref(), resume, world)?;
     loss.check_embedding_dimension(encoder.dimension())?;
-    let mut trainer = Trainer::setup(cfg, loss.as_ref(), &encoder, &data, resume, suite, observer)?;
+    let mut trainer = Trainer::setup(
+        cfg,
+        loss.as_ref(),
+        &encoder,
+        &data,
+        resume,
+        suite,
+        observer,
+        group,
+    )?;
     let before = match resume {
         None => trainer.evaluate_before()?,
         Some(_) => None,
@@ -242,7 +288,8 @@ pub fn train(
     trainer.start();
     while trainer.state.step < trainer.total_steps {
         trainer.step()?;
-        trainer.evaluate_and_save(stop.load(Ordering::SeqCst))?;
+        let interrupted = trainer.agree_on_stop(stop.load(Ordering::SeqCst))?;
+        trainer.evaluate_and_save(interrupted)?;
     }
     trainer.finish(before)
 }
@@ -253,6 +300,7 @@ fn load(
     cfg: &TrainConfig,
     loss: &dyn ContrastiveLoss,
     resume: Option<&Path>,
+    world: usize,
 ) -> Result<(Dataset, SentenceEncoder)> {
     if cfg.batch_size == 0 || cfg.grad_accum == 0 || cfg.log_every == 0 {
         return Err(Error::Invalid(
@@ -260,10 +308,18 @@ fn load(
         ));
     }
     let data = Dataset::read(&cfg.data)?.prepare_for(&loss.inputs(), &cfg.loss_name)?;
-    if cfg.batch_size > data.len() {
+    if cfg.batch_size * world > data.len() {
+        let what = if world > 1 {
+            format!(
+                "--batch-size {} on each of {world} ranks ({} rows a step)",
+                cfg.batch_size,
+                cfg.batch_size * world
+            )
+        } else {
+            format!("--batch-size {}", cfg.batch_size)
+        };
         return Err(Error::Invalid(format!(
-            "--batch-size {} is larger than the data ({} rows in {}); lower --batch-size",
-            cfg.batch_size,
+            "{what} is larger than the data ({} rows in {}); lower --batch-size",
             data.len(),
             data.path.display()
         )));
@@ -332,6 +388,19 @@ fn setup_lora(
 /// was trained from the same model and data as `fresh` describes.
 fn resume_from(dir: &Path, fresh: &TrainerState, opt: &mut FlatAdamW) -> Result<TrainerState> {
     let saved = checkpoint::read_state(dir)?;
+    if saved.world_size != fresh.world_size {
+        let how = |w: usize| match w {
+            1 => "one process (no --nproc-per-node, no torchrun)".to_string(),
+            w => format!("{w} ranks (--nproc-per-node {w}, or WORLD_SIZE={w})"),
+        };
+        return Err(Error::Invalid(format!(
+            "{}: checkpoint was written by a run of {} but this run has {}; resume with {}",
+            dir.display(),
+            how(saved.world_size),
+            how(fresh.world_size),
+            how(saved.world_size)
+        )));
+    }
     if saved.parameters != fresh.parameters
         || saved.parameter_names_sha256 != fresh.parameter_names_sha256
     {
@@ -371,10 +440,15 @@ struct Trainer<'a> {
     observer: &'a mut dyn TrainObserver,
     collator: Collator<'a>,
     opt: FlatAdamW,
+    /// The process group of a data-parallel run.
+    group: Option<&'a ProcessGroup>,
+    /// This process writes the outputs and evaluates (rank 0, or the only process).
+    writer: bool,
     state: TrainerState,
     total_steps: usize,
     warmup: i64,
-    metrics: checkpoint::MetricsLog,
+    /// Rank 0's metrics log (None on the other ranks).
+    metrics: Option<checkpoint::MetricsLog>,
     last: Option<LastStep>,
     /// All steps so far had a finite loss and gradient (checked at log steps, or every
     /// step on CPU where the check costs no device sync).
@@ -390,6 +464,7 @@ struct Trainer<'a> {
 impl<'a> Trainer<'a> {
     /// Setup, second half: collator, optimizer, schedule, the position (resumed or fresh)
     /// and the metrics log.
+    #[allow(clippy::too_many_arguments)]
     fn setup(
         cfg: &'a TrainConfig,
         loss: &'a dyn ContrastiveLoss,
@@ -398,10 +473,21 @@ impl<'a> Trainer<'a> {
         resume: Option<&Path>,
         suite: Option<&'a EvalSuite>,
         observer: &'a mut dyn TrainObserver,
+        group: Option<&'a ProcessGroup>,
     ) -> Result<Self> {
-        let collator = Collator::new(data, &loss.inputs(), encoder.tokenizer(), cfg)?;
+        let shard = group.map_or(Shard::SINGLE, |g| Shard {
+            rank: g.rank(),
+            world: g.world_size(),
+            local: cfg.local_negatives,
+        });
+        let collator =
+            Collator::new(data, &loss.inputs(), encoder.tokenizer(), cfg)?.with_shard(shard);
         let vars = encoder.trainable_parameters();
         let mut opt = FlatAdamW::new(vars, cfg.optimizer, cfg.device)?;
+        if let Some(g) = group {
+            // Every rank starts from rank 0's parameters (fresh LoRA matrices included).
+            g.broadcast(opt.params_buffer(), 0)?;
+        }
         let steps_per_epoch = collator.batches_per_epoch().div_ceil(cfg.grad_accum);
         let total_steps = cfg.max_steps.unwrap_or(steps_per_epoch * cfg.epochs.max(1));
         let mut state = TrainerState {
@@ -415,13 +501,21 @@ impl<'a> Trainer<'a> {
             ),
             data: cfg.data.clone(),
             rows: data.len(),
+            world_size: shard.world,
         };
         if let Some(dir) = resume {
             state = resume_from(dir, &state, &mut opt)?;
         }
-        std::fs::create_dir_all(&cfg.output).map_err(|e| Error::io(&cfg.output, e))?;
-        let metrics =
-            checkpoint::MetricsLog::open(&cfg.output.join("metrics.jsonl"), resume.is_some())?;
+        let writer = shard.rank == 0;
+        let metrics = if writer {
+            std::fs::create_dir_all(&cfg.output).map_err(|e| Error::io(&cfg.output, e))?;
+            Some(checkpoint::MetricsLog::open(
+                &cfg.output.join("metrics.jsonl"),
+                resume.is_some(),
+            )?)
+        } else {
+            None
+        };
         if let (Some(s), Some(k)) = (suite, &cfg.best_metric) {
             s.check_metric(k)?;
         }
@@ -433,6 +527,8 @@ impl<'a> Trainer<'a> {
             observer,
             collator,
             opt,
+            group,
+            writer,
             state,
             total_steps,
             warmup: warmup_steps(cfg.warmup_ratio, total_steps as i64),
@@ -453,7 +549,28 @@ impl<'a> Trainer<'a> {
         if m.is_some() {
             self.log(m.clone(), 0.0)?;
         }
+        self.barrier()?;
         Ok(m)
+    }
+
+    /// Data-parallel runs: waits until every rank is here (the others wait while rank 0
+    /// evaluates and writes), bounded by the group's timeout.
+    fn barrier(&self) -> Result<()> {
+        match self.group {
+            Some(g) => g.barrier(),
+            None => Ok(()),
+        }
+    }
+
+    /// Whether the run stops after this step: `local` (this process was interrupted), or,
+    /// in a data-parallel run, any rank was (one all-reduce of a flag).
+    fn agree_on_stop(&self, local: bool) -> Result<bool> {
+        let Some(g) = self.group else {
+            return Ok(local);
+        };
+        let flag = Tensor::from_slice(&[i32::from(local)]).to_device(g.device());
+        g.all_reduce_sum(&flag)?;
+        Ok(i32::try_from(&flag)? > 0)
     }
 
     /// Starts the clocks and the GPU memory peaks (as the reference's bench does: after
@@ -480,6 +597,7 @@ impl<'a> Trainer<'a> {
             cfg.optimizer.lr,
         );
         let mut step_loss = Tensor::zeros([], (Kind::Float, cfg.device));
+        let rank = self.group.map_or(0, ProcessGroup::rank);
         {
             let weights = self.encoder.prepare();
             let micro_step = MicroStep {
@@ -488,21 +606,35 @@ impl<'a> Trainer<'a> {
                 loss: self.loss,
                 accum: cfg.grad_accum as f64,
                 checkpointing: cfg.gradient_checkpointing,
+                dist: self.group.filter(|_| !cfg.local_negatives),
             };
             let per_epoch = self.collator.batches_per_epoch();
             for micro in 0..cfg.grad_accum {
                 let batch = self.collator.batch(self.state.micro_batches)?;
-                let l = micro_step.run(&batch, step_seed(cfg.seed, self.state.step, micro))?;
+                let seed = rank_seed(step_seed(cfg.seed, self.state.step, micro), rank);
+                let l = micro_step.run(&batch, seed)?;
                 step_loss += l.to_kind(Kind::Float) / cfg.grad_accum as f64;
-                self.examples_since_log += batch.rows();
-                self.examples_total += batch.rows();
+                self.examples_since_log += batch.global_rows;
+                self.examples_total += batch.global_rows;
                 self.state.micro_batches += 1;
                 if self.state.micro_batches.is_multiple_of(per_epoch) {
                     break;
                 }
             }
         }
-        let grad = self.opt.flat_grad();
+        let mut grad = self.opt.flat_grad();
+        if let Some(g) = self.group {
+            // The sum of the ranks' shares is the gradient of the global loss; with local
+            // negatives each rank's loss is its own, and the step takes their mean.
+            g.all_reduce_sum(&grad)?;
+            if cfg.local_negatives {
+                let w = g.world_size() as f64;
+                grad /= w;
+                let l = step_loss.reshape([1]);
+                g.all_reduce_sum(&l)?;
+                step_loss = l.reshape([]) / w;
+            }
+        }
         // The clipping divisor is applied inside the fused update; a non-finite gradient
         // entry makes the norm non-finite, so the norm alone tells whether the step is sound.
         let (grad_norm, divisor) = clip_divisor(&grad, cfg.max_grad_norm);
@@ -542,13 +674,16 @@ impl<'a> Trainer<'a> {
             self.save_best(m)?;
         }
         if do_eval || interrupted {
-            let dir =
+            let dir = cfg.output.join(format!("checkpoint-{}", self.state.step));
+            if self.writer {
                 checkpoint::save_checkpoint(self.encoder, &self.opt, &self.state, &cfg.output)?;
-            if do_eval {
-                checkpoint::prune(&cfg.output, cfg.save_total_limit)?;
-                self.observer
-                    .message(&format!("checkpoint written: {}", dir.display()));
+                if do_eval {
+                    checkpoint::prune(&cfg.output, cfg.save_total_limit)?;
+                    self.observer
+                        .message(&format!("checkpoint written: {}", dir.display()));
+                }
             }
+            self.barrier()?;
             if interrupted {
                 return Err(Error::Interrupted {
                     step,
@@ -577,7 +712,10 @@ impl<'a> Trainer<'a> {
             self.save_best(m)?;
         }
         let final_dir = self.cfg.output.join("final");
-        checkpoint::save_model(self.encoder, &final_dir, &self.opt, self.cfg.merge_lora)?;
+        if self.writer {
+            checkpoint::save_model(self.encoder, &final_dir, &self.opt, self.cfg.merge_lora)?;
+        }
+        self.barrier()?;
         let best_dir = self.cfg.output.join("best");
         Ok(TrainSummary {
             steps: self.state.step,
@@ -592,7 +730,11 @@ impl<'a> Trainer<'a> {
         })
     }
 
+    /// The suite's metrics now (rank 0 only: None on the other ranks).
     fn evaluate(&self) -> Result<Option<Metrics>> {
+        if !self.writer {
+            return Ok(None);
+        }
         self.suite.map(|s| s.run(self.encoder)).transpose()
     }
 
@@ -608,7 +750,9 @@ impl<'a> Trainer<'a> {
             examples_per_s,
             eval,
         };
-        self.metrics.write(&log)?;
+        if let Some(metrics) = &mut self.metrics {
+            metrics.write(&log)?;
+        }
         self.observer.log(&log);
         Ok(())
     }
@@ -735,10 +879,18 @@ pub fn micro_batch_gradients(
         loss,
         accum: cfg.grad_accum as f64,
         checkpointing: cfg.gradient_checkpointing,
+        dist: None,
     };
     let batch = collator.batch(micro_batch)?;
     let l = micro_step.run(&batch, step_seed(cfg.seed, 0, micro_batch))?;
     Ok(f64::try_from(&l)?)
+}
+
+/// The generator seed of rank `rank` for a step seed: rank 0 keeps it (a run of one
+/// process is unchanged), the others mix their rank in, so that row k of each rank's part
+/// draws its own dropout mask.
+fn rank_seed(seed: i64, rank: usize) -> i64 {
+    seed ^ ((rank as i64) << 48)
 }
 
 /// Seed of the torch generator for (step, micro-batch): dropout replays exactly on resume.

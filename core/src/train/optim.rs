@@ -143,6 +143,12 @@ impl FlatAdamW {
         self.flat.numel() as i64
     }
 
+    /// The flat fp32 buffer every trained tensor is a view of (sorted by name): writing it
+    /// (e.g. a broadcast from another rank) writes the parameters.
+    pub fn params_buffer(&self) -> &Tensor {
+        &self.flat
+    }
+
     /// Names of the trained tensors, sorted.
     pub fn names(&self) -> &[String] {
         &self.names

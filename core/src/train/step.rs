@@ -17,6 +17,7 @@ use std::ops::Range;
 
 use tch::{Kind, Tensor};
 
+use crate::dist::{gather_parts_with_own_grad, ProcessGroup};
 use crate::encoder::{PreparedWeights, SentenceEncoder, TokenBatch};
 use crate::error::Result;
 use crate::loss::{BatchTexts, ContrastiveLoss, LossBatch};
@@ -36,29 +37,49 @@ pub(crate) struct MicroStep<'a> {
     pub accum: f64,
     /// Run the backbone checkpointed (layers recomputed in backward).
     pub checkpointing: bool,
+    /// The process group of a data-parallel run whose loss sees every rank's rows (None:
+    /// one process, or local negatives).
+    pub dist: Option<&'a ProcessGroup>,
 }
 
 impl<'a> MicroStep<'a> {
     /// Embeds `batch`, backpropagates `loss / accum` into the encoder's gradients and
     /// returns the (unscaled, detached) loss. The torch generator is seeded from `seed`
     /// first, so dropout replays exactly on resume.
+    ///
+    /// In a data-parallel run this process embeds its own rows and the loss sees every
+    /// rank's ([`gather_parts_with_own_grad`]): its backward leaves this rank's share of the
+    /// gradient of the global loss, which the trainer's all-reduce sums.
     pub fn run(&self, batch: &Batch<'_>, seed: i64) -> Result<Tensor> {
         tch::manual_seed(seed);
+        if batch.parts[batch.part] == 0 && self.dist.is_none() {
+            // Local negatives and no rows here (a last batch smaller than the ranks).
+            return Ok(Tensor::zeros([], (Kind::Float, self.encoder.device())));
+        }
         match self.loss.mini_batch_size() {
             Some(mini) => self.cached(batch, mini.max(1), seed),
             None => {
                 let mut embeddings = Vec::with_capacity(batch.texts.len());
                 let mut passes = Vec::new();
                 for g in &batch.groups {
-                    let tokens = self.tokens(g, 0..g.ids.len())?;
-                    let (e, pass) = self.embed_with_graph(&tokens)?;
-                    passes.extend(pass);
-                    embeddings.extend(split_columns(&e, g));
+                    let own = if batch.parts[batch.part] == 0 {
+                        self.no_rows(g)
+                    } else {
+                        let tokens = self.tokens(g, 0..g.ids.len())?;
+                        let (e, pass) = self.embed_with_graph(&tokens)?;
+                        passes.extend(pass);
+                        split_columns(&e, g)
+                    };
+                    for column in own {
+                        embeddings.push(self.gather(&column, batch)?);
+                    }
                 }
                 let l = self.loss_of(&embeddings, batch)?;
-                (&l / self.accum).f_backward()?;
-                for pass in passes {
-                    pass.backward()?;
+                if l.requires_grad() {
+                    (&l / self.accum).f_backward()?;
+                    for pass in passes {
+                        pass.backward()?;
+                    }
                 }
                 Ok(l.detach())
             }
@@ -69,12 +90,15 @@ impl<'a> MicroStep<'a> {
     /// losses/CachedMultipleNegativesRankingLoss.py): embed every group in mini-batches
     /// without a graph, take the loss and its gradient w.r.t. the embeddings, then
     /// re-embed each mini-batch with a graph (same dropout seed, same tokens) and
-    /// backpropagate dot(embedding, grad).
+    /// backpropagate dot(embedding, grad). In a data-parallel run the first pass's
+    /// embeddings are gathered from every rank and each rank re-embeds its own rows with
+    /// the gradient of its rows.
     fn cached(&self, batch: &Batch<'_>, mini: usize, seed: i64) -> Result<Tensor> {
         let chunk_seed = |g: usize, chunk: usize| seed ^ (((g as i64) << 20) + chunk as i64 + 1);
+        let own_rows = batch.own_rows();
         // Pass 1: embeddings without a graph; the token batches are kept for pass 2.
         let mut groups = Vec::with_capacity(batch.groups.len());
-        let mut embeddings = Vec::with_capacity(batch.texts.len());
+        let mut leaves = Vec::with_capacity(batch.texts.len());
         let budget = self.loss.mini_batch_num_tokens();
         for (gi, g) in batch.groups.iter().enumerate() {
             let lengths: Vec<usize> = g.ids.iter().map(Vec::len).collect();
@@ -89,15 +113,33 @@ impl<'a> MicroStep<'a> {
                 })?);
                 tokens.push(t);
             }
-            let leaf = Tensor::cat(&parts, 0).set_requires_grad(true);
-            embeddings.extend(split_columns(&leaf, g));
-            groups.push((leaf, tokens));
+            let own = if parts.is_empty() {
+                self.no_rows(g)
+            } else {
+                split_columns(&Tensor::cat(&parts, 0), g)
+            };
+            let first = leaves.len();
+            for column in own {
+                leaves.push(self.gather(&column, batch)?.set_requires_grad(true));
+            }
+            groups.push((first..leaves.len(), tokens));
         }
-        let l = self.loss_of(&embeddings, batch)?;
+        let l = self.loss_of(&leaves, batch)?;
         (&l / self.accum).f_backward()?;
-        // Pass 2: re-embed with a graph, chain the cached gradients in.
-        for (gi, (leaf, tokens)) in groups.iter().enumerate() {
-            let grad = leaf.grad();
+        // Pass 2: re-embed this rank's rows with a graph, chain the cached gradients in.
+        for (gi, (columns, tokens)) in groups.iter().enumerate() {
+            if tokens.is_empty() {
+                continue;
+            }
+            let own_grads: Vec<Tensor> = leaves[columns.clone()]
+                .iter()
+                .map(|leaf| {
+                    let g = leaf.grad();
+                    let g = if g.defined() { g } else { leaf.zeros_like() };
+                    g.narrow(0, own_rows.start as i64, own_rows.len() as i64)
+                })
+                .collect();
+            let grad = Tensor::cat(&own_grads, 0);
             let mut start = 0;
             for (chunk, t) in tokens.iter().enumerate() {
                 tch::manual_seed(chunk_seed(gi, chunk));
@@ -112,6 +154,26 @@ impl<'a> MicroStep<'a> {
             }
         }
         Ok(l.detach())
+    }
+
+    /// The loss's `(B, D)` embeddings of one column from this rank's `(b, D)` rows: the
+    /// rows themselves for one process, else every rank's rows with the gradient flowing
+    /// to this rank's.
+    fn gather(&self, own: &Tensor, batch: &Batch<'_>) -> Result<Tensor> {
+        match self.dist {
+            Some(pg) if batch.parts.len() > 1 => gather_parts_with_own_grad(pg, own, &batch.parts),
+            _ => Ok(own.shallow_clone()),
+        }
+    }
+
+    /// Empty `(0, D)` embeddings for each column of group `g`, for a rank with no rows in
+    /// this micro-batch (it still takes part in the gathers).
+    fn no_rows(&self, g: &GroupIds) -> Vec<Tensor> {
+        let shape = [0, self.encoder.dimension()];
+        g.columns
+            .clone()
+            .map(|_| Tensor::zeros(shape, (Kind::Float, self.encoder.device())))
+            .collect()
     }
 
     /// Embeddings of `tokens` for a backward pass (dropout on): a plain forward, or with
