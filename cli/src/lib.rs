@@ -102,25 +102,51 @@ where
     I: IntoIterator<Item = T>,
     T: Into<OsString> + Clone,
 {
+    match try_run_from(args) {
+        Ok(code) => code,
+        Err(f) => {
+            eprintln!("embtune: error: {}", f.line);
+            ExitCode::from(f.status)
+        }
+    }
+}
+
+/// A command that failed: its exit status (2 for a usage error, 1 otherwise) and the one
+/// line [`run_from`] prints after `embtune: error: `.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    /// The exit status.
+    pub status: u8,
+    /// The error line.
+    pub line: String,
+}
+
+/// [`run_from`] without printing the error: the exit code of a command that ran (help and
+/// version included), or its [`Failure`].
+pub fn try_run_from<I, T>(args: I) -> Result<ExitCode, Failure>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<OsString> + Clone,
+{
     let args: Vec<OsString> = args.into_iter().map(Into::into).collect();
     let cli = match Cli::try_parse_from(&args) {
         Ok(c) => c,
+        Err(e) if e.use_stderr() => {
+            return Err(Failure {
+                status: 2,
+                line: usage_error_line(&e),
+            })
+        }
         Err(e) => {
+            // --help, --version.
             let _ = e.print();
-            return if e.use_stderr() {
-                ExitCode::from(2)
-            } else {
-                ExitCode::SUCCESS
-            };
+            return Ok(ExitCode::SUCCESS);
         }
     };
-    match dispatch(cli.command, &args) {
-        Ok(code) => code,
-        Err(e) => {
-            eprintln!("embtune: error: {}", error_line(&e));
-            ExitCode::FAILURE
-        }
-    }
+    dispatch(cli.command, &args).map_err(|e| Failure {
+        status: 1,
+        line: error_line(&e),
+    })
 }
 
 /// Runs `cmd`; `args` is the whole command line, for a command handed to the libtorch
@@ -170,7 +196,25 @@ fn dispatch(cmd: Command, args: &[OsString]) -> anyhow::Result<ExitCode> {
     forward::run(name, args)
 }
 
-/// The error and its context chain on one line.
+/// A usage error of the command line (clap's) on one line: its message lines without the
+/// usage and help hints, joined, with a pointer to `--help`.
+pub fn usage_error_line(e: &clap::Error) -> String {
+    let text = e.render().to_string();
+    let mut parts: Vec<&str> = Vec::new();
+    for line in text.lines() {
+        let line = line.trim();
+        if line.starts_with("Usage:") || line.starts_with("For more information") {
+            break;
+        }
+        if !line.is_empty() {
+            parts.push(line.strip_prefix("error: ").unwrap_or(line));
+        }
+    }
+    format!("{} (see --help)", parts.join(" "))
+}
+
+/// The one line a failed command prints after `embtune: error: `: the error and its
+/// causes, each on one line, joined by `: `.
 pub fn error_line(e: &anyhow::Error) -> String {
     let parts: Vec<String> = e
         .chain()

@@ -13,6 +13,8 @@ pub mod dist;
 pub mod encoder;
 pub mod error;
 pub mod eval;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod gen;
 pub mod hub;
 #[cfg(feature = "torch")]

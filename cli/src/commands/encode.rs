@@ -45,12 +45,12 @@ pub struct EncodeArgs {
     #[arg(long)]
     pub prompt_name: Option<String>,
     /// Texts per forward pass.
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, default_value_t = 64, allow_negative_numbers = true)]
     pub batch_size: usize,
     /// Write only the first D dimensions of every embedding (a Matryoshka model's smaller
     /// size), as sentence-transformers' `truncate_dim`: the model's output cut, not
     /// re-normalised. 1 to the model's dimension.
-    #[arg(long, value_name = "D")]
+    #[arg(long, value_name = "D", allow_negative_numbers = true)]
     pub truncate_dim: Option<usize>,
     /// auto (CUDA when available), cpu, cuda or cuda:N.
     #[arg(long, default_value = "auto")]
@@ -182,6 +182,7 @@ pub fn run(args: EncodeArgs, argv: &[OsString]) -> anyhow::Result<ExitCode> {
             args.output.display()
         );
     }
+    super::checks::at_least_one("--batch-size", args.batch_size, 64)?;
     let texts = read_texts(&args.input, args.column.as_deref())?;
     let model = model_dir(&args.model)?;
     if args.dist.launches() {

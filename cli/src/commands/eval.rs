@@ -93,11 +93,11 @@ pub struct EvalArgs {
     #[arg(long, default_value = "auto")]
     pub device: String,
     /// Encoding batch size.
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, default_value_t = 64, allow_negative_numbers = true)]
     pub batch_size: usize,
     /// Evaluate with the first D dimensions of every embedding (a Matryoshka model's
     /// smaller size; sentence-transformers' `truncate_dim`). 1 to the model's dimension.
-    #[arg(long, value_name = "D")]
+    #[arg(long, value_name = "D", allow_negative_numbers = true)]
     pub truncate_dim: Option<usize>,
     #[command(flatten)]
     pub prompts: PromptArgs,
@@ -114,6 +114,7 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
 
 /// The metrics `embtune eval` prints for `args`.
 pub fn metrics(args: &EvalArgs) -> anyhow::Result<embtune_core::eval::evaluators::Metrics> {
+    super::checks::at_least_one("--batch-size", args.batch_size, 64)?;
     let model = super::resolve_model(&args.model)?;
     let (qp, dp) = args.prompts.resolve(&model)?;
     let Some(mut suite) = build_suite(&args.eval, &qp, &dp, args.batch_size)? else {

@@ -52,7 +52,12 @@ pub struct GenArgs {
     #[arg(long = "domain-col", alias = "domain_col", value_name = "COLUMN")]
     pub domain_col: Option<String>,
     /// Negatives per supervised row [default: 1; fusion-multineg: 5].
-    #[arg(long = "num-negatives", alias = "num_negatives", value_name = "K")]
+    #[arg(
+        long = "num-negatives",
+        alias = "num_negatives",
+        value_name = "K",
+        allow_negative_numbers = true
+    )]
     pub num_negatives: Option<usize>,
     /// Output folder: <part>_unsupervised.csv, <part>_supervised.csv, manifest.json.
     #[arg(long = "output-dir", alias = "output_dir", value_name = "DIR", conflicts_with_all = ["output_unsupervised", "output_supervised"])]
@@ -74,7 +79,7 @@ pub struct GenArgs {
     )]
     pub output_supervised: Option<PathBuf>,
     /// Seed of every random choice: the same input and flags give byte-identical files.
-    #[arg(long, default_value_t = 42)]
+    #[arg(long, default_value_t = 42, allow_negative_numbers = true)]
     pub seed: u64,
     /// Hold out this fraction of each part's anchors as a retrieval eval split
     /// (eval_queries.csv, eval_corpus.csv, eval_qrels.csv).
@@ -82,7 +87,8 @@ pub struct GenArgs {
         long = "eval-ratio",
         alias = "eval_ratio",
         default_value_t = 0.0,
-        value_name = "R"
+        value_name = "R",
+        allow_negative_numbers = true
     )]
     pub eval_ratio: f64,
     /// Training file format.

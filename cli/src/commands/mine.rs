@@ -52,27 +52,27 @@ pub struct MineArgs {
     #[arg(long)]
     pub positive_column: Option<String>,
     /// Candidates skipped at the top of each ranking.
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
     pub range_min: usize,
     /// Candidates considered per anchor [default: range-min + num-negatives + the most
     /// positives of one anchor; x10 negatives with a margin or --max-score].
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub range_max: Option<usize>,
     /// Skip candidates scoring above this.
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub max_score: Option<f64>,
     /// Skip candidates scoring below this.
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub min_score: Option<f64>,
     /// Skip candidates with score + margin > the anchor's lowest positive score.
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub absolute_margin: Option<f64>,
     /// Skip candidates with score > positive - |positive| * margin (0.05: NV-Retriever's
     /// TopK-PercPos).
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub relative_margin: Option<f64>,
     /// Negatives per anchor.
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = 3, allow_negative_numbers = true)]
     pub num_negatives: usize,
     /// top (the best candidates) or random (a sample of the surviving ones).
     #[arg(long, default_value = "top", value_parser = ["top", "random"])]
@@ -100,10 +100,10 @@ pub struct MineArgs {
     #[arg(long)]
     pub corpus_prompt_name: Option<String>,
     /// Texts per forward pass.
-    #[arg(long, default_value_t = 32)]
+    #[arg(long, default_value_t = 32, allow_negative_numbers = true)]
     pub batch_size: usize,
     /// Rows per block of the exact search (a block of scores is rows x rows floats).
-    #[arg(long, default_value_t = mine::DEFAULT_BLOCK_ROWS)]
+    #[arg(long, default_value_t = mine::DEFAULT_BLOCK_ROWS, allow_negative_numbers = true)]
     pub block_rows: usize,
     /// auto (CUDA when available), cpu, cuda or cuda:N.
     #[arg(long, default_value = "auto")]
@@ -112,7 +112,7 @@ pub struct MineArgs {
     #[arg(long, default_value = "auto")]
     pub precision: String,
     /// Seed of --sampling-strategy random.
-    #[arg(long, default_value_t = 42)]
+    #[arg(long, default_value_t = 42, allow_negative_numbers = true)]
     pub seed: u64,
     /// Folder caching the embeddings (by model, prompt and texts) for later runs.
     #[arg(long)]
@@ -243,6 +243,8 @@ impl MineObserver for Progress {
 /// Runs `embtune mine`.
 pub fn run(args: MineArgs, argv: &[OsString]) -> anyhow::Result<ExitCode> {
     let format = output_format(&args)?;
+    super::checks::at_least_one("--batch-size", args.batch_size, 32)?;
+    super::checks::at_least_one("--block-rows", args.block_rows, 4096)?;
     let table = Table::read(&args.data, &ReadOptions::default())?;
     let pairs = Pairs::from_table(
         &table,

@@ -1,4 +1,5 @@
 //! One module per subcommand.
+pub mod checks;
 #[cfg(feature = "torch")]
 pub mod doctor;
 #[cfg(feature = "torch")]

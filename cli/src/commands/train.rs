@@ -42,31 +42,31 @@ pub struct TrainArgs {
     #[arg(long)]
     pub output: PathBuf,
     /// Passes over the data.
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 1, allow_negative_numbers = true)]
     pub epochs: usize,
     /// Rows per batch.
-    #[arg(long, default_value_t = 8)]
+    #[arg(long, default_value_t = 8, allow_negative_numbers = true)]
     pub batch_size: usize,
     /// Peak learning rate.
-    #[arg(long, default_value_t = 5e-5)]
+    #[arg(long, default_value_t = 5e-5, allow_negative_numbers = true)]
     pub lr: f64,
     /// AdamW weight decay (never on biases and norm weights).
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(long, default_value_t = 0.0, allow_negative_numbers = true)]
     pub weight_decay: f64,
     /// Fraction of the steps spent warming up linearly.
-    #[arg(long, default_value_t = 0.1)]
+    #[arg(long, default_value_t = 0.1, allow_negative_numbers = true)]
     pub warmup_ratio: f64,
     /// Gradient-norm clip.
-    #[arg(long, default_value_t = 1.0)]
+    #[arg(long, default_value_t = 1.0, allow_negative_numbers = true)]
     pub max_grad_norm: f64,
     /// Seed for data order and dropout.
-    #[arg(long, default_value_t = 42)]
+    #[arg(long, default_value_t = 42, allow_negative_numbers = true)]
     pub seed: u64,
     /// Stop after this many optimizer steps (overrides --epochs).
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub max_steps: Option<usize>,
     /// Micro-batches per optimizer step (does not add in-batch negatives).
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 1, allow_negative_numbers = true)]
     pub grad_accum: usize,
     /// auto, cpu, cuda or cuda:N.
     #[arg(long, default_value = "auto")]
@@ -75,19 +75,19 @@ pub struct TrainArgs {
     #[arg(long, default_value = "auto")]
     pub precision: String,
     /// Evaluate and checkpoint every N steps.
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub eval_every: Option<usize>,
     /// Metric that picks best/ (default: cosine_ndcg@10 with --eval-dir).
     #[arg(long)]
     pub best_metric: Option<String>,
     /// Keep at most N checkpoint-N/ folders.
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub save_total_limit: Option<usize>,
     /// Log to metrics.jsonl every N steps.
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = 10, allow_negative_numbers = true)]
     pub log_every: usize,
     /// Truncate texts at N tokens (default: the model's max_seq_length).
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub max_seq_length: Option<usize>,
     /// Keep identical in-batch texts as negatives (by default they are masked out).
     #[arg(long)]
@@ -117,7 +117,7 @@ pub struct TrainArgs {
     /// Dropout probability, in [0, 1), for every dropout of the backbone (hidden,
     /// attention, embedding, MLP) during this run, instead of the model's config.json
     /// values; the saved folders keep the model's. LoRA's own dropout is --lora dropout=P.
-    #[arg(long, value_name = "P", value_parser = parse_dropout)]
+    #[arg(long, value_name = "P", value_parser = parse_dropout, allow_negative_numbers = true)]
     pub dropout: Option<f64>,
     #[command(flatten)]
     pub dist: DistArgs,

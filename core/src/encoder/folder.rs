@@ -114,6 +114,11 @@ pub fn read_modules(dir: &Path) -> Result<Option<Vec<ModuleEntry>>> {
     let Some(v) = read_json_opt(&path)? else {
         return Ok(None);
     };
+    parse_modules(v, dir).map(Some)
+}
+
+/// The modules of a parsed `modules.json` of folder `dir` (see [`read_modules`]).
+pub fn parse_modules(v: serde_json::Value, dir: &Path) -> Result<Vec<ModuleEntry>> {
     let mut raw: Vec<RawEntry> = serde_json::from_value(v)
         .map_err(|e| Error::model(dir, format!("modules.json is not a list of modules ({e})")))?;
     raw.sort_by_key(|r| r.idx.unwrap_or(0));
@@ -134,7 +139,7 @@ pub fn read_modules(dir: &Path) -> Result<Option<Vec<ModuleEntry>>> {
         };
         out.push(ModuleEntry { path: r.path, kind });
     }
-    Ok(Some(out))
+    Ok(out)
 }
 
 /// Whether a file of the backbone folder is copied as-is on save (tokenizer and other

@@ -382,6 +382,12 @@ impl SentenceEncoder {
 
     /// Sets the truncation length (at most the model's positions).
     pub fn set_max_seq_length(&mut self, n: usize) -> Result<()> {
+        let max_pos = self.backbone.max_positions();
+        if n == 0 || n as i64 > max_pos {
+            return Err(Error::Invalid(format!(
+                "--max-seq-length {n} is out of range: this model takes 1 to {max_pos} tokens; pass a length in that range"
+            )));
+        }
         let t = &self.tokenizer;
         self.tokenizer =
             TextTokenizer::load(&self.transformer_dir, n, Some(t.pad_id()), t.lowercase())?;

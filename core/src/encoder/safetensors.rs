@@ -25,16 +25,34 @@ pub fn read(path: &Path) -> Result<BTreeMap<String, Tensor>> {
     if !path.is_file() {
         return Err(Error::model(dir, format!("{name} is missing")));
     }
-    let tensors = Tensor::read_safetensors(path).map_err(|e| {
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    from_bytes(&bytes, dir, &name)
+}
+
+/// The tensors of a safetensors file's `bytes` (as tch's `Tensor::read_safetensors` builds
+/// them: the crate's parser, each tensor copied from its byte slice); `dir` and `name` name
+/// the file in errors. A malformed header, offsets outside the data or a dtype tch lacks is
+/// a [`Error::Model`].
+pub fn from_bytes(bytes: &[u8], dir: &Path, name: &str) -> Result<BTreeMap<String, Tensor>> {
+    let bad = |e: String| {
         Error::model(
             dir,
             format!(
                 "{name} is not a valid safetensors file ({}); re-save or re-download it",
-                crate::error::one_line(&e.to_string())
+                crate::error::one_line(&e)
             ),
         )
-    })?;
-    Ok(tensors.into_iter().collect())
+    };
+    let st = SafeTensors::deserialize(bytes).map_err(|e| bad(format!("{e:?}")))?;
+    st.tensors()
+        .into_iter()
+        .map(|(n, view)| {
+            let t: Tensor = view
+                .try_into()
+                .map_err(|e: tch::TchError| bad(e.to_string()))?;
+            Ok((n, t))
+        })
+        .collect()
 }
 
 /// One tensor's bytes (CPU, contiguous, little-endian as tch holds them) for the writer.

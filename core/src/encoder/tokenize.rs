@@ -185,6 +185,12 @@ fn read_padding_side(dir: &Path) -> Result<Option<PaddingSide>> {
     let Some(cfg) = super::folder::read_json_opt(&path)? else {
         return Ok(None);
     };
+    padding_side_of(&cfg, &path)
+}
+
+/// `padding_side` of a parsed `tokenizer_config.json` at `path` (see [`read_padding_side`]).
+#[doc(hidden)]
+pub fn padding_side_of(cfg: &serde_json::Value, path: &Path) -> Result<Option<PaddingSide>> {
     match cfg.get("padding_side") {
         None | Some(serde_json::Value::Null) => Ok(None),
         Some(v) => match v.as_str() {

@@ -58,7 +58,12 @@ pub(super) fn parse_csv(text: String, start: usize, path: &Path) -> Result<Table
 
 /// [`parse_csv`], parsing in two chunks when the data records hold more than `parallel`
 /// bytes (a parameter so tests can split small inputs).
-fn parse_csv_split(text: String, start: usize, path: &Path, parallel: usize) -> Result<Table> {
+pub(super) fn parse_csv_split(
+    text: String,
+    start: usize,
+    path: &Path,
+    parallel: usize,
+) -> Result<Table> {
     const TOO_BIG: &str = "the table holds more than 4 GiB of text; split the input file";
     if text.len() > u32::MAX as usize {
         return Err(Error::data(path, None, TOO_BIG.to_string()));

@@ -237,6 +237,14 @@ impl Table {
         }
     }
 
+    /// The CSV parse of `text` (already decoded) split in two halves once the data records
+    /// hold more than `parallel` bytes, for the fuzz targets and tests that compare it with
+    /// the single pass (`parallel` = usize::MAX).
+    #[doc(hidden)]
+    pub fn parse_csv_split_at(text: String, parallel: usize, path: &Path) -> Result<Table> {
+        csv::parse_csv_split(text, 0, path, parallel)
+    }
+
     /// Checks that every column in `names` exists; otherwise one error listing all the
     /// missing ones together with the available ones. `path` names the source.
     pub fn require_columns<'n>(

@@ -111,6 +111,72 @@ pub struct TrainConfig {
 }
 
 impl TrainConfig {
+    /// Checks every number of the config: one line naming the flag, the value, the range
+    /// and the fix for the first that is out of range.
+    pub fn check(&self) -> Result<()> {
+        let whole = |flag: &str, v: usize, e: &str| {
+            if v == 0 {
+                Err(Error::Invalid(format!(
+                    "{flag} 0 is out of range: it must be at least 1; pass e.g. {flag} {e}"
+                )))
+            } else {
+                Ok(())
+            }
+        };
+        whole("--batch-size", self.batch_size, "8")?;
+        whole("--grad-accum", self.grad_accum, "1")?;
+        whole("--log-every", self.log_every, "10")?;
+        whole("--epochs", self.epochs, "1")?;
+        if let Some(n) = self.max_steps {
+            whole("--max-steps", n, "100")?;
+        }
+        if let Some(n) = self.eval_every {
+            whole("--eval-every", n, "100")?;
+        }
+        if let Some(n) = self.save_total_limit {
+            whole("--save-total-limit", n, "2")?;
+        }
+        if let Some(n) = self.max_seq_length {
+            whole("--max-seq-length", n, "256")?;
+        }
+        let real = |flag: &str, v: f64, ok: bool, range: &str, e: &str| {
+            if v.is_finite() && ok {
+                Ok(())
+            } else {
+                Err(Error::Invalid(format!(
+                    "{flag} {v} is out of range: it must be {range}; pass e.g. {flag} {e}"
+                )))
+            }
+        };
+        let o = &self.optimizer;
+        real("--lr", o.lr, o.lr > 0.0, "a positive number", "5e-5")?;
+        real(
+            "--weight-decay",
+            o.weight_decay,
+            o.weight_decay >= 0.0,
+            "0 or more",
+            "0.01",
+        )?;
+        real(
+            "--warmup-ratio",
+            self.warmup_ratio,
+            (0.0..=1.0).contains(&self.warmup_ratio),
+            "in [0, 1]",
+            "0.1",
+        )?;
+        real(
+            "--max-grad-norm",
+            self.max_grad_norm,
+            self.max_grad_norm > 0.0,
+            "a positive number",
+            "1.0",
+        )?;
+        if let Some(p) = self.dropout {
+            real("--dropout", p, (0.0..1.0).contains(&p), "in [0, 1)", "0.1")?;
+        }
+        Ok(())
+    }
+
     /// A config with the reference trainer's defaults for everything but the paths and the
     /// loss's name.
     pub fn new(model: PathBuf, data: PathBuf, loss_name: &str, output: PathBuf) -> Self {
@@ -302,11 +368,7 @@ fn load(
     resume: Option<&Path>,
     world: usize,
 ) -> Result<(Dataset, SentenceEncoder)> {
-    if cfg.batch_size == 0 || cfg.grad_accum == 0 || cfg.log_every == 0 {
-        return Err(Error::Invalid(
-            "--batch-size, --grad-accum and --log-every must be at least 1".into(),
-        ));
-    }
+    cfg.check()?;
     let data = Dataset::read(&cfg.data)?.prepare_for(&loss.inputs(), &cfg.loss_name)?;
     if cfg.batch_size * world > data.len() {
         let what = if world > 1 {
