@@ -21,6 +21,9 @@ pub const BACKEND: &str = "embtune-torch";
 /// (a wrong `$EMBTUNE_TORCH_BIN`) fails instead of handing the command on forever.
 const FORWARDED: &str = "EMBTUNE_FORWARDED";
 
+/// Set in the environment of the libtorch binary to the front end's own path.
+pub const FRONT_END: &str = "EMBTUNE_FRONT_END";
+
 /// The arguments of a libtorch command, passed on untouched (its `--help` included) to
 /// the libtorch binary, which parses them.
 #[derive(Args, Debug, Clone)]
@@ -85,6 +88,10 @@ pub fn run(command: &str, args: &[OsString]) -> anyhow::Result<ExitCode> {
     let bin = backend().map_err(|e| e.context(format!("`embtune {command}` needs libtorch")))?;
     let mut cmd = std::process::Command::new(&bin);
     cmd.args(args.iter().skip(1)).env(FORWARDED, "1");
+    if let Ok(me) = std::env::current_exe() {
+        // For `embtune doctor`, which reports both binaries.
+        cmd.env(FRONT_END, me);
+    }
     #[cfg(unix)]
     {
         use std::os::unix::process::CommandExt;

@@ -4,7 +4,7 @@
 //!
 //! Two builds of the same command line:
 //! - without the `torch` feature (the default; the `embtune` binary that `make build`
-//!   installs), `gen`, `list`, `--help` and `--version` run in-process and never load
+//!   installs), `gen`, `list`, `fetch-model`, `--help` and `--version` run in-process and never load
 //!   libtorch, and the libtorch commands (`train`, `eval`, `encode`, `score`, `mine`, `doctor`)
 //!   are handed, arguments untouched, to the libtorch binary `embtune-torch` installed
 //!   beside it ([`forward`]; the git/cargo subcommand pattern);
@@ -38,8 +38,10 @@ pub enum Command {
     Gen(Box<commands::gen::GenArgs>),
     /// List the registered plugins: strategies, samplers and losses.
     List(commands::list::ListArgs),
-    /// Report versions, devices and whether the default model verifies.
+    /// Report versions, devices, where models and libtorch are, and whether the default model verifies.
     Doctor(torch_commands::Doctor),
+    /// Download and verify the default model (all-MiniLM-L6-v2) into the models folder.
+    FetchModel(commands::fetch_model::FetchModelArgs),
     /// Fine-tune a sentence encoder with a named loss.
     Train(torch_commands::Train),
     /// Evaluate a model folder (retrieval, triplet accuracy, combined margin); prints JSON.
@@ -167,6 +169,7 @@ fn dispatch(cmd: Command, args: &[OsString]) -> anyhow::Result<ExitCode> {
     match cmd {
         Command::Gen(a) => commands::gen::run(*a),
         Command::List(a) => commands::list::run(a),
+        Command::FetchModel(a) => commands::fetch_model::run(a),
         Command::Doctor(a) => commands::doctor::run(a),
         Command::Train(a) => return commands::train::run(*a, args),
         Command::Eval(a) => commands::eval::run(a),
@@ -186,6 +189,7 @@ fn dispatch(cmd: Command, args: &[OsString]) -> anyhow::Result<ExitCode> {
         Command::Gen(a) if commands::gen::needs_libtorch(&a) => "gen",
         Command::Gen(a) => return commands::gen::run(*a).map(|()| ExitCode::SUCCESS),
         Command::List(a) => return commands::list::run(a).map(|()| ExitCode::SUCCESS),
+        Command::FetchModel(a) => return commands::fetch_model::run(a).map(|()| ExitCode::SUCCESS),
         Command::Doctor(_) => "doctor",
         Command::Train(_) => "train",
         Command::Eval(_) => "eval",

@@ -23,6 +23,7 @@ pub mod loss;
 pub mod mem;
 #[cfg(feature = "torch")]
 pub mod mine;
+pub mod model_card;
 #[cfg(feature = "torch")]
 pub mod models;
 pub mod registry;

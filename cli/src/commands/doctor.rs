@@ -1,4 +1,7 @@
-//! `embtune doctor`: what this binary runs on, in one screen.
+//! `embtune doctor`: what this binary runs on and where its pieces are, in one screen:
+//! versions, devices, the libtorch folder (and how it is found: the rpath recorded at build
+//! time, or LD_LIBRARY_PATH), both binaries, the models folder with the setting that chose
+//! it, and whether the default model verifies.
 
 use clap::Args;
 use embtune_core::default_model;
@@ -64,7 +67,35 @@ pub fn run(args: DoctorArgs) -> anyhow::Result<()> {
             "no token"
         }
     );
-    let dir = default_model::default_model_dir();
+    // Where this installation's pieces are.
+    let lib = match loaded_torch_dir() {
+        Some(d) => d.join("lib").display().to_string(),
+        None => env!("EMBTUNE_TORCH_LIB").to_string(),
+    };
+    let ld = std::env::var_os("LD_LIBRARY_PATH").filter(|v| !v.is_empty());
+    println!(
+        "libtorch        {lib} (rpath {}{})",
+        env!("EMBTUNE_TORCH_LIB"),
+        if ld.is_some() {
+            "; LD_LIBRARY_PATH is set and searched first"
+        } else {
+            ""
+        }
+    );
+    match std::env::current_exe() {
+        Ok(p) => println!("embtune-torch   {}", p.display()),
+        Err(e) => println!("embtune-torch   unknown ({e})"),
+    }
+    if let Some(front) = std::env::var_os("EMBTUNE_FRONT_END") {
+        println!("front end       {}", std::path::Path::new(&front).display());
+    }
+    let models = default_model::ModelsDir::from_env();
+    println!(
+        "models folder   {} (from {})",
+        models.path.display(),
+        models.from
+    );
+    let dir = models.path.join(default_model::DEFAULT_MODEL_NAME);
     match default_model::verify_default_model(&dir) {
         Ok(()) => println!("default model   {} (verified)", dir.display()),
         Err(e) => {

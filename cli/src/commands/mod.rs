@@ -6,6 +6,7 @@ pub mod doctor;
 pub mod encode;
 #[cfg(feature = "torch")]
 pub mod eval;
+pub mod fetch_model;
 pub mod gen;
 #[cfg(feature = "torch")]
 pub mod launch;
@@ -45,7 +46,12 @@ mod torch_args {
             None => {
                 let d = embtune_core::default_model::default_model_dir();
                 if !d.join("model.safetensors").is_file() {
-                    anyhow::bail!("the default model is missing at {}; run scripts/fetch-model.sh or pass --model DIR (a folder or a Hugging Face id)", d.display());
+                    let m = embtune_core::default_model::ModelsDir::from_env();
+                    anyhow::bail!(
+                        "the default model is missing at {} (models folder from {}); run `embtune fetch-model` or pass --model DIR (a folder or a Hugging Face id)",
+                        d.display(),
+                        m.from
+                    );
                 }
                 Ok(d)
             }

@@ -435,6 +435,52 @@ impl SentenceEncoder {
         d
     }
 
+    /// `config.json`'s `model_type` of the backbone (`bert`, `qwen3`, ...).
+    pub fn model_type(&self) -> Option<&str> {
+        self.backbone_config
+            .get("model_type")
+            .and_then(|v| v.as_str())
+    }
+
+    /// The pooling module.
+    pub fn pooling(&self) -> &Pooling {
+        &self.pooling
+    }
+
+    /// Whether the model ends with a Normalize module (unit-length embeddings).
+    pub fn normalizes(&self) -> bool {
+        self.stages
+            .iter()
+            .any(|s| matches!(s, Stage::Normalize { .. }))
+    }
+
+    /// The modules in order, one line each, for model cards: `Transformer (bert, max 256
+    /// tokens)`, `Pooling (mean, 384 -> 384)`, `Dense (384 -> 256, tanh)`, `Normalize`.
+    pub fn module_lines(&self) -> Vec<String> {
+        let mut out = vec![format!(
+            "Transformer ({}, max {} tokens)",
+            self.model_type().unwrap_or("unknown model_type"),
+            self.max_seq_length
+        )];
+        let modes: Vec<&str> = self.pooling.modes.iter().map(|m| m.name()).collect();
+        out.push(format!(
+            "Pooling ({}, {} -> {})",
+            modes.join("+"),
+            self.pooling.dimension,
+            self.pooling.output_dimension()
+        ));
+        for s in &self.stages {
+            out.push(match s {
+                Stage::Dense(d) => format!(
+                    "Dense ({} -> {}, {:?})",
+                    d.in_features, d.out_features, d.activation
+                ),
+                Stage::Normalize { .. } => "Normalize".to_string(),
+            });
+        }
+        out
+    }
+
     /// The precision of forward passes.
     pub fn precision(&self) -> Precision {
         self.precision
@@ -808,6 +854,26 @@ impl SentenceEncoder {
     /// same folder as [`Self::save`].
     pub fn save_merged(&self, dir: &Path) -> Result<()> {
         folder::write_atomically(dir, |tmp| self.write_folder(tmp, SaveMode::Merged))
+    }
+
+    /// [`Self::save`] (or [`Self::save_merged`] when `merged`) that also lets `extra` write
+    /// files into the temporary folder before it is renamed into place (a model card), so
+    /// the folder appears complete or not at all.
+    pub fn save_with(
+        &self,
+        dir: &Path,
+        merged: bool,
+        extra: impl FnOnce(&Path) -> Result<()>,
+    ) -> Result<()> {
+        let mode = match (merged, self.lora.is_some()) {
+            (true, _) => SaveMode::Merged,
+            (false, true) => SaveMode::Adapter,
+            (false, false) => SaveMode::Plain,
+        };
+        folder::write_atomically(dir, |tmp| {
+            self.write_folder(tmp, mode)?;
+            extra(tmp)
+        })
     }
 
     fn write_folder(&self, out: &Path, mode: SaveMode) -> Result<()> {

@@ -1,13 +1,15 @@
 //! Checkpoints: `checkpoint-N/` is a sentence-transformers model folder plus the optimizer
 //! moments (`optimizer.safetensors`) and the trainer's position (`trainer_state.json`).
 //! Every folder is written under a temporary name and renamed, and never with non-finite
-//! weights.
+//! weights. The `*_with_card` variants also write the folder's model card (`README.md`,
+//! [`crate::model_card`]) inside the temporary folder, so it appears with the folder.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use crate::encoder::SentenceEncoder;
 use crate::error::{Error, Result};
+use crate::model_card::{FolderKind, ModelCard};
 use crate::train::optim::FlatAdamW;
 use crate::train::{StepLog, TrainerState};
 
@@ -36,12 +38,35 @@ pub fn save_model(
     opt: &FlatAdamW,
     merge_lora: bool,
 ) -> Result<()> {
-    refuse_non_finite(opt, dir)?;
-    if merge_lora {
-        enc.save_merged(dir)
-    } else {
-        enc.save(dir)
+    save_model_with_card(enc, dir, opt, merge_lora, None)
+}
+
+/// The kind of folder `enc` is saved as.
+fn folder_kind(enc: &SentenceEncoder, merge_lora: bool) -> FolderKind {
+    match (enc.lora().is_some(), merge_lora) {
+        (false, _) => FolderKind::Plain,
+        (true, false) => FolderKind::Adapter,
+        (true, true) => FolderKind::Merged,
     }
+}
+
+/// [`save_model`] with the folder's model card: `card` (the run's, with this folder's step
+/// and metrics already set, e.g. `card.finished(after)` for `final/` or `card.at_step(step,
+/// Some(m))` for `best/`) is written as `README.md` with the folder kind (plain, adapter or
+/// merged) and `dir` as the usage path set here. None writes no card.
+pub fn save_model_with_card(
+    enc: &SentenceEncoder,
+    dir: &Path,
+    opt: &FlatAdamW,
+    merge_lora: bool,
+    card: Option<&ModelCard>,
+) -> Result<()> {
+    refuse_non_finite(opt, dir)?;
+    let card = card.map(|c| c.for_folder(folder_kind(enc, merge_lora), dir));
+    enc.save_with(dir, merge_lora, |tmp| match &card {
+        Some(c) => c.write(tmp),
+        None => Ok(()),
+    })
 }
 
 /// Writes `checkpoint-<step>/` under `output` and returns its path.
@@ -50,6 +75,20 @@ pub fn save_checkpoint(
     opt: &FlatAdamW,
     state: &TrainerState,
     output: &Path,
+) -> Result<PathBuf> {
+    save_checkpoint_with_card(enc, opt, state, output, None)
+}
+
+/// [`save_checkpoint`] with the folder's model card: `card` (the run's, with this step's
+/// metrics set: `card.at_step(state.step, metrics)`, None metrics when the step did not
+/// evaluate) is written as `README.md` with the folder kind and path set here. None
+/// writes no card.
+pub fn save_checkpoint_with_card(
+    enc: &SentenceEncoder,
+    opt: &FlatAdamW,
+    state: &TrainerState,
+    output: &Path,
+    card: Option<&ModelCard>,
 ) -> Result<PathBuf> {
     let dir = output.join(format!("checkpoint-{}", state.step));
     refuse_non_finite(opt, &dir)?;
@@ -61,6 +100,9 @@ pub fn save_checkpoint(
     opt.save(&tmp.join(OPTIMIZER_FILE))?;
     let json = serde_json::to_string_pretty(state).expect("state serializes");
     std::fs::write(tmp.join(STATE_FILE), json).map_err(|e| Error::io(tmp.join(STATE_FILE), e))?;
+    if let Some(c) = card {
+        c.for_folder(folder_kind(enc, false), &dir).write(&tmp)?;
+    }
     if dir.exists() {
         std::fs::remove_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
     }
