@@ -216,6 +216,12 @@ fn train_rank(
     cfg.merge_lora = args.merge_lora;
     cfg.dropout = args.dropout;
     cfg.local_negatives = args.local_negatives;
+    cfg.loss_options = args
+        .loss_opt
+        .iter()
+        .filter_map(|kv| kv.split_once('='))
+        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+        .collect();
     let suite = build_suite(
         &args.eval,
         &query_prompt,

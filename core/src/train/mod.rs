@@ -37,6 +37,7 @@ use crate::error::{Error, Result};
 use crate::eval::evaluators::{EvalSuite, Metrics};
 use crate::lora::LoraConfig;
 use crate::loss::ContrastiveLoss;
+use crate::model_card::ModelCard;
 use collator::{Collator, Shard};
 use data::Dataset;
 use optim::{clip_divisor, linear_schedule, warmup_steps, AdamWConfig, FlatAdamW};
@@ -108,6 +109,9 @@ pub struct TrainConfig {
     /// ranks, as PyTorch's DDP does). Off: the loss of the whole global batch, negatives
     /// gathered from every rank.
     pub local_negatives: bool,
+    /// The loss's options as given (`--loss-opt key=value`), for the model cards of the
+    /// saved folders.
+    pub loss_options: Vec<(String, String)>,
 }
 
 impl TrainConfig {
@@ -208,6 +212,7 @@ impl TrainConfig {
             merge_lora: false,
             dropout: None,
             local_negatives: false,
+            loss_options: Vec::new(),
         }
     }
 }
@@ -511,6 +516,8 @@ struct Trainer<'a> {
     warmup: i64,
     /// Rank 0's metrics log (None on the other ranks).
     metrics: Option<checkpoint::MetricsLog>,
+    /// The model card of the run, written into every saved folder.
+    card: ModelCard,
     last: Option<LastStep>,
     /// All steps so far had a finite loss and gradient (checked at log steps, or every
     /// step on CPU where the check costs no device sync).
@@ -591,6 +598,7 @@ impl<'a> Trainer<'a> {
             opt,
             group,
             writer,
+            card: ModelCard::from_train(cfg, encoder, data.len(), &cfg.loss_options),
             state,
             total_steps,
             warmup: warmup_steps(cfg.warmup_ratio, total_steps as i64),
@@ -611,6 +619,7 @@ impl<'a> Trainer<'a> {
         if m.is_some() {
             self.log(m.clone(), 0.0)?;
         }
+        self.card.metrics_before = m.clone();
         self.barrier()?;
         Ok(m)
     }
@@ -738,7 +747,14 @@ impl<'a> Trainer<'a> {
         if do_eval || interrupted {
             let dir = cfg.output.join(format!("checkpoint-{}", self.state.step));
             if self.writer {
-                checkpoint::save_checkpoint(self.encoder, &self.opt, &self.state, &cfg.output)?;
+                let card = self.card.at_step(step, eval.as_ref());
+                checkpoint::save_checkpoint_with_card(
+                    self.encoder,
+                    &self.opt,
+                    &self.state,
+                    &cfg.output,
+                    Some(&card),
+                )?;
                 if do_eval {
                     checkpoint::prune(&cfg.output, cfg.save_total_limit)?;
                     self.observer
@@ -775,7 +791,13 @@ impl<'a> Trainer<'a> {
         }
         let final_dir = self.cfg.output.join("final");
         if self.writer {
-            checkpoint::save_model(self.encoder, &final_dir, &self.opt, self.cfg.merge_lora)?;
+            checkpoint::save_model_with_card(
+                self.encoder,
+                &final_dir,
+                &self.opt,
+                self.cfg.merge_lora,
+                Some(&self.card.finished(after.as_ref())),
+            )?;
         }
         self.barrier()?;
         let best_dir = self.cfg.output.join("best");
@@ -834,11 +856,12 @@ impl<'a> Trainer<'a> {
         };
         if self.state.best.is_none_or(|b| v > b) {
             self.state.best = Some(v);
-            checkpoint::save_model(
+            checkpoint::save_model_with_card(
                 self.encoder,
                 &self.cfg.output.join("best"),
                 &self.opt,
                 self.cfg.merge_lora,
+                Some(&self.card.at_step(self.state.step, Some(m))),
             )?;
             self.observer.message(&format!(
                 "step {}: new best {v:.4}, saved best/",
