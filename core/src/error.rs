@@ -138,9 +138,44 @@ pub enum Error {
 impl Error {
     /// An I/O error on `path`, keeping the OS message short and on one line.
     pub fn io(path: impl Into<PathBuf>, err: impl std::fmt::Display) -> Self {
+        let message = one_line(&err.to_string());
+        // The OS says what went wrong; add what to do for the common cases.
+        let hint = [
+            ("No such file or directory", "check the path"),
+            (
+                "Permission denied",
+                "check its permissions or choose another path",
+            ),
+            (
+                "Read-only file system",
+                "choose a folder on a writable file system",
+            ),
+            (
+                "No space left on device",
+                "free some space or choose another folder",
+            ),
+            (
+                "Disk quota exceeded",
+                "free some space or choose another folder",
+            ),
+            (
+                "Not a directory",
+                "a part of the path is a file, not a folder; fix the path",
+            ),
+            (
+                "Is a directory",
+                "the path names a folder; give a file name",
+            ),
+        ]
+        .iter()
+        .find(|(os, _)| message.contains(os))
+        .map(|(_, fix)| *fix);
         Error::Io {
             path: path.into(),
-            message: one_line(&err.to_string()),
+            message: match hint {
+                Some(fix) => format!("{message}; {fix}"),
+                None => message,
+            },
         }
     }
 

@@ -82,6 +82,7 @@ fn check(f: &Fixture, c: &Case) {
     match try_run_from(&argv) {
         Ok(_) => panic!("`{shown}` succeeded; expected: {}", c.says),
         Err(Failure { status, line }) => {
+            eprintln!("[{status}] {} -> {line}", c.args[0]);
             assert_eq!(status, c.status, "`{shown}`: {line}");
             assert!(
                 line.contains(c.says),
@@ -153,7 +154,12 @@ fn train_refuses_every_out_of_range_number_in_one_line() {
             1,
             "--lr 0 is out of range: it must be a positive number",
         ),
-        train(&f, &["--lr", "-0.00001"], 1, "--lr -0.00001 is out of range"),
+        train(
+            &f,
+            &["--lr", "-0.00001"],
+            1,
+            "--lr -0.00001 is out of range",
+        ),
         train(&f, &["--lr", "nan"], 1, "--lr NaN is out of range"),
         train(&f, &["--lr", "inf"], 1, "--lr inf is out of range"),
         train(
@@ -493,4 +499,119 @@ fn gen_eval_encode_mine_and_score_refuse_bad_input_in_one_line() {
     for c in &cases {
         check(&f, c);
     }
+}
+
+/// A copy of the xlm-roberta tiny fixture whose config.json says `key` = `value`.
+fn tiny_model_with(dir: &Path, key: &str, value: serde_json::Value) -> PathBuf {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/encoder/xlm-roberta-tiny");
+    let dst = dir.join("tiny");
+    copy_dir(&src, &dst);
+    let cfg = dst.join("config.json");
+    let mut v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&cfg).unwrap()).unwrap();
+    v[key] = value;
+    std::fs::write(&cfg, v.to_string()).unwrap();
+    dst
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let dst = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &dst);
+        } else {
+            std::fs::copy(e.path(), dst).unwrap();
+        }
+    }
+}
+
+#[test]
+fn weights_whose_shapes_contradict_config_json_are_one_line() {
+    let f = Fixture::new();
+    // The checkpoint's layers are 64 wide inside; config.json now says 96.
+    let model = tiny_model_with(&f.dir, "intermediate_size", 96.into());
+    let (m, d, o) = (
+        model.to_string_lossy().into_owned(),
+        f.p("pairs.csv"),
+        f.p("out"),
+    );
+    let e = try_run_from([
+        "embtune", "train", "--model", &m, "--data", &d, "--output", &o, "--device", "cpu",
+    ])
+    .unwrap_err();
+    eprintln!("[{}] train -> {}", e.status, e.line);
+    assert_eq!(e.status, 1);
+    assert!(
+        e.line.contains("shape") && e.line.contains("config.json"),
+        "{}",
+        e.line
+    );
+    assert!(!e.line.contains('\n'));
+    assert!(!f.out().exists());
+}
+
+#[test]
+fn an_output_folder_of_an_earlier_run_is_refused_without_overwrite() {
+    let f = Fixture::new();
+    // train: an earlier run's metrics.jsonl and checkpoint in --output.
+    std::fs::create_dir_all(f.out().join("checkpoint-4")).unwrap();
+    std::fs::write(f.out().join("metrics.jsonl"), "{}\n").unwrap();
+    let (m, d, o) = (model(), f.p("pairs.csv"), f.p("out"));
+    let e = try_run_from([
+        "embtune", "train", "--model", &m, "--data", &d, "--output", &o, "--device", "cpu",
+    ])
+    .unwrap_err();
+    eprintln!("[{}] train -> {}", e.status, e.line);
+    assert_eq!(e.status, 1);
+    assert!(
+        e.line.contains(
+            "already holds an earlier training run (checkpoint-4, metrics.jsonl); pass --overwrite"
+        ),
+        "{}",
+        e.line
+    );
+    assert_eq!(
+        std::fs::read_to_string(f.out().join("metrics.jsonl")).unwrap(),
+        "{}\n"
+    );
+    // gen: an earlier output with an eval split; the next run without one must not leave
+    // the old eval files beside its own.
+    let t = gen_table();
+    let g = f.p("gen");
+    let gen = |extra: &[&str]| {
+        let mut a = vec![
+            "embtune",
+            "gen",
+            "--quiet",
+            "--data",
+            &t,
+            "--output-dir",
+            &g,
+        ];
+        a.extend(extra);
+        try_run_from(a)
+    };
+    gen(&["--eval-ratio", "0.2"]).unwrap();
+    assert!(Path::new(&g).join("eval_qrels.csv").is_file());
+    let e = gen(&[]).unwrap_err();
+    eprintln!("[{}] gen -> {}", e.status, e.line);
+    assert_eq!(e.status, 1);
+    assert!(e.line.contains("already holds the output of an earlier `embtune gen` (manifest.json); pass --overwrite"), "{}", e.line);
+    assert!(Path::new(&g).join("eval_qrels.csv").is_file());
+    gen(&["--overwrite"]).unwrap();
+    let mut names: Vec<String> = std::fs::read_dir(&g)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            "all_supervised.csv",
+            "all_unsupervised.csv",
+            "manifest.json"
+        ]
+    );
 }

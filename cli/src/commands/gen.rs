@@ -97,6 +97,10 @@ pub struct GenArgs {
     /// No progress bar and no summary line.
     #[arg(long, short)]
     pub quiet: bool,
+    /// Replace the output of an earlier run in --output-dir (the files its manifest.json
+    /// lists); without it such a folder is refused.
+    #[arg(long)]
+    pub overwrite: bool,
 }
 
 /// `--format`.
@@ -227,6 +231,9 @@ pub fn needs_libtorch(args: &GenArgs) -> bool {
 /// Runs `embtune gen`.
 pub fn run(args: GenArgs) -> anyhow::Result<()> {
     let req = args.request()?;
+    if let Some(dir) = &args.output_dir {
+        super::checks::fresh_gen_output(dir, args.overwrite)?;
+    }
     let start = Instant::now();
     let show_bar = !args.quiet && std::io::stderr().is_terminal();
     let mut bar: Option<indicatif::ProgressBar> = None;

@@ -114,6 +114,11 @@ pub struct TrainArgs {
     /// Continue from a checkpoint-N/ folder of an earlier run with the same flags.
     #[arg(long)]
     pub resume: Option<PathBuf>,
+    /// Replace an earlier run's outputs in --output (final/, best/, checkpoint-N/,
+    /// metrics.jsonl, training.png); without it (and without --resume) such a folder is
+    /// refused.
+    #[arg(long)]
+    pub overwrite: bool,
     /// Dropout probability, in [0, 1), for every dropout of the backbone (hidden,
     /// attention, embedding, MLP) during this run, instead of the model's config.json
     /// values; the saved folders keep the model's. LoRA's own dropout is --lora dropout=P.
@@ -159,6 +164,12 @@ pub fn run(args: TrainArgs, argv: &[OsString]) -> anyhow::Result<ExitCode> {
     }
     // A Hugging Face id is downloaded here, once, before the ranks start.
     let model = super::resolve_model(&args.model)?;
+    if args.resume.is_none() {
+        // The launcher, or rank 0 (or the only process), removes with --overwrite; the
+        // other ranks check.
+        let rank0 = std::env::var("RANK").map_or(true, |r| r.trim() == "0");
+        super::checks::fresh_training_output(&args.output, args.overwrite, rank0)?;
+    }
     if args.dist.launches() {
         return super::launch::launch_train(usize::from(args.dist.nproc_per_node), argv);
     }
