@@ -615,3 +615,114 @@ fn an_output_folder_of_an_earlier_run_is_refused_without_overwrite() {
         ]
     );
 }
+
+/// A tmpfs of `size` mounted at a new folder under `dir` (None where mounting is not
+/// allowed, i.e. not root: the caller skips), unmounted on drop.
+struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    fn mount(dir: &Path, size: &str) -> Option<Tmpfs> {
+        let at = dir.join(format!("tmpfs-{size}"));
+        std::fs::create_dir_all(&at).unwrap();
+        let ok = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(&at)
+            .status()
+            .is_ok_and(|s| s.success());
+        ok.then_some(Tmpfs(at))
+    }
+
+    fn read_only(&self) {
+        let s = std::process::Command::new("mount")
+            .args(["-o", "remount,ro"])
+            .arg(&self.0)
+            .status()
+            .unwrap();
+        assert!(s.success());
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.0).status();
+    }
+}
+
+/// Visible (not temporary) entries of `dir`.
+fn visible(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| !n.starts_with('.'))
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+#[test]
+fn a_full_or_read_only_output_disk_is_one_line_and_leaves_no_partial_model() {
+    let f = Fixture::new();
+    let Some(small) = Tmpfs::mount(&f.dir, "2m") else {
+        eprintln!("skipped: mounting a tmpfs needs root");
+        return;
+    };
+    let (m, d) = (model(), f.p("pairs.csv"));
+    let train_into = |out: &Path| {
+        let o = out.to_string_lossy().into_owned();
+        try_run_from([
+            "embtune",
+            "train",
+            "--model",
+            &m,
+            "--data",
+            &d,
+            "--output",
+            &o,
+            "--device",
+            "cpu",
+            "--max-steps",
+            "1",
+            "--batch-size",
+            "4",
+        ])
+        .unwrap_err()
+    };
+    // Full: the 90 MB model does not fit in 2 MB.
+    let out = small.0.join("run");
+    let e = train_into(&out);
+    eprintln!("[{}] train (full disk) -> {}", e.status, e.line);
+    assert_eq!(e.status, 1);
+    assert!(
+        e.line.contains("No space left on device")
+            && e.line
+                .contains("; free some space or choose another folder"),
+        "{}",
+        e.line
+    );
+    assert!(!e.line.contains('\n'));
+    let shown = visible(&out);
+    assert!(
+        shown
+            .iter()
+            .all(|n| n == "metrics.jsonl" || n == "training.png"),
+        "a failed save left {shown:?} in {}",
+        out.display()
+    );
+    // Read-only.
+    let ro = Tmpfs::mount(&f.dir, "1m").unwrap();
+    ro.read_only();
+    let e = train_into(&ro.0.join("run"));
+    eprintln!("[{}] train (read-only) -> {}", e.status, e.line);
+    assert_eq!(e.status, 1);
+    assert!(
+        e.line.contains("Read-only file system")
+            && e.line
+                .contains("; choose a folder on a writable file system"),
+        "{}",
+        e.line
+    );
+    assert!(!ro.0.join("run").exists());
+}
