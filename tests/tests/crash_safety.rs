@@ -221,7 +221,10 @@ fn gen_is_never_seen_half_written() {
     // A run in a folder full of a killed run's leftovers still writes everything.
     let out = tmp.path().join(format!("killed-{attempts}"));
     cli_ok(&gen_args(&table, &out, attempts % 4 == 0));
-    assert_eq!(&visible_files(&out), &reference[(attempts % 4 == 0) as usize].0);
+    assert_eq!(
+        &visible_files(&out),
+        &reference[(attempts % 4 == 0) as usize].0
+    );
     eprintln!(
         "gen crash safety: {kills} kills, {during_write} while writing, {during_commit} of them between renames, every visible file complete ({:.1} s)",
         start.elapsed().as_secs_f64()
@@ -251,7 +254,8 @@ fn pairs(dir: &Path) -> PathBuf {
     p
 }
 
-/// The run every test run makes: 12 steps, evaluated (margin probe) and checkpointed every 2.
+/// The run every test run makes: 12 steps, evaluated (margin probe) and checkpointed every
+/// 2, the last two checkpoints kept (so pruning is killed too).
 fn train_args(data: &Path, out: &Path) -> Vec<OsString> {
     let mut v = os(&["train", "--device", "cpu"]);
     v.extend(["--model".into(), model().into_os_string()]);
@@ -272,11 +276,14 @@ fn train_args(data: &Path, out: &Path) -> Vec<OsString> {
         "1",
         "--lr",
         "1e-4",
+        "--save-total-limit",
+        "2",
         "--margin-query",
         "how does plan 3 work",
         "--margin-docs",
         "plan 3 pays 3 percent after 4 months",
         "plan 5 pays 5 percent after 1 months",
+        "plan 10 pays 3 percent after 1 months",
     ]));
     v
 }
@@ -344,10 +351,45 @@ fn logged_steps(out: &Path) -> Vec<usize> {
         .collect()
 }
 
-/// A killed run's folder and whether its kill landed during a save.
-struct Killed {
-    out: PathBuf,
-    during_save: bool,
+/// Removes a run's output folder (absent when the run was killed before creating it).
+fn remove(out: &Path) {
+    match std::fs::remove_dir_all(out) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => panic!("{}: {e}", out.display()),
+        _ => {}
+    }
+}
+
+/// Resumes the killed run in `out` from its newest complete checkpoint (from scratch in the
+/// same folder when it has none) and checks it ends exactly as `reference` did: final/ and
+/// best/ weights, the logged steps. Returns the largest weight difference and whether it
+/// started from scratch.
+fn resume_and_compare(data: &Path, out: &Path, reference: &Path) -> (f64, bool) {
+    let mut args = train_args(data, out);
+    let newest = checkpoint::list_checkpoints(out).pop();
+    if let Some((_, dir)) = &newest {
+        args.extend(["--resume".into(), dir.clone().into_os_string()]);
+    }
+    cli_ok(&args);
+    let (temps, _) = entries(out);
+    assert!(temps.is_empty(), "the resumed run left {temps:?}");
+    check_train_output(out);
+    let d = max_diff(&reference.join("final"), &out.join("final"));
+    let what = match &newest {
+        Some((n, _)) => format!("resumed from checkpoint-{n}"),
+        None => "restarted".into(),
+    };
+    assert!(
+        d <= 1e-6,
+        "{what}: final/ differs from the uninterrupted run's by {d}"
+    );
+    let b = max_diff(&reference.join("best"), &out.join("best"));
+    assert!(b <= 1e-6, "{what}: best/ differs by {b}");
+    assert_eq!(
+        logged_steps(out),
+        logged_steps(reference),
+        "{what}: the log repeats or misses steps"
+    );
+    (d.max(b), newest.is_none())
 }
 
 fn train_is_never_seen_half_written_and_resumes_exactly() {
@@ -359,11 +401,13 @@ fn train_is_never_seen_half_written_and_resumes_exactly() {
     let (temps, _) = entries(&reference);
     assert!(temps.is_empty(), "a finished run left {temps:?}");
     check_train_output(&reference);
-    let ref_steps = logged_steps(&reference);
-    let checkpoints = checkpoint::list_checkpoints(&reference);
     assert_eq!(
-        checkpoints.iter().map(|c| c.0).collect::<Vec<_>>(),
-        [2, 4, 6, 8, 10]
+        checkpoint::list_checkpoints(&reference)
+            .iter()
+            .map(|c| c.0)
+            .collect::<Vec<_>>(),
+        [8, 10],
+        "--save-total-limit 2 keeps the last two checkpoints"
     );
     assert!(
         reference.join("best").is_dir() && reference.join("final").is_dir(),
@@ -372,11 +416,16 @@ fn train_is_never_seen_half_written_and_resumes_exactly() {
     eprintln!("train: the uninterrupted run takes {took:?}");
 
     let mut rng = ChaCha8Rng::seed_from_u64(0x7ea1_c0de);
-    let mut killed: Vec<Killed> = Vec::new();
-    let mut attempts = 0;
-    while killed.len() < KILLS {
+    // Resumes run right after their kill (each killed folder is removed once checked, to
+    // bound the disk used): every kill that landed during a save and every fourth other
+    // kill, at least three, more while the time budget allows.
+    let budget = Duration::from_secs(170);
+    let (mut kills, mut during_save, mut attempts) = (0, 0, 0);
+    let (mut resumed, mut from_scratch, mut worst) = (0, 0, 0f64);
+    let mut checking = Duration::ZERO;
+    while kills < KILLS {
         attempts += 1;
-        assert!(attempts < 3 * KILLS, "too few kills landed: {}", killed.len());
+        assert!(attempts < 3 * KILLS, "too few kills landed: {kills}");
         let out = tmp.path().join(format!("killed-{attempts}"));
         let mut child = cli(&train_args(&data, &out))
             .stdout(Stdio::null())
@@ -387,8 +436,8 @@ fn train_is_never_seen_half_written_and_resumes_exactly() {
             // At a moment drawn over the whole run.
             std::thread::sleep(took.mul_f64(rng.gen_range(0.05..1.0)));
         } else {
-            // While a save is in flight: once the n-th temporary folder name has appeared,
-            // after a further 0-60 ms.
+            // While a save is in flight: once the n-th temporary name has appeared, after a
+            // further 0-60 ms.
             let nth = rng.gen_range(1..=9);
             let extra = Duration::from_millis(rng.gen_range(0..60));
             let mut seen = BTreeSet::new();
@@ -399,63 +448,45 @@ fn train_is_never_seen_half_written_and_resumes_exactly() {
             std::thread::sleep(extra);
         }
         if !kill_now(&mut child) {
+            remove(&out);
             continue; // finished before the kill
         }
+        kills += 1;
         let (temps, _) = entries(&out);
+        let in_save = !temps.is_empty();
+        during_save += in_save as usize;
+        let t = Instant::now();
         check_train_output(&out);
-        killed.push(Killed {
-            out,
-            during_save: !temps.is_empty(),
-        });
-    }
-    let during_save = killed.iter().filter(|k| k.during_save).count();
-    assert!(during_save >= 3, "only {during_save} kills landed during a save");
-
-    // Resume the killed runs (those killed during a save first) while time allows, at least
-    // three: from the newest complete checkpoint, or from scratch in the same folder.
-    killed.sort_by_key(|k| !k.during_save);
-    let budget = Duration::from_secs(150);
-    let (mut resumed, mut from_scratch, mut worst) = (0, 0, 0f64);
-    for k in &killed {
-        if resumed >= 3 && start.elapsed() + took > budget {
-            break;
+        checking += t.elapsed();
+        let wanted = in_save || kills % 4 == 0;
+        let left = KILLS - kills;
+        let affordable = start.elapsed() + took.mul_f64(1.0 + 0.6 * left as f64) < budget;
+        if wanted && (resumed < 3 || affordable) {
+            let (d, scratch) = resume_and_compare(&data, &out, &reference);
+            worst = worst.max(d);
+            resumed += 1;
+            from_scratch += scratch as usize;
         }
-        let mut args = train_args(&data, &k.out);
-        match checkpoint::list_checkpoints(&k.out).last() {
-            Some((_, dir)) => args.extend(["--resume".into(), dir.clone().into_os_string()]),
-            None => from_scratch += 1,
-        }
-        cli_ok(&args);
-        let (temps, _) = entries(&k.out);
-        assert!(temps.is_empty(), "the resumed run left {temps:?}");
-        check_train_output(&k.out);
-        let d = max_diff(&reference.join("final"), &k.out.join("final"));
-        assert!(
-            d <= 1e-6,
-            "{}: final/ differs from the uninterrupted run's by {d}",
-            k.out.display()
-        );
-        let b = max_diff(&reference.join("best"), &k.out.join("best"));
-        assert!(b <= 1e-6, "{}: best/ differs by {b}", k.out.display());
-        assert_eq!(
-            logged_steps(&k.out),
-            ref_steps,
-            "{}: the resumed log repeats or misses steps",
-            k.out.display()
-        );
-        worst = worst.max(d);
-        resumed += 1;
+        remove(&out);
     }
+    assert!(
+        during_save >= 3,
+        "only {during_save} kills landed during a save"
+    );
+    assert!(resumed >= 3, "only {resumed} killed runs were resumed");
     eprintln!(
-        "train crash safety: {} kills, {during_save} during a save, every visible folder complete; {resumed} resumed ({from_scratch} from scratch) to final/ weights within {worst:e} of the uninterrupted run's ({:.1} s)",
-        killed.len(),
+        "train crash safety: {kills} kills, {during_save} during a save, every visible folder complete ({:.1} s checking them); {resumed} resumed ({from_scratch} from scratch), final/ and best/ weights within {worst:e} of the uninterrupted run's ({:.1} s)",
+        checking.as_secs_f64(),
         start.elapsed().as_secs_f64()
     );
 }
 
 fn run_tests() -> ExitCode {
     let tests: &[(&str, fn())] = &[
-        ("gen_is_never_seen_half_written", gen_is_never_seen_half_written),
+        (
+            "gen_is_never_seen_half_written",
+            gen_is_never_seen_half_written,
+        ),
         (
             "train_is_never_seen_half_written_and_resumes_exactly",
             train_is_never_seen_half_written_and_resumes_exactly,
