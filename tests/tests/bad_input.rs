@@ -153,12 +153,7 @@ fn train_refuses_every_out_of_range_number_in_one_line() {
             1,
             "--lr 0 is out of range: it must be a positive number",
         ),
-        train(
-            &f,
-            &["--lr", "-0.00001"],
-            1,
-            "--lr -0.00001 is out of range",
-        ),
+        train(&f, &["--lr", "-0.00001"], 1, "--lr -0.00001 is out of range"),
         train(&f, &["--lr", "nan"], 1, "--lr NaN is out of range"),
         train(&f, &["--lr", "inf"], 1, "--lr inf is out of range"),
         train(
