@@ -259,3 +259,60 @@ impl MetricsLog {
             .collect()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resumed_log_drops_the_steps_after_the_checkpoint() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("metrics.jsonl");
+        let line = |s: usize| format!("{{\"step\":{s},\"lr\":0.1}}\n");
+        let text: String = [1, 2, 3, 4, 4, 5].map(line).concat();
+        std::fs::write(&path, &text).unwrap();
+        drop(MetricsLog::open_resumed(&path, 3).unwrap());
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            [1, 2, 3].map(line).concat()
+        );
+        let names: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, ["metrics.jsonl"], "no temporary left");
+        // A resume with no log yet starts one.
+        let fresh = dir.path().join("other.jsonl");
+        drop(MetricsLog::open_resumed(&fresh, 3).unwrap());
+        assert_eq!(std::fs::read_to_string(&fresh).unwrap(), "");
+    }
+
+    #[test]
+    fn stale_temporaries_of_the_trainer_are_removed_and_nothing_else() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        for f in [
+            ".checkpoint-4.tmp-1-2",
+            ".best.tmp-old-3-4",
+            ".final.tmp-5-6",
+        ] {
+            std::fs::create_dir_all(d.join(f).join("1_Pooling")).unwrap();
+        }
+        for f in [".metrics.jsonl.tmp-7", ".training.png.tmp", "keep.csv"] {
+            std::fs::write(d.join(f), "x").unwrap();
+        }
+        for f in ["checkpoint-2", "best", ".cache", ".mine.tmp-1"] {
+            std::fs::create_dir_all(d.join(f)).unwrap();
+        }
+        remove_stale_temporaries(d);
+        let mut names: Vec<String> = std::fs::read_dir(d)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        assert_eq!(
+            names,
+            [".cache", ".mine.tmp-1", "best", "checkpoint-2", "keep.csv"]
+        );
+    }
+}
