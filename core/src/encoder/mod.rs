@@ -111,6 +111,10 @@ pub struct SentenceEncoder {
     /// The folder whose tokenizer files are read and copied on save (the Transformer
     /// module's folder; an adapter folder without tokenizer files: its base's).
     transformer_dir: PathBuf,
+    /// The files of `transformer_dir` every save copies (tokenizer, its configs, ...), read
+    /// when the encoder is loaded: a save never depends on that folder still existing (a
+    /// run resumed from a checkpoint that `--save-total-limit` later prunes).
+    transformer_files: Vec<(String, Vec<u8>)>,
     /// The folder of the backbone's `config.json` and weights (an adapter folder's base).
     weights_dir: PathBuf,
     /// LoRA adapters, when the encoder carries them (the base weights are then frozen).
@@ -344,8 +348,10 @@ impl SentenceEncoder {
             }
             None => None,
         };
+        let transformer_files = read_copied_files(&transformer_dir)?;
         Ok(SentenceEncoder {
             transformer_dir,
+            transformer_files,
             weights_dir,
             lora,
             device,
@@ -878,18 +884,10 @@ impl SentenceEncoder {
 
     fn write_folder(&self, out: &Path, mode: SaveMode) -> Result<()> {
         let _guard = tch::no_grad_guard();
-        // Backbone files copied as they are (tokenizer, its configs, ...).
-        let rd = std::fs::read_dir(&self.transformer_dir)
-            .map_err(|e| Error::io(&self.transformer_dir, e))?;
-        for entry in rd {
-            let entry = entry.map_err(|e| Error::io(&self.transformer_dir, e))?;
-            let name = entry.file_name().to_string_lossy().into_owned();
-            if entry.file_type().map(|t| t.is_file()).unwrap_or(false)
-                && folder::copied_on_save(&name)
-            {
-                std::fs::copy(entry.path(), out.join(&name))
-                    .map_err(|e| Error::io(entry.path(), e))?;
-            }
+        // Backbone files copied as they were when loaded (tokenizer, its configs, ...).
+        for (name, bytes) in &self.transformer_files {
+            let path = out.join(name);
+            std::fs::write(&path, bytes).map_err(|e| Error::io(&path, e))?;
         }
         match (mode, &self.lora) {
             (SaveMode::Adapter, Some(l)) => l.write(out)?,
@@ -984,6 +982,21 @@ impl SentenceEncoder {
         )?;
         Ok(())
     }
+}
+
+/// The files of `dir` that a save copies as they are ([`folder::copied_on_save`]).
+fn read_copied_files(dir: &Path) -> Result<Vec<(String, Vec<u8>)>> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))? {
+        let entry = entry.map_err(|e| Error::io(dir, e))?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if entry.file_type().map(|t| t.is_file()).unwrap_or(false) && folder::copied_on_save(&name)
+        {
+            let bytes = std::fs::read(entry.path()).map_err(|e| Error::io(entry.path(), e))?;
+            files.push((name, bytes));
+        }
+    }
+    Ok(files)
 }
 
 /// What [`SentenceEncoder::write_folder`] writes for the backbone.

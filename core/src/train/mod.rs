@@ -578,10 +578,12 @@ impl<'a> Trainer<'a> {
         let writer = shard.rank == 0;
         let metrics = if writer {
             std::fs::create_dir_all(&cfg.output).map_err(|e| Error::io(&cfg.output, e))?;
-            Some(checkpoint::MetricsLog::open(
-                &cfg.output.join("metrics.jsonl"),
-                resume.is_some(),
-            )?)
+            checkpoint::remove_stale_temporaries(&cfg.output);
+            let path = cfg.output.join("metrics.jsonl");
+            Some(match resume {
+                Some(_) => checkpoint::MetricsLog::open_resumed(&path, state.step)?,
+                None => checkpoint::MetricsLog::open(&path, false)?,
+            })
         } else {
             None
         };
