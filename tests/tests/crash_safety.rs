@@ -366,8 +366,10 @@ fn remove(out: &Path) {
 fn resume_and_compare(data: &Path, out: &Path, reference: &Path) -> (f64, bool) {
     let mut args = train_args(data, out);
     let newest = checkpoint::list_checkpoints(out).pop();
-    if let Some((_, dir)) = &newest {
-        args.extend(["--resume".into(), dir.clone().into_os_string()]);
+    match &newest {
+        Some((_, dir)) => args.extend(["--resume".into(), dir.clone().into_os_string()]),
+        // No checkpoint yet: the killed run's log is there, so start again over it.
+        None => args.push("--overwrite".into()),
     }
     cli_ok(&args);
     let (temps, _) = entries(out);
