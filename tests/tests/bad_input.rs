@@ -553,6 +553,32 @@ fn weights_whose_shapes_contradict_config_json_are_one_line() {
 }
 
 #[test]
+fn a_config_with_zero_attention_heads_is_one_line() {
+    // Found by the model_config fuzz target (fuzz/regressions/model_config/): a division by
+    // zero before.
+    let f = Fixture::new();
+    let model = tiny_model_with(&f.dir, "num_attention_heads", 0.into());
+    let (m, d, o) = (
+        model.to_string_lossy().into_owned(),
+        f.p("pairs.csv"),
+        f.p("out"),
+    );
+    let e = try_run_from([
+        "embtune", "train", "--model", &m, "--data", &d, "--output", &o, "--device", "cpu",
+    ])
+    .unwrap_err();
+    eprintln!("[{}] train -> {}", e.status, e.line);
+    assert_eq!(e.status, 1);
+    assert!(
+        e.line
+            .contains("is not a positive multiple of num_attention_heads 0; fix config.json"),
+        "{}",
+        e.line
+    );
+    assert!(!f.out().exists());
+}
+
+#[test]
 fn an_output_folder_of_an_earlier_run_is_refused_without_overwrite() {
     let f = Fixture::new();
     // train: an earlier run's metrics.jsonl and checkpoint in --output.
