@@ -218,9 +218,12 @@ fn gen_is_never_seen_half_written() {
             }
         }
     }
-    // A run in a folder full of a killed run's leftovers still writes everything.
+    // A run in a folder full of a killed run's leftovers still writes everything (with
+    // --overwrite: the killed run may have got as far as its manifest).
     let out = tmp.path().join(format!("killed-{attempts}"));
-    cli_ok(&gen_args(&table, &out, attempts % 4 == 0));
+    let mut again = gen_args(&table, &out, attempts % 4 == 0);
+    again.push("--overwrite".into());
+    cli_ok(&again);
     assert_eq!(
         &visible_files(&out),
         &reference[(attempts % 4 == 0) as usize].0
