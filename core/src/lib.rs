@@ -4,6 +4,7 @@
 
 #![deny(missing_docs)]
 
+pub mod atomic;
 pub mod default_model;
 #[cfg(feature = "torch")]
 pub mod device_mem;

@@ -16,24 +16,11 @@ fn fixture(name: &str) -> PathBuf {
         .join(name)
 }
 
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        let dst = to.join(e.file_name());
-        if e.file_type().unwrap().is_dir() {
-            copy_dir(&e.path(), &dst);
-        } else {
-            std::fs::copy(e.path(), dst).unwrap();
-        }
-    }
-}
-
 /// A copy of fixture `name` under `tmp` with `edit` applied to its JSON file `file`.
 fn edited(tmp: &Path, name: &str, file: &str, edit: impl FnOnce(&mut Value)) -> PathBuf {
     let dir = tmp.join(name);
     if !dir.exists() {
-        copy_dir(&fixture(name), &dir);
+        embtune_tests::copy_dir(&fixture(name), &dir);
     }
     let path = dir.join(file);
     let mut v: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();

@@ -141,7 +141,7 @@ fn roberta_prefixed_checkpoint_gives_the_same_embeddings() {
     let tmp = tempfile::tempdir().unwrap();
     let src = fixtures().join("roberta-tiny");
     let dst = tmp.path().join("prefixed");
-    copy_dir(&src, &dst);
+    embtune_tests::copy_dir(&src, &dst);
     let tensors = tch::Tensor::read_safetensors(src.join("model.safetensors")).unwrap();
     let prefixed: Vec<(String, tch::Tensor)> = tensors
         .into_iter()
@@ -159,19 +159,6 @@ fn roberta_prefixed_checkpoint_gives_the_same_embeddings() {
         .encode(&refs, 8)
         .unwrap();
     assert!(a.equal(&b));
-}
-
-fn copy_dir(src: &Path, dst: &Path) {
-    std::fs::create_dir_all(dst).unwrap();
-    for e in std::fs::read_dir(src).unwrap() {
-        let e = e.unwrap();
-        let to = dst.join(e.file_name());
-        if e.file_type().unwrap().is_dir() {
-            copy_dir(&e.path(), &to);
-        } else {
-            std::fs::copy(e.path(), to).unwrap();
-        }
-    }
 }
 
 #[test]

@@ -505,7 +505,7 @@ fn gen_eval_encode_mine_and_score_refuse_bad_input_in_one_line() {
 fn tiny_model_with(dir: &Path, key: &str, value: serde_json::Value) -> PathBuf {
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/encoder/xlm-roberta-tiny");
     let dst = dir.join("tiny");
-    copy_dir(&src, &dst);
+    embtune_tests::copy_dir(&src, &dst);
     let cfg = dst.join("config.json");
     let mut v: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&cfg).unwrap()).unwrap();
@@ -514,24 +514,9 @@ fn tiny_model_with(dir: &Path, key: &str, value: serde_json::Value) -> PathBuf {
     dst
 }
 
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        let dst = to.join(e.file_name());
-        if e.file_type().unwrap().is_dir() {
-            copy_dir(&e.path(), &dst);
-        } else {
-            std::fs::copy(e.path(), dst).unwrap();
-        }
-    }
-}
-
-#[test]
-fn weights_whose_shapes_contradict_config_json_are_one_line() {
-    let f = Fixture::new();
-    // The checkpoint's layers are 64 wide inside; config.json now says 96.
-    let model = tiny_model_with(&f.dir, "intermediate_size", 96.into());
+/// `embtune train` with `model` (in `f`'s folder) fails with status 1 and one line, and
+/// writes nothing; returns that line.
+fn train_refuses_model(f: &Fixture, model: &Path) -> String {
     let (m, d, o) = (
         model.to_string_lossy().into_owned(),
         f.p("pairs.csv"),
@@ -542,14 +527,22 @@ fn weights_whose_shapes_contradict_config_json_are_one_line() {
     ])
     .unwrap_err();
     eprintln!("[{}] train -> {}", e.status, e.line);
-    assert_eq!(e.status, 1);
+    assert_eq!(e.status, 1, "{}", e.line);
+    assert!(!e.line.contains('\n'), "{}", e.line);
+    assert!(!f.out().exists(), "{}", e.line);
+    e.line
+}
+
+#[test]
+fn weights_whose_shapes_contradict_config_json_are_one_line() {
+    let f = Fixture::new();
+    // The checkpoint's layers are 64 wide inside; config.json now says 96.
+    let model = tiny_model_with(&f.dir, "intermediate_size", 96.into());
+    let line = train_refuses_model(&f, &model);
     assert!(
-        e.line.contains("shape") && e.line.contains("config.json"),
-        "{}",
-        e.line
+        line.contains("shape") && line.contains("config.json"),
+        "{line}"
     );
-    assert!(!e.line.contains('\n'));
-    assert!(!f.out().exists());
 }
 
 #[test]
@@ -558,24 +551,11 @@ fn a_config_with_zero_attention_heads_is_one_line() {
     // zero before.
     let f = Fixture::new();
     let model = tiny_model_with(&f.dir, "num_attention_heads", 0.into());
-    let (m, d, o) = (
-        model.to_string_lossy().into_owned(),
-        f.p("pairs.csv"),
-        f.p("out"),
-    );
-    let e = try_run_from([
-        "embtune", "train", "--model", &m, "--data", &d, "--output", &o, "--device", "cpu",
-    ])
-    .unwrap_err();
-    eprintln!("[{}] train -> {}", e.status, e.line);
-    assert_eq!(e.status, 1);
+    let line = train_refuses_model(&f, &model);
     assert!(
-        e.line
-            .contains("is not a positive multiple of num_attention_heads 0; fix config.json"),
-        "{}",
-        e.line
+        line.contains("is not a positive multiple of num_attention_heads 0; fix config.json"),
+        "{line}"
     );
-    assert!(!f.out().exists());
 }
 
 #[test]

@@ -486,6 +486,144 @@ fn train_is_never_seen_half_written_and_resumes_exactly() {
     );
 }
 
+/// Runs training in `out` and sends SIGINT as soon as its stderr shows `line` (a phase the
+/// trainer announces: "step 4: evaluating...", "step 6: saving checkpoint-6/..."); with
+/// `second`, a second SIGINT once a temporary name starting with it has appeared in `out`
+/// (the save is writing that folder). Returns the exit status and the whole stderr.
+fn interrupt_at(
+    data: &Path,
+    out: &Path,
+    line: &str,
+    second: Option<&str>,
+) -> (std::process::ExitStatus, String) {
+    use std::io::BufRead;
+    let mut child = cli(&train_args(data, out))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id().to_string();
+    let int = || {
+        let ok = Command::new("kill")
+            .args(["-INT", &pid])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill -INT failed");
+    };
+    let mut stderr = String::new();
+    let mut sent = false;
+    for l in std::io::BufReader::new(child.stderr.take().unwrap()).lines() {
+        let l = l.unwrap();
+        if !sent && l.contains(line) {
+            int();
+            if let Some(prefix) = second {
+                let start = Instant::now();
+                while !entries(out).0.iter().any(|n| n.starts_with(prefix)) {
+                    assert!(
+                        start.elapsed() < Duration::from_secs(20),
+                        "no temporary {prefix}* appeared"
+                    );
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                int();
+            }
+            sent = true;
+        }
+        stderr.push_str(&l);
+        stderr.push('\n');
+    }
+    let status = child.wait().unwrap();
+    assert!(sent, "the run never printed {line:?}:\n{stderr}");
+    (status, stderr)
+}
+
+/// Ctrl-C while rank 0 evaluates or saves: the evaluation or save completes, the run stops
+/// after the next step with that step's checkpoint (nothing half-written, no final/), and
+/// the resumed run ends with the uninterrupted run's weights. A second Ctrl-C during a save
+/// exits at once (130) and leaves only temporary names partial. Ctrl-C during the final
+/// save lets the run finish.
+fn ctrl_c_during_an_evaluation_or_a_save_completes_it_then_stops() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = pairs(tmp.path());
+    let reference = tmp.path().join("reference");
+    cli_ok(&train_args(&data, &reference));
+
+    for (i, (line, stops_at)) in [
+        ("step 4: evaluating...", 5),
+        ("step 6: saving checkpoint-6/...", 7),
+        ("step 2: saving best/...", 3),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let out = tmp.path().join(format!("interrupted-{i}"));
+        let (status, err) = interrupt_at(&data, &out, line, None);
+        assert_eq!(status.code(), Some(1), "{line}: {err}");
+        let last = err.lines().last().unwrap_or("");
+        let expected = format!(
+            "interrupted after step {stops_at}; checkpoint written to {}",
+            out.join(format!("checkpoint-{stops_at}")).display()
+        );
+        assert!(
+            last.contains(&expected),
+            "{line}: the last line is {last:?}"
+        );
+        assert!(err.contains("interrupt received"), "{line}: {err}");
+        let (temps, visible) = entries(&out);
+        assert!(temps.is_empty(), "{line}: left {temps:?}");
+        assert!(
+            !visible.contains(&"final".to_string()),
+            "{line}: {visible:?}"
+        );
+        check_train_output(&out);
+        assert_eq!(
+            logged_steps(&out).last(),
+            Some(&stops_at),
+            "{line}: the log ends at the interrupted step"
+        );
+        let newest = checkpoint::list_checkpoints(&out).pop().unwrap();
+        assert_eq!(newest.0, stops_at, "{line}");
+        resume_and_compare(&data, &out, &reference);
+        eprintln!("ctrl-c at {line:?}: stopped after step {stops_at}, resumed to the same weights");
+    }
+
+    // Twice during a save: out at once, nothing visible half-written; the resume (which
+    // clears stale temporaries) still ends with the same weights.
+    let out = tmp.path().join("twice");
+    let (status, err) = interrupt_at(
+        &data,
+        &out,
+        "step 8: saving checkpoint-8/...",
+        Some(".checkpoint-8.tmp-"),
+    );
+    assert_eq!(status.code(), Some(130), "{err}");
+    assert!(
+        err.contains("second interrupt, exiting without a checkpoint"),
+        "{err}"
+    );
+    let (temps, visible) = entries(&out);
+    check_train_output(&out);
+    assert!(
+        !visible.contains(&"checkpoint-8".to_string())
+            && temps.iter().any(|t| t.starts_with(".checkpoint-8.tmp-")),
+        "the save of checkpoint-8 was cut short: it must be under its temporary name only ({visible:?}, {temps:?})"
+    );
+    resume_and_compare(&data, &out, &reference);
+    eprintln!(
+        "ctrl-c twice while saving checkpoint-8/: exit 130, visible folders complete, {} temporary name(s) left until the resume",
+        temps.len()
+    );
+
+    // During the final save: the run completes.
+    let out = tmp.path().join("final");
+    let (status, err) = interrupt_at(&data, &out, "saving final/...", None);
+    assert!(status.success(), "{err}");
+    check_train_output(&out);
+    let d = max_diff(&reference.join("final"), &out.join("final"));
+    assert!(d <= 1e-6, "final/ differs by {d}");
+}
+
 fn run_tests() -> ExitCode {
     let tests: &[(&str, fn())] = &[
         (
@@ -496,37 +634,10 @@ fn run_tests() -> ExitCode {
             "train_is_never_seen_half_written_and_resumes_exactly",
             train_is_never_seen_half_written_and_resumes_exactly,
         ),
+        (
+            "ctrl_c_during_an_evaluation_or_a_save_completes_it_then_stops",
+            ctrl_c_during_an_evaluation_or_a_save_completes_it_then_stops,
+        ),
     ];
-    // Cargo passes the name filters and flags of its harness; honour the filters.
-    let mut filters = Vec::new();
-    let mut args = std::env::args().skip(1);
-    while let Some(a) = args.next() {
-        if a == "--test-threads" || a == "--skip" {
-            args.next();
-        } else if !a.starts_with('-') {
-            filters.push(a);
-        }
-    }
-    let (mut passed, mut failed) = (0, 0);
-    for (name, test) in tests {
-        if !filters.is_empty() && !filters.iter().any(|f| name.contains(f.as_str())) {
-            continue;
-        }
-        let ok = std::panic::catch_unwind(test).is_ok();
-        println!("test {name} ... {}", if ok { "ok" } else { "FAILED" });
-        if ok {
-            passed += 1;
-        } else {
-            failed += 1;
-        }
-    }
-    println!(
-        "test result: {}. {passed} passed; {failed} failed; 0 ignored; 0 measured; 0 filtered out",
-        if failed == 0 { "ok" } else { "FAILED" }
-    );
-    if failed == 0 {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    }
+    embtune_tests::run_named_tests(tests)
 }

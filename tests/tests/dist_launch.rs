@@ -55,13 +55,22 @@ fn rank() -> ExitCode {
     );
     // Only rank 0 gets the store's socket.
     assert_eq!(std::env::var_os("EMBTUNE_STORE_FD").is_some(), rank == "0");
+    // Rank 1 fails once rank 0 has started and printed (a marker file), so that the
+    // launcher's stop of rank 0 is tested whatever the start-up times under load.
+    let marker = std::path::PathBuf::from(std::env::var_os("EMBTUNE_LAUNCH_TEST_DIR").unwrap())
+        .join("rank0-started");
     if rank == "1" {
+        let start = Instant::now();
+        while !marker.exists() && start.elapsed() < Duration::from_secs(60) {
+            std::thread::sleep(Duration::from_millis(20));
+        }
         println!("rank one on stdout");
         eprintln!("embtune: error: rank one failed on purpose");
         eprintln!("a line after the error");
         return ExitCode::from(3);
     }
     println!("rank zero working");
+    std::fs::write(&marker, b"").unwrap();
     std::thread::sleep(Duration::from_secs(120));
     ExitCode::SUCCESS
 }
@@ -80,8 +89,12 @@ fn stderr_lines(o: &Output) -> Vec<String> {
 }
 
 fn a_failing_rank_stops_the_others_and_its_error_is_printed_last() {
+    let tmp = tempfile::tempdir().unwrap();
     let start = Instant::now();
-    let out = this_exe("launcher").output().unwrap();
+    let out = this_exe("launcher")
+        .env("EMBTUNE_LAUNCH_TEST_DIR", tmp.path())
+        .output()
+        .unwrap();
     let took = start.elapsed();
     let err = stderr_lines(&out);
     assert_eq!(out.status.code(), Some(3), "{err:?}");
@@ -648,47 +661,5 @@ fn run_tests() -> ExitCode {
             dropout_out_of_range_is_a_usage_error,
         ),
     ];
-    // Arguments that are not flags (nor a libtest flag's value) filter the tests by name,
-    // as libtest's do.
-    let mut filters: Vec<String> = Vec::new();
-    let mut args = std::env::args().skip(1);
-    while let Some(a) = args.next() {
-        if [
-            "--test-threads",
-            "--skip",
-            "--format",
-            "--color",
-            "--logfile",
-            "-Z",
-        ]
-        .contains(&a.as_str())
-        {
-            args.next();
-        } else if !a.starts_with('-') {
-            filters.push(a);
-        }
-    }
-    let (mut passed, mut failed) = (0, 0);
-    for (name, test) in tests {
-        if !filters.is_empty() && !filters.iter().any(|f| name.contains(f.as_str())) {
-            continue;
-        }
-        let ok = std::panic::catch_unwind(test).is_ok();
-        println!("test {name} ... {}", if ok { "ok" } else { "FAILED" });
-        if ok {
-            passed += 1;
-        } else {
-            failed += 1;
-        }
-    }
-    // The line cargo's own harness prints, so scripts/test-summary.sh counts these too.
-    println!(
-        "test result: {}. {passed} passed; {failed} failed; 0 ignored; 0 measured; 0 filtered out",
-        if failed == 0 { "ok" } else { "FAILED" }
-    );
-    if failed == 0 {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    }
+    embtune_tests::run_named_tests(tests)
 }

@@ -9,100 +9,18 @@
 
 use embtune_core::registry::{self, PluginKind};
 use embtune_core::{ContrastiveLoss, LossBatch, LossInputs};
+use embtune_tests::loss_cases;
 use serde_json::{Map, Value};
 use tch::{Device, Kind, Tensor};
 
-const REL_TOL: f64 = 1e-5;
-
 fn fixture() -> Value {
-    embtune_plugins::link();
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/losses/distill.json");
-    serde_json::from_str(&std::fs::read_to_string(path).expect("distill fixture"))
-        .expect("valid JSON")
+    loss_cases::fixture("distill.json")
 }
 
-/// A JSON number list `(n,)` or list of lists `(n, m)` as a float64 tensor on `device`.
-fn tensor(v: &Value, device: Device) -> Tensor {
-    let rows = v.as_array().unwrap();
-    if rows.first().is_some_and(Value::is_number) {
-        let flat: Vec<f64> = rows.iter().map(|x| x.as_f64().unwrap()).collect();
-        return Tensor::from_slice(&flat).to_device(device);
-    }
-    let flat: Vec<f64> = rows
-        .iter()
-        .flat_map(|r| r.as_array().unwrap().iter().map(|x| x.as_f64().unwrap()))
-        .collect();
-    Tensor::from_slice(&flat)
-        .reshape([rows.len() as i64, -1])
-        .to_device(device)
-}
-
-/// Largest elementwise `|got - want| / max(|want|, floor)`.
-fn rel_err(got: &Tensor, want: &Tensor, floor: f64) -> f64 {
-    let diff = (got - want).abs();
-    (diff / want.abs().clamp_min(floor)).max().double_value(&[])
-}
-
-/// Runs every fixture case on `device`; returns (case count, max relative error of values,
-/// max relative error of gradients).
+/// Runs every fixture case on `device` (tests/loss_cases.rs); returns (case count, max
+/// relative error of values, max relative error of gradients).
 fn run_cases(device: Device) -> (usize, f64, f64) {
-    let f = fixture();
-    let (mut max_value_err, mut max_grad_err) = (0.0f64, 0.0f64);
-    let cases = f["cases"].as_array().unwrap();
-    for case in cases {
-        let name = case["name"].as_str().unwrap();
-        let options: Map<String, Value> = case["options"].as_object().unwrap().clone();
-        let loss = registry::build::<dyn ContrastiveLoss>(case["loss"].as_str().unwrap(), &options)
-            .unwrap_or_else(|e| panic!("{name}: {e}"));
-        let inputs: Vec<Tensor> = case["inputs"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|x| tensor(x, device).set_requires_grad(true))
-            .collect();
-        let labels = tensor(&case["labels"], device);
-        let batch = LossBatch {
-            embeddings: &inputs,
-            labels: Some(&labels),
-            duplicate_mask: None,
-            texts: None,
-        };
-        let value = loss
-            .forward(&batch)
-            .unwrap_or_else(|e| panic!("{name}: {e}"));
-        assert_eq!(value.size(), Vec::<i64>::new(), "{name}: loss must be 0-d");
-        assert_eq!(value.kind(), Kind::Double, "{name}");
-        value.backward();
-
-        let want = case["expected_loss"].as_f64().unwrap();
-        let got = value.double_value(&[]);
-        let err = (got - want).abs() / want.abs().max(1e-12);
-        assert!(
-            err <= REL_TOL,
-            "{name}: loss {got} vs reference {want} (rel {err:e})"
-        );
-        max_value_err = max_value_err.max(err);
-
-        for (k, (x, g)) in inputs
-            .iter()
-            .zip(case["expected_grads"].as_array().unwrap())
-            .enumerate()
-        {
-            let want = tensor(g, device);
-            let got = x.grad();
-            assert!(got.defined(), "{name}: no gradient for column {k}");
-            // Elementwise relative error; entries far below the tensor's scale compare by
-            // absolute error.
-            let scale = want.abs().max().double_value(&[]).max(1e-12);
-            let err = rel_err(&got, &want, 1e-6 * scale);
-            assert!(
-                err <= REL_TOL,
-                "{name}: gradient of column {k} differs (rel {err:e})\n{got}\nvs\n{want}"
-            );
-            max_grad_err = max_grad_err.max(err);
-        }
-    }
-    (cases.len(), max_value_err, max_grad_err)
+    loss_cases::run_registry_cases(&fixture(), device)
 }
 
 #[test]

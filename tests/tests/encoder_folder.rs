@@ -42,18 +42,6 @@ fn read_json(p: &Path) -> serde_json::Value {
     serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap()
 }
 
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        if e.file_type().unwrap().is_dir() {
-            copy_dir(&e.path(), &to.join(e.file_name()));
-        } else {
-            std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
-        }
-    }
-}
-
 fn check_layout(out: &Path, dense: &[&str]) {
     let modules = read_json(&out.join("modules.json"));
     let types: Vec<&str> = modules
@@ -240,7 +228,7 @@ fn load_err(dir: &Path) -> String {
 fn broken(edit: impl FnOnce(&Path)) -> (tempfile::TempDir, PathBuf) {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("m");
-    copy_dir(&gemma_dir(), &dir);
+    embtune_tests::copy_dir(&gemma_dir(), &dir);
     edit(&dir);
     (tmp, dir)
 }

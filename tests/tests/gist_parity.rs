@@ -11,40 +11,12 @@ use embtune_core::registry;
 use embtune_core::ContrastiveLoss;
 use embtune_plugins::cached_gist::CachedGistConfig;
 use embtune_plugins::gist::{gist_loss, GistConfig};
+use embtune_tests::loss_cases;
 use serde_json::{Map, Value};
 use tch::{Device, Tensor};
 
-const REL_TOL: f64 = 1e-5;
-
 fn fixture() -> Value {
-    embtune_plugins::link();
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/losses/gist.json");
-    serde_json::from_str(&std::fs::read_to_string(path).expect("gist fixture")).expect("valid JSON")
-}
-
-fn tensor2(v: &Value, device: Device) -> Tensor {
-    let rows = v.as_array().unwrap();
-    let flat: Vec<f64> = rows
-        .iter()
-        .flat_map(|r| r.as_array().unwrap().iter().map(|x| x.as_f64().unwrap()))
-        .collect();
-    Tensor::from_slice(&flat)
-        .reshape([rows.len() as i64, -1])
-        .to_device(device)
-}
-
-fn tensors(v: &Value, device: Device) -> Vec<Tensor> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|x| tensor2(x, device))
-        .collect()
-}
-
-/// Largest elementwise `|got - want| / max(|want|, floor)`.
-fn rel_err(got: &Tensor, want: &Tensor, floor: f64) -> f64 {
-    let diff = (got - want).abs();
-    (diff / want.abs().clamp_min(floor)).max().double_value(&[])
+    loss_cases::fixture("gist.json")
 }
 
 /// The GIST options of a case, read by the loss's own config type; the registry must also
@@ -76,43 +48,16 @@ fn run_cases(device: Device) -> (usize, f64, f64) {
         let name = case["name"].as_str().unwrap();
         let loss = case["loss"].as_str().unwrap();
         let cfg = config(name, loss, case["options"].as_object().unwrap());
-        let inputs: Vec<Tensor> = tensors(&case["inputs"], device)
+        let inputs: Vec<Tensor> = loss_cases::tensors(&case["inputs"], device)
             .into_iter()
             .map(|t| t.set_requires_grad(true))
             .collect();
-        let guide = tensors(&case["guide"], device);
+        let guide = loss_cases::tensors(&case["guide"], device);
         let value =
             gist_loss(&cfg, &inputs, &guide, None).unwrap_or_else(|e| panic!("{name}: {e}"));
-        assert_eq!(value.size(), Vec::<i64>::new(), "{name}: loss must be 0-d");
-        value.backward();
-
-        let want = case["expected_loss"].as_f64().unwrap();
-        let got = value.double_value(&[]);
-        let err = (got - want).abs() / want.abs().max(1e-12);
-        assert!(
-            err <= REL_TOL,
-            "{name}: loss {got} vs reference {want} (rel {err:e})"
-        );
-        max_value_err = max_value_err.max(err);
-
-        for (k, (x, g)) in inputs
-            .iter()
-            .zip(case["expected_grads"].as_array().unwrap())
-            .enumerate()
-        {
-            let want = tensor2(g, device);
-            let got = x.grad();
-            assert!(got.defined(), "{name}: no gradient for column {k}");
-            // Elementwise relative error; entries far below the tensor's scale (e.g. a
-            // column whose candidates were all masked) compare by absolute error.
-            let scale = want.abs().max().double_value(&[]).max(1e-12);
-            let err = rel_err(&got, &want, 1e-6 * scale);
-            assert!(
-                err <= REL_TOL,
-                "{name}: gradient of column {k} differs (rel {err:e})\n{got}\nvs\n{want}"
-            );
-            max_grad_err = max_grad_err.max(err);
-        }
+        let (v, g) = loss_cases::check_case(case, &value, &inputs, device);
+        max_value_err = max_value_err.max(v);
+        max_grad_err = max_grad_err.max(g);
         for g in &guide {
             assert!(
                 !g.requires_grad(),
@@ -177,8 +122,8 @@ fn a_masked_candidate_changes_the_value() {
     // the margin must change the loss on the first case.
     let f = fixture();
     let case = &f["cases"][0];
-    let inputs = tensors(&case["inputs"], Device::Cpu);
-    let guide = tensors(&case["guide"], Device::Cpu);
+    let inputs = loss_cases::tensors(&case["inputs"], Device::Cpu);
+    let guide = loss_cases::tensors(&case["guide"], Device::Cpu);
     let at = |margin: f64| {
         let cfg = GistConfig {
             margin,

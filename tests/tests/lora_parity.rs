@@ -69,25 +69,9 @@ fn fixtures() -> Vec<(String, Value)> {
     out
 }
 
-fn copy_dir(src: &Path, dst: &Path, skip: &[&str]) {
-    std::fs::create_dir_all(dst).unwrap();
-    for entry in std::fs::read_dir(src).unwrap() {
-        let entry = entry.unwrap();
-        let name = entry.file_name().to_string_lossy().to_string();
-        if skip.contains(&name.as_str()) {
-            continue;
-        }
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &dst.join(&name), &[]);
-        } else {
-            std::fs::copy(entry.path(), dst.join(&name)).unwrap();
-        }
-    }
-}
-
 /// A copy of `src` at `dst` whose config.json sets every dropout probability to 0.
 fn no_dropout_copy(src: &Path, dst: &Path) {
-    copy_dir(src, dst, &[]);
+    embtune_tests::copy_dir_except(src, dst, &[]);
     let path = dst.join("config.json");
     let mut cfg: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
     for (k, v) in cfg.as_object_mut().unwrap() {
@@ -114,7 +98,7 @@ fn stored(name: &str, prefix: &str) -> Vec<(String, Tensor)> {
 /// A PEFT adapter folder at `dst` over `base` (the sentence-transformers files of `base`,
 /// adapter_config.json and the given adapters).
 fn adapter_folder(base: &Path, v: &Value, adapters: &[(String, Tensor)], dst: &Path) {
-    copy_dir(base, dst, &["config.json", "model.safetensors"]);
+    embtune_tests::copy_dir_except(base, dst, &["config.json", "model.safetensors"]);
     let cfg = json!({
         "peft_type": "LORA",
         "task_type": null,

@@ -14,17 +14,13 @@ use std::path::{Path, PathBuf};
 use embtune_core::encoder::SentenceEncoder;
 use embtune_core::train::collator::Collator;
 use embtune_core::train::data::Dataset;
-use embtune_core::train::{micro_batch_gradients, minibatch_ranges, TrainConfig};
+use embtune_core::train::{minibatch_ranges, TrainConfig};
 use embtune_core::{registry, ContrastiveLoss};
+use embtune_tests::train_cases::{
+    assert_same_gradients, fixture_model, gradients, lock, loss, model_copy, triplets,
+};
 use serde_json::{json, Map, Value};
 use tch::{Device, Tensor};
-
-/// libtorch's generator is process-wide and the trainer re-seeds it: one test at a time.
-static TORCH_RNG: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-fn lock() -> std::sync::MutexGuard<'static, ()> {
-    TORCH_RNG.lock().unwrap_or_else(|p| p.into_inner())
-}
 
 fn fixture() -> Value {
     let path = concat!(
@@ -91,52 +87,14 @@ fn budgets_the_reference_rejects_are_rejected() {
     }
 }
 
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap().flatten() {
-        let (src, dst) = (e.path(), to.join(e.file_name()));
-        if e.file_type().unwrap().is_dir() {
-            copy_dir(&src, &dst);
-        } else {
-            std::fs::copy(&src, &dst).unwrap();
-        }
-    }
-}
-
 /// The Gemma3 tiny fixture with attention dropout off.
 fn gemma(dir: &Path) -> PathBuf {
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/encoder/gemma3-tiny");
-    let dst = dir.join("gemma3-tiny");
-    copy_dir(&src, &dst);
-    let path = dst.join("config.json");
-    let mut cfg: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
-    cfg["attention_dropout"] = json!(0.0);
-    std::fs::write(&path, cfg.to_string()).unwrap();
-    dst
-}
-
-/// Anchors, positives and hard negatives of quite different lengths.
-fn data(dir: &Path) -> PathBuf {
-    let p = dir.join("train.csv");
-    let mut s = String::from("anchor,positive,hard_negative\n");
-    for i in 0..16 {
-        let long = "with a few more words ".repeat(i % 5);
-        s.push_str(&format!(
-            "how do I open account type {i} {long},account type {i} opening guide,card type {} fees {long}\n",
-            (i + 5) % 16
-        ));
-    }
-    std::fs::write(&p, s).unwrap();
-    p
-}
-
-fn loss(name: &str, opts: &[(&str, Value)]) -> Box<dyn ContrastiveLoss> {
-    embtune_plugins::link();
-    let opts: Map<String, Value> = opts
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.clone()))
-        .collect();
-    registry::build::<dyn ContrastiveLoss>(name, &opts).unwrap()
+    model_copy(
+        &fixture_model("gemma3-tiny"),
+        dir,
+        "gemma3-tiny",
+        &[("attention_dropout", 0.0)],
+    )
 }
 
 /// Two prompt groups (the anchors get a query prompt), batches of 6.
@@ -148,21 +106,6 @@ fn config(model: &Path, data: &Path, out: &Path, loss_name: &str) -> TrainConfig
     cfg
 }
 
-/// Loss and every parameter's gradient (a copy) of micro-batch 1.
-fn gradients(
-    cfg: &TrainConfig,
-    loss: &dyn ContrastiveLoss,
-    enc: &SentenceEncoder,
-) -> (f64, Vec<(String, Tensor)>) {
-    let l = micro_batch_gradients(cfg, loss, enc, 1).unwrap();
-    let grads = enc
-        .named_parameters()
-        .into_iter()
-        .map(|(n, t)| (n, t.grad().copy()))
-        .collect();
-    (l, grads)
-}
-
 /// Per parameter: max |a - b| <= 1e-5 * max |b|; the loss within 1e-6 relative. (float32:
 /// other mini-batch boundaries pad and sum differently, about 1e-6 of the gradient's scale.)
 fn assert_same(what: &str, a: &(f64, Vec<(String, Tensor)>), b: &(f64, Vec<(String, Tensor)>)) {
@@ -172,22 +115,7 @@ fn assert_same(what: &str, a: &(f64, Vec<(String, Tensor)>), b: &(f64, Vec<(Stri
         a.0,
         b.0
     );
-    let mut worst = 0.0f64;
-    for ((name, ga), (_, gb)) in a.1.iter().zip(&b.1) {
-        assert!(
-            ga.defined() && gb.defined(),
-            "{what}: {name} got no gradient"
-        );
-        let scale = gb.abs().max().double_value(&[]);
-        let diff = (ga - gb).abs().max().double_value(&[]);
-        let rel = diff / scale.max(1e-30);
-        assert!(
-            rel <= 1e-5,
-            "{what}: {name}: max |diff| {diff:e} is {rel:e} of max |grad|"
-        );
-        worst = worst.max(rel);
-    }
-    eprintln!("{what}: worst relative gradient difference {worst:e}");
+    assert_same_gradients(what, &a.1, &b.1, 1e-5);
 }
 
 /// The token budget used below cuts every prompt group of micro-batch 1 into several
@@ -222,7 +150,7 @@ fn gradients_with_a_token_budget_equal_those_without() {
     let _rng = lock();
     let tmp = tempfile::tempdir().unwrap();
     let model = gemma(tmp.path());
-    let d = data(tmp.path());
+    let d = triplets(tmp.path(), 5);
     let enc = SentenceEncoder::load(&model, Device::Cpu).unwrap();
     let out = tmp.path().join("out");
     let budget = 40;

@@ -10,42 +10,12 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use embtune_core::encoder::{safetensors, SentenceEncoder};
-use embtune_core::train::{micro_batch_gradients, TrainConfig};
-use embtune_core::{registry, ContrastiveLoss};
-use serde_json::{json, Map, Value};
-use tch::{Device, Tensor};
-
-/// libtorch's generator is process-wide and the trainer re-seeds it: one test at a time.
-static TORCH_RNG: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-fn lock() -> std::sync::MutexGuard<'static, ()> {
-    TORCH_RNG.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap().flatten() {
-        let (src, dst) = (e.path(), to.join(e.file_name()));
-        if e.file_type().unwrap().is_dir() {
-            copy_dir(&src, &dst);
-        } else {
-            std::fs::copy(&src, &dst).unwrap();
-        }
-    }
-}
-
-/// A copy of model folder `src` in `dir/name` with `config.json` fields overridden.
-fn model_copy(src: &Path, dir: &Path, name: &str, set: &[(&str, f64)]) -> PathBuf {
-    let dst = dir.join(name);
-    copy_dir(src, &dst);
-    let path = dst.join("config.json");
-    let mut cfg: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
-    for (k, v) in set {
-        cfg[*k] = json!(v);
-    }
-    std::fs::write(&path, cfg.to_string()).unwrap();
-    dst
-}
+use embtune_core::train::TrainConfig;
+use embtune_tests::train_cases::{
+    assert_same_gradients, fixture_model, gradients, lock, loss, model_copy, triplets,
+};
+use serde_json::{json, Value};
+use tch::Device;
 
 /// The default model (BERT) with its hidden and attention dropout set to `p`.
 fn minilm(dir: &Path, p: f64) -> PathBuf {
@@ -62,7 +32,7 @@ fn minilm(dir: &Path, p: f64) -> PathBuf {
 
 /// The Gemma3 tiny fixture with its attention dropout set to `p`.
 fn gemma(dir: &Path, p: f64) -> PathBuf {
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/encoder/gemma3-tiny");
+    let src = fixture_model("gemma3-tiny");
     model_copy(
         &src,
         dir,
@@ -74,7 +44,7 @@ fn gemma(dir: &Path, p: f64) -> PathBuf {
 /// The XLM-RoBERTa tiny fixture (RoBERTa position ids) with its hidden and attention
 /// dropout set to `p`.
 fn xlm_roberta(dir: &Path, p: f64) -> PathBuf {
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/encoder/xlm-roberta-tiny");
+    let src = fixture_model("xlm-roberta-tiny");
     model_copy(
         &src,
         dir,
@@ -89,7 +59,7 @@ fn xlm_roberta(dir: &Path, p: f64) -> PathBuf {
 /// The Qwen3 tiny fixture (causal, left padding, last-token pooling) with its attention
 /// dropout set to `p`.
 fn qwen3(dir: &Path, p: f64) -> PathBuf {
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/encoder/qwen3-tiny");
+    let src = fixture_model("qwen3-tiny");
     model_copy(
         &src,
         dir,
@@ -101,7 +71,7 @@ fn qwen3(dir: &Path, p: f64) -> PathBuf {
 /// The ModernBERT tiny fixture (global and sliding-window layers) with its embedding,
 /// attention and MLP dropout set to `p`.
 fn modernbert(dir: &Path, p: f64) -> PathBuf {
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/encoder/modernbert-tiny");
+    let src = fixture_model("modernbert-tiny");
     model_copy(
         &src,
         dir,
@@ -112,30 +82,6 @@ fn modernbert(dir: &Path, p: f64) -> PathBuf {
             ("mlp_dropout", p),
         ],
     )
-}
-
-/// Anchors, positives and hard negatives of different lengths (so batches are padded).
-fn data(dir: &Path) -> PathBuf {
-    let p = dir.join("train.csv");
-    let mut s = String::from("anchor,positive,hard_negative\n");
-    for i in 0..16 {
-        let long = "with a few more words ".repeat(i % 4);
-        s.push_str(&format!(
-            "how do I open account type {i} {long},account type {i} opening guide,card type {} fees {long}\n",
-            (i + 5) % 16
-        ));
-    }
-    std::fs::write(&p, s).unwrap();
-    p
-}
-
-fn loss(name: &str, opts: &[(&str, Value)]) -> Box<dyn ContrastiveLoss> {
-    embtune_plugins::link();
-    let opts: Map<String, Value> = opts
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.clone()))
-        .collect();
-    registry::build::<dyn ContrastiveLoss>(name, &opts).unwrap()
 }
 
 /// A config for `model` and `data` with two prompt groups (the anchors get a query
@@ -149,48 +95,11 @@ fn config(model: &Path, data: &Path, out: &Path, loss_name: &str) -> TrainConfig
     cfg
 }
 
-/// The loss and every parameter's gradient (a copy) of micro-batch 1 of `cfg`'s run.
-fn gradients(
-    cfg: &TrainConfig,
-    loss: &dyn ContrastiveLoss,
-    enc: &SentenceEncoder,
-) -> (f64, Vec<(String, Tensor)>) {
-    let l = micro_batch_gradients(cfg, loss, enc, 1).unwrap();
-    let grads = enc
-        .named_parameters()
-        .into_iter()
-        .map(|(n, t)| (n, t.grad().copy()))
-        .collect();
-    (l, grads)
-}
-
-/// Per parameter: max |a - b| <= 1e-6 * max |b|.
-fn assert_same_gradients(what: &str, a: &[(String, Tensor)], b: &[(String, Tensor)]) {
-    assert_eq!(a.len(), b.len());
-    let mut worst = 0.0f64;
-    for ((name, ga), (_, gb)) in a.iter().zip(b) {
-        assert!(gb.defined(), "{what}: {name} got no gradient");
-        assert!(
-            ga.defined(),
-            "{what}: {name} got no gradient with checkpointing"
-        );
-        let scale = gb.abs().max().double_value(&[]);
-        let diff = (ga - gb).abs().max().double_value(&[]);
-        let rel = diff / scale.max(1e-30);
-        assert!(
-            rel <= 1e-6,
-            "{what}: {name}: max |diff| {diff:e} is {rel:e} of max |grad| {scale:e}"
-        );
-        worst = worst.max(rel);
-    }
-    eprintln!("{what}: worst relative gradient difference {worst:e}");
-}
-
 /// Gradients of micro-batch 1 with and without checkpointing are the same, and so is the
 /// loss; returns the loss.
 fn check(what: &str, model: &Path, loss_name: &str, opts: &[(&str, Value)]) -> f64 {
     let tmp = tempfile::tempdir().unwrap();
-    let d = data(tmp.path());
+    let d = triplets(tmp.path(), 4);
     let mut cfg = config(model, &d, &tmp.path().join("out"), loss_name);
     let l = loss(loss_name, opts);
     let enc = SentenceEncoder::load(model, Device::Cpu).unwrap();
@@ -201,7 +110,7 @@ fn check(what: &str, model: &Path, loss_name: &str, opts: &[(&str, Value)]) -> f
         (plain_loss - ckpt_loss).abs() <= 1e-6 * plain_loss.abs(),
         "{what}: loss {ckpt_loss} with checkpointing, {plain_loss} without"
     );
-    assert_same_gradients(what, &ckpt, &plain);
+    assert_same_gradients(what, &ckpt, &plain, 1e-6);
     plain_loss
 }
 
@@ -313,7 +222,7 @@ fn gemma3_cached_mnrl_gradients_match() {
 fn two_training_steps_end_with_the_same_weights() {
     let _rng = lock();
     let tmp = tempfile::tempdir().unwrap();
-    let d = data(tmp.path());
+    let d = triplets(tmp.path(), 4);
     let m = minilm(tmp.path(), 0.1);
     let run = |checkpointing: bool, out: &str| {
         let mut cfg = config(&m, &d, &tmp.path().join(out), "mnrl");

@@ -13,10 +13,10 @@ use embtune_core::dist::{gather_parts_with_own_grad, ProcessGroup};
 use embtune_core::encoder::SentenceEncoder;
 use embtune_core::error::Error;
 use embtune_core::table::{read_text, InputFormat, ReadOptions, Table};
-use embtune_core::train::collator::shard_sizes;
+use embtune_core::train::collator::{shard_range, shard_sizes};
 use tch::Device;
 
-use super::ranks::{dist_env, join_ranks, leave, rank_device, DistArgs};
+use super::ranks::{self, DistArgs};
 use super::{resolve_device, resolve_precision};
 
 /// Arguments of `embtune encode`.
@@ -185,18 +185,16 @@ pub fn run(args: EncodeArgs, argv: &[OsString]) -> anyhow::Result<ExitCode> {
     super::checks::at_least_one("--batch-size", args.batch_size, 64)?;
     let texts = read_texts(&args.input, args.column.as_deref())?;
     let model = model_dir(&args.model)?;
-    if args.dist.launches() {
-        return super::launch::launch_train(usize::from(args.dist.nproc_per_node), argv);
-    }
-    let dist = dist_env()?;
-    let device = rank_device(resolve_device(&args.device)?, &args.device, dist.as_ref())?;
-    let group = match &dist {
-        Some(env) => Some(join_ranks(env, device, &args.dist, argv, &args.input)?),
-        None => None,
-    };
-    let result = encode_rank(&args, &model, device, &texts, group.as_ref());
-    leave(group, result)?;
-    Ok(ExitCode::SUCCESS)
+    ranks::run(
+        &args.dist,
+        &args.device,
+        argv,
+        &args.input,
+        |device, group| {
+            encode_rank(&args, &model, device, &texts, group)?;
+            Ok(ExitCode::SUCCESS)
+        },
+    )
 }
 
 /// Embeds this rank's share of `texts` (all of them for one process); rank 0 gathers every
@@ -221,8 +219,7 @@ fn encode_rank(
     };
     let (rank, world) = group.map_or((0, 1), |g| (g.rank(), g.world_size()));
     let parts = shard_sizes(texts.len(), world);
-    let start: usize = parts[..rank].iter().sum();
-    let own = &texts[start..start + parts[rank]];
+    let own = &texts[shard_range(texts.len(), rank, world)];
     let refs: Vec<&str> = own.iter().map(String::as_str).collect();
     let bar = if rank == 0 && !args.quiet && std::io::stderr().is_terminal() {
         let b = indicatif::ProgressBar::new(own.len() as u64);

@@ -18,8 +18,8 @@ use embtune_core::dist::ProcessGroup;
 use embtune_core::encoder::SentenceEncoder;
 use tch::Device;
 
-use super::ranks::{dist_env, join_ranks, leave, rank_device, DistArgs};
-use super::{resolve_device, resolve_precision};
+use super::ranks::{self, DistArgs};
+use super::resolve_precision;
 
 /// Arguments of `embtune mine`.
 #[derive(Args, Debug, Clone)]
@@ -281,27 +281,18 @@ pub fn run(args: MineArgs, argv: &[OsString]) -> anyhow::Result<ExitCode> {
     // The reference's checks (range window, empty data) before the model loads.
     Plan::new(&pairs, corpus.as_deref(), &cfg)?;
     let model_dir = super::encode::model_dir(&args.model)?;
-    if args.dist.launches() {
-        return super::launch::launch_train(usize::from(args.dist.nproc_per_node), argv);
-    }
-    let dist = dist_env()?;
-    let device = rank_device(resolve_device(&args.device)?, &args.device, dist.as_ref())?;
-    let group = match &dist {
-        Some(env) => Some(join_ranks(env, device, &args.dist, argv, &args.data)?),
-        None => None,
-    };
-    let result = mine_rank(
-        &args,
-        &model_dir,
-        device,
-        cfg,
-        &pairs,
-        corpus,
-        format,
-        group.as_ref(),
-    );
-    leave(group, result)?;
-    Ok(ExitCode::SUCCESS)
+    ranks::run(
+        &args.dist,
+        &args.device,
+        argv,
+        &args.data,
+        |device, group| {
+            mine_rank(
+                &args, &model_dir, device, cfg, &pairs, corpus, format, group,
+            )?;
+            Ok(ExitCode::SUCCESS)
+        },
+    )
 }
 
 /// Loads the model and mines as one process or as one rank of `group` (rank 0 writes).

@@ -4,6 +4,7 @@
 
 use std::ffi::OsString;
 use std::path::Path;
+use std::process::ExitCode;
 
 use clap::Args;
 use embtune_core::dist::{config_hash, Backend, DistEnv, ProcessGroup};
@@ -103,4 +104,33 @@ pub fn leave<T>(group: Option<ProcessGroup>, result: anyhow::Result<T>) -> anyho
         None => {}
     }
     result
+}
+
+/// How a command with data-parallel flags runs: with `--nproc-per-node N` > 1 (and not
+/// already a rank) it starts the N ranks and returns their exit code; otherwise this
+/// process picks its device (`device_flag`, per rank), joins the other ranks if torchrun's
+/// variables name several, runs `work` and leaves the group. `input` is the data file
+/// every rank must agree on.
+pub fn run(
+    args: &DistArgs,
+    device_flag: &str,
+    argv: &[OsString],
+    input: &Path,
+    work: impl FnOnce(Device, Option<&ProcessGroup>) -> anyhow::Result<ExitCode>,
+) -> anyhow::Result<ExitCode> {
+    if args.launches() {
+        return super::launch::launch_train(usize::from(args.nproc_per_node), argv);
+    }
+    let dist = dist_env()?;
+    let device = rank_device(
+        super::resolve_device(device_flag)?,
+        device_flag,
+        dist.as_ref(),
+    )?;
+    let group = match &dist {
+        Some(env) => Some(join_ranks(env, device, args, argv, input)?),
+        None => None,
+    };
+    let result = work(device, group.as_ref());
+    leave(group, result)
 }

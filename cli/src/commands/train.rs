@@ -18,8 +18,8 @@ use indicatif::{ProgressBar, ProgressStyle};
 use tch::Device;
 
 use super::eval::{build_suite, EvalSources};
-use super::ranks::{dist_env, join_ranks, leave, rank_device, DistArgs};
-use super::{resolve_device, resolve_precision, PromptArgs};
+use super::ranks::{self, DistArgs};
+use super::{resolve_precision, PromptArgs};
 
 /// Arguments of `embtune train`.
 #[derive(Args, Debug)]
@@ -170,17 +170,13 @@ pub fn run(args: TrainArgs, argv: &[OsString]) -> anyhow::Result<ExitCode> {
         let rank0 = std::env::var("RANK").map_or(true, |r| r.trim() == "0");
         super::checks::fresh_training_output(&args.output, args.overwrite, rank0)?;
     }
-    if args.dist.launches() {
-        return super::launch::launch_train(usize::from(args.dist.nproc_per_node), argv);
-    }
-    let dist = dist_env()?;
-    let device = rank_device(resolve_device(&args.device)?, &args.device, dist.as_ref())?;
-    let group = match &dist {
-        Some(env) => Some(join_ranks(env, device, &args.dist, argv, &args.data)?),
-        None => None,
-    };
-    let result = train_rank(&args, model, device, group.as_ref());
-    leave(group, result)
+    ranks::run(
+        &args.dist,
+        &args.device,
+        argv,
+        &args.data,
+        |device, group| train_rank(&args, model, device, group),
+    )
 }
 
 /// Trains as one process or as one rank of `group` (rank 0 shows progress and writes the
@@ -330,11 +326,18 @@ fn strip_resume(args: &[String]) -> Vec<String> {
 /// A progress bar on a terminal (loss, examples/s); silent otherwise except for messages.
 struct Progress {
     bar: Option<ProgressBar>,
+    /// The bar's message of the last log, shown again after a phase's message.
+    last: String,
+    in_phase: bool,
 }
 
 impl Progress {
     fn new() -> Self {
-        Progress { bar: None }
+        Progress {
+            bar: None,
+            last: String::new(),
+            in_phase: false,
+        }
     }
     fn finish(&mut self) {
         if let Some(b) = self.bar.take() {
@@ -360,6 +363,9 @@ impl TrainObserver for Progress {
     fn step(&mut self, step: usize) {
         if let Some(b) = &self.bar {
             b.set_position(step as u64);
+            if std::mem::take(&mut self.in_phase) {
+                b.set_message(self.last.clone());
+            }
         }
     }
     fn log(&mut self, log: &StepLog) {
@@ -380,7 +386,11 @@ impl TrainObserver for Progress {
         }
         let msg = parts.join(" | ");
         match &self.bar {
-            Some(b) => b.set_message(msg),
+            Some(b) => {
+                self.last = msg.clone();
+                self.in_phase = false;
+                b.set_message(msg)
+            }
             None => eprintln!("step {}: {msg}", log.step),
         }
     }
@@ -388,6 +398,15 @@ impl TrainObserver for Progress {
         match &self.bar {
             Some(b) => b.println(msg),
             None => eprintln!("{msg}"),
+        }
+    }
+    fn phase(&mut self, step: usize, what: &str) {
+        match &self.bar {
+            Some(b) => {
+                self.in_phase = true;
+                b.set_message(format!("{what}..."))
+            }
+            None => eprintln!("step {step}: {what}..."),
         }
     }
 }

@@ -606,8 +606,7 @@ fn embed(
     }
     // This rank's share of the texts (all of them for one process).
     let parts = crate::train::collator::shard_sizes(texts.len(), world);
-    let start: usize = parts[..rank].iter().sum();
-    let own = &texts[start..start + parts[rank]];
+    let own = &texts[crate::train::collator::shard_range(texts.len(), rank, world)];
     observer.phase(&format!("encoding {what}"), own.len());
     let refs: Vec<&str> = own.iter().map(String::as_str).collect();
     let emb = if refs.is_empty() {

@@ -65,6 +65,14 @@ pub fn shard_sizes(rows: usize, world: usize) -> Vec<usize> {
         .collect()
 }
 
+/// The rows rank `rank` of `world` embeds out of `rows`: its contiguous part of
+/// [`shard_sizes`].
+pub fn shard_range(rows: usize, rank: usize, world: usize) -> std::ops::Range<usize> {
+    let sizes = shard_sizes(rows, world);
+    let start: usize = sizes[..rank].iter().sum();
+    start..start + sizes[rank]
+}
+
 /// One micro-batch of B rows, ready for the encoder and the loss. In a data-parallel run
 /// (see [`Shard`]) the micro-batch is global (`world` × `--batch-size` rows, cut into
 /// [`Self::parts`]); this process embeds its own part ([`Self::groups`]) and, unless
@@ -212,8 +220,7 @@ impl<'a> Collator<'a> {
         let end = ((k + 1) * self.batch_size).min(self.order.len());
         let global = &self.order[k * self.batch_size..end];
         let sizes = shard_sizes(global.len(), self.shard.world);
-        let own_start: usize = sizes[..self.shard.rank].iter().sum();
-        let own = own_start..own_start + sizes[self.shard.rank];
+        let own = shard_range(global.len(), self.shard.rank, self.shard.world);
         // The rows the loss sees: all of them, or this rank's alone with local negatives.
         let (rows, parts, part) = if self.shard.local {
             (&global[own.clone()], vec![own.len()], 0)
@@ -398,6 +405,9 @@ mod tests {
         assert_eq!(shard_sizes(5, 2), [3, 2]);
         assert_eq!(shard_sizes(3, 4), [1, 1, 1, 0]);
         assert_eq!(shard_sizes(7, 1), [7]);
+        assert_eq!(shard_range(5, 0, 2), 0..3);
+        assert_eq!(shard_range(5, 1, 2), 3..5);
+        assert_eq!(shard_range(3, 3, 4), 3..3);
         let (_dir, tok) = tokenizer();
         let data = dataset(&["anchor", "positive"], 10);
         let inputs = LossInputs::Texts { min: 2, max: None };

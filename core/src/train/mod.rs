@@ -247,6 +247,10 @@ pub trait TrainObserver {
     fn log(&mut self, _log: &StepLog) {}
     /// Called with one-line messages (checkpoint written, new best).
     fn message(&mut self, _msg: &str) {}
+    /// Called when the writer starts a longer piece of work between steps: `"evaluating"`
+    /// or `"saving DIR"` (`checkpoint-N/`, `best/`, `final/`), with the step it belongs to.
+    /// An interrupt that arrives meanwhile takes effect once the work is done.
+    fn phase(&mut self, _step: usize, _what: &str) {}
 }
 
 impl TrainObserver for () {}
@@ -750,6 +754,8 @@ impl<'a> Trainer<'a> {
             let dir = cfg.output.join(format!("checkpoint-{}", self.state.step));
             if self.writer {
                 let card = self.card.at_step(step, eval.as_ref());
+                self.observer
+                    .phase(step, &format!("saving checkpoint-{step}/"));
                 checkpoint::save_checkpoint_with_card(
                     self.encoder,
                     &self.opt,
@@ -793,6 +799,7 @@ impl<'a> Trainer<'a> {
         }
         let final_dir = self.cfg.output.join("final");
         if self.writer {
+            self.observer.phase(self.state.step, "saving final/");
             checkpoint::save_model_with_card(
                 self.encoder,
                 &final_dir,
@@ -817,11 +824,12 @@ impl<'a> Trainer<'a> {
     }
 
     /// The suite's metrics now (rank 0 only: None on the other ranks).
-    fn evaluate(&self) -> Result<Option<Metrics>> {
-        if !self.writer {
+    fn evaluate(&mut self) -> Result<Option<Metrics>> {
+        let Some(suite) = self.suite.filter(|_| self.writer) else {
             return Ok(None);
-        }
-        self.suite.map(|s| s.run(self.encoder)).transpose()
+        };
+        self.observer.phase(self.state.step, "evaluating");
+        suite.run(self.encoder).map(Some)
     }
 
     /// Writes and shows the log of the current step (the last step's loss, rate and norm;
@@ -858,6 +866,7 @@ impl<'a> Trainer<'a> {
         };
         if self.state.best.is_none_or(|b| v > b) {
             self.state.best = Some(v);
+            self.observer.phase(self.state.step, "saving best/");
             checkpoint::save_model_with_card(
                 self.encoder,
                 &self.cfg.output.join("best"),
