@@ -4,9 +4,11 @@
 //! uninterrupted run's, train's `checkpoint-N/`, `best/` and `final/` load, its
 //! `metrics.jsonl` parses; only temporary names (`.…tmp…`) may hold partial data. Killed
 //! training runs resumed from their newest checkpoint end with the weights of an
-//! uninterrupted run. This binary has its own `main` (`harness = false`): with
-//! `EMBTUNE_CRASH_TEST_ROLE=cli` it is the embtune command line, otherwise the test runner,
-//! which ends with cargo's "test result: ok. N passed; ..." line.
+//! uninterrupted run. Ctrl-C (SIGINT) while the trainer evaluates or saves lets that work
+//! complete and stops after the next step with its checkpoint; a second Ctrl-C during a save
+//! leaves that folder under its temporary name only. This binary has its own `main`
+//! (`harness = false`): with `EMBTUNE_CRASH_TEST_ROLE=cli` it is the embtune command line,
+//! otherwise the test runner (embtune_tests::run_named_tests).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::OsString;
