@@ -407,23 +407,7 @@ fn rank_stopped_mid_run(signal: &str, timeout: u64, expect: &str) {
     // run_args' own --dist-timeout, shortened.
     let at = args.iter().position(|a| a == "--dist-timeout").unwrap();
     args[at + 1] = timeout.to_string().into();
-    let mut ranks = env_ranks(&args, 2);
-    let started = Instant::now();
-    // Wait until training is under way (rank 0 logged three steps).
-    while losses_logged(&out) < 3 {
-        if let Some(i) = ranks
-            .iter_mut()
-            .position(|r| r.try_wait().unwrap().is_some())
-        {
-            let o = ranks.swap_remove(i).wait_with_output().unwrap();
-            panic!("rank exited before the {signal}: {:?}", stderr_lines(&o));
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(120),
-            "training never started"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let mut ranks = ranks_under_way(&args, &out, &format!("SIG{signal}"));
     let mut victim = ranks.pop().unwrap();
     let sent = Command::new("kill")
         .args([format!("-{signal}"), victim.id().to_string()])
@@ -544,18 +528,7 @@ fn an_interrupt_on_one_rank_stops_every_rank_after_the_same_step() {
         &out,
         &["--loss", "mnrl", "--batch-size", "2", "--epochs", "1000"],
     );
-    let mut ranks = env_ranks(&args, 2);
-    let started = Instant::now();
-    while losses_logged(&out) < 3 {
-        if ranks.iter_mut().any(|r| r.try_wait().unwrap().is_some()) {
-            panic!("a rank exited before the interrupt");
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(120),
-            "training never started"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let ranks = ranks_under_way(&args, &out, "interrupt");
     let status = Command::new("kill")
         .args(["-INT", &ranks[1].id().to_string()])
         .status()
@@ -590,6 +563,29 @@ fn an_interrupt_on_one_rank_stops_every_rank_after_the_same_step() {
 
 fn losses_logged(out: &Path) -> usize {
     std::fs::read_to_string(out.join("metrics.jsonl")).map_or(0, |s| s.lines().count())
+}
+
+/// Starts 2 ranks of `args` (torchrun's variables) and waits until training is under way
+/// (rank 0 logged three steps in `out`); panics with a rank's stderr if one exits before
+/// `what` (the signal the test is about to send) or training does not start within 120 s.
+fn ranks_under_way(args: &[OsString], out: &Path, what: &str) -> Vec<std::process::Child> {
+    let mut ranks = env_ranks(args, 2);
+    let started = Instant::now();
+    while losses_logged(out) < 3 {
+        if let Some(i) = ranks
+            .iter_mut()
+            .position(|r| r.try_wait().unwrap().is_some())
+        {
+            let o = ranks.swap_remove(i).wait_with_output().unwrap();
+            panic!("a rank exited before the {what}: {:?}", stderr_lines(&o));
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "training never started"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    ranks
 }
 
 fn a_rank_with_a_bad_environment_fails_with_one_line() {
