@@ -243,7 +243,12 @@ fn train_rank(
         let _ = ctrlc::set_handler(move || {
             if stop.swap(true, Ordering::SeqCst) {
                 eprintln!("embtune: second interrupt, exiting without a checkpoint");
-                std::process::exit(130);
+                // _exit, not exit: exit's handlers (libtorch's static destructors) take
+                // long enough for the training thread to go on and finish a save; _exit
+                // stops every thread now, like a kill, which leaves a save in progress under
+                // its temporary name only.
+                // SAFETY: _exit(2) never returns and touches no Rust state.
+                unsafe { libc::_exit(130) };
             }
             eprintln!(
                 "embtune: interrupt received; finishing this step and writing a checkpoint..."

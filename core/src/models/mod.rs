@@ -380,6 +380,27 @@ pub fn parse_config<T: serde::de::DeserializeOwned>(
     config: &serde_json::Value,
     model_type: &str,
 ) -> Result<T> {
+    // serde would also read a struct from a JSON array (fields by position).
+    if !config.is_object() {
+        return Err(Error::model(
+            dir,
+            "config.json is not a JSON object; fix config.json (use the one saved with the checkpoint)",
+        ));
+    }
+    // The loaders size per-layer tables from num_hidden_layers before the first weight is
+    // looked up; a corrupt count must not become a huge allocation (fuzz finding).
+    if let Some(n) = config
+        .get("num_hidden_layers")
+        .and_then(serde_json::Value::as_u64)
+        .filter(|&n| n > MAX_LAYERS as u64)
+    {
+        return Err(Error::model(
+            dir,
+            format!(
+                "config.json: num_hidden_layers {n} is out of range (at most {MAX_LAYERS}); fix config.json (use the one saved with the checkpoint)"
+            ),
+        ));
+    }
     serde_json::from_value(config.clone()).map_err(|e| {
         Error::model(
             dir,
@@ -389,6 +410,10 @@ pub fn parse_config<T: serde::de::DeserializeOwned>(
         )
     })
 }
+
+/// The most layers a `config.json` may declare (published encoders have at most a few
+/// hundred).
+pub const MAX_LAYERS: usize = 4096;
 
 /// Every backbone embtune runs: `config.json`'s `model_type` and its constructor.
 pub const BACKBONES: &[(&str, Constructor)] = &[
@@ -495,6 +520,49 @@ mod tests {
         fn prepare(&self, _: &CastWeights<'_>, _: Kind) {}
         fn forward(&self, _: &(), ids: &Tensor, _: &Tensor, _: bool) -> Result<Tensor> {
             Ok(ids.to_kind(Kind::Float).unsqueeze(-1))
+        }
+    }
+
+    /// Fuzz finding (fuzz/regressions/model_config/crash-modernbert-num-hidden-layers-5e13):
+    /// ModernBERT sized its layer plan from num_hidden_layers 50000000000005 and aborted on
+    /// the allocation; BERT, RoBERTa and Qwen3 reserved their layer vectors the same way.
+    #[test]
+    fn a_huge_layer_count_is_one_line_for_every_backbone() {
+        let dir = Path::new("m");
+        for (model_type, build) in BACKBONES {
+            let cfg = serde_json::json!({
+                "model_type": model_type,
+                "num_hidden_layers": 50_000_000_000_005u64,
+                "hidden_size": 8, "num_attention_heads": 2, "intermediate_size": 16,
+                "vocab_size": 10, "max_position_embeddings": 16,
+            });
+            let mut ckpt = Checkpoint::new(dir, "model.safetensors", Default::default());
+            let mut params = ParamTable::new(tch::Device::Cpu);
+            let e = match build(dir, &cfg, &mut ckpt, &mut params) {
+                Ok(_) => panic!("{model_type}: loaded"),
+                Err(e) => e.to_string(),
+            };
+            assert!(
+                e.contains("num_hidden_layers 50000000000005 is out of range (at most 4096)"),
+                "{model_type}: {e}"
+            );
+        }
+        let ok = serde_json::json!({"num_hidden_layers": MAX_LAYERS});
+        parse_config::<serde_json::Value>(dir, &ok, "bert").unwrap();
+        // The fuzzer's input: the same count as the fourth field of a JSON array, which
+        // serde reads into a struct by position.
+        let array = serde_json::json!([0, 55, 55, 50_000_000_000_005u64, 5]);
+        for (model_type, build) in BACKBONES {
+            let mut ckpt = Checkpoint::new(dir, "model.safetensors", Default::default());
+            let mut params = ParamTable::new(tch::Device::Cpu);
+            let e = match build(dir, &array, &mut ckpt, &mut params) {
+                Ok(_) => panic!("{model_type}: loaded"),
+                Err(e) => e.to_string(),
+            };
+            assert!(
+                e.contains("config.json is not a JSON object"),
+                "{model_type}: {e}"
+            );
         }
     }
 
