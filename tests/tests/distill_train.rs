@@ -7,17 +7,14 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::AtomicBool;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use embtune_core::registry::{self, parse_options};
 use embtune_core::train::checkpoint::MetricsLog;
 use embtune_core::train::{train, TrainConfig};
 use embtune_core::ContrastiveLoss;
+use embtune_tests::train_cases::lock;
 use tch::Tensor;
-
-/// libtorch's generator is process-wide and the trainer re-seeds it every step: one
-/// training at a time.
-static TORCH_RNG: Mutex<()> = Mutex::new(());
 
 fn write(dir: &Path, name: &str, body: &str) -> PathBuf {
     let p = dir.join(name);
@@ -72,7 +69,7 @@ fn run(
     out: &Path,
     steps: usize,
 ) -> embtune_core::Result<()> {
-    let _rng = TORCH_RNG.lock().unwrap_or_else(|p| p.into_inner());
+    let _rng = lock();
     embtune_plugins::link();
     let opts = parse_options(options.iter().copied())?;
     let instance = registry::build::<dyn ContrastiveLoss>(loss, &opts)?;
@@ -227,7 +224,7 @@ const CORPUS: &str = "text\n\
 /// margin-mse` (and `distill-kl`) on its output, through `embtune::run_from` as the binary runs.
 #[test]
 fn mined_scores_feed_training_through_the_cli() {
-    let _rng = TORCH_RNG.lock().unwrap_or_else(|p| p.into_inner());
+    let _rng = lock();
     let tmp = tempfile::tempdir().unwrap();
     let pairs = write(tmp.path(), "pairs.csv", PAIRS);
     let corpus = write(tmp.path(), "corpus.csv", CORPUS);

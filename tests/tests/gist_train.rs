@@ -6,19 +6,16 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use embtune_core::encoder::SentenceEncoder;
 use embtune_core::loss::BatchTexts;
 use embtune_core::train::{train, TrainConfig};
-use embtune_core::{registry, ContrastiveLoss, LossBatch};
+use embtune_core::{ContrastiveLoss, LossBatch};
 use embtune_plugins::gist::{gist_loss, GistConfig};
-use serde_json::{Map, Value};
+use embtune_tests::train_cases::lock;
+use serde_json::Value;
 use tch::{Device, Kind, Tensor};
-
-/// libtorch's generator is process-wide and the trainer re-seeds it every step: one
-/// training at a time.
-static TORCH_RNG: Mutex<()> = Mutex::new(());
 
 fn model() -> PathBuf {
     embtune_tests::default_model()
@@ -80,18 +77,13 @@ fn weights(dir: &Path) -> Vec<(String, Tensor)> {
 }
 
 fn build(loss: &str, options: &[(&str, Value)]) -> Box<dyn ContrastiveLoss> {
-    embtune_plugins::link();
-    let opts: Map<String, Value> = options
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.clone()))
-        .collect();
-    registry::build::<dyn ContrastiveLoss>(loss, &opts).unwrap()
+    embtune_tests::train_cases::loss(loss, options)
 }
 
 /// Trains the default model three steps with `loss` and checks the run; returns the error
 /// of a failed run instead.
 fn run(loss: Box<dyn ContrastiveLoss>, name: &str) -> embtune_core::Result<Vec<f64>> {
-    let _rng = TORCH_RNG.lock().unwrap_or_else(|p| p.into_inner());
+    let _rng = lock();
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("out");
     let mut cfg = TrainConfig::new(model(), data(tmp.path()), name, out.clone());

@@ -25,18 +25,12 @@ use embtune_core::encoder::{safetensors, SentenceEncoder};
 use embtune_core::lora::LoraConfig;
 use embtune_core::train::{TrainConfig, TrainObserver};
 use embtune_core::{registry, ContrastiveLoss, Error};
+use embtune_tests::train_cases::lock;
 use serde_json::{json, Map, Value};
 use tch::{Device, Tensor};
 
 /// PARITY.md's tolerance, relative to the largest entry of each reference tensor.
 const REL_TOL: f64 = 1e-5;
-
-/// The trainer re-seeds libtorch's process-wide generator; serialize the trainings.
-static TORCH_RNG: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-fn lock() -> std::sync::MutexGuard<'static, ()> {
-    TORCH_RNG.lock().unwrap_or_else(|p| p.into_inner())
-}
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")

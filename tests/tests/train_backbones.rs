@@ -9,12 +9,9 @@ use std::sync::Arc;
 use embtune_core::encoder::SentenceEncoder;
 use embtune_core::train::{StepLog, TrainConfig, TrainObserver};
 use embtune_core::{registry, ContrastiveLoss};
+use embtune_tests::train_cases::lock;
 use serde_json::Map;
 use tch::{Device, Tensor};
-
-/// libtorch's generator is process-wide and the trainer re-seeds it every step: one
-/// training at a time.
-static TORCH_RNG: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -92,7 +89,7 @@ fn embed(enc: &SentenceEncoder) -> Tensor {
 }
 
 fn trains(name: &str) {
-    let _rng = TORCH_RNG.lock().unwrap_or_else(|p| p.into_inner());
+    let _rng = lock();
     embtune_plugins::link();
     let tmp = tempfile::tempdir().unwrap();
     let model = fixture(name);

@@ -8,11 +8,8 @@ use std::sync::{Arc, Mutex};
 
 use embtune_core::train::{train, TrainConfig};
 use embtune_core::{ContrastiveLoss, LossBatch, LossInputs};
+use embtune_tests::train_cases::lock;
 use tch::{Kind, Tensor};
-
-/// libtorch's generator is process-wide and the trainer re-seeds it every step: one
-/// training at a time.
-static TORCH_RNG: Mutex<()> = Mutex::new(());
 
 /// In-batch softmax over (anchor, positive) pairs, scale 20, recording the shapes of the
 /// embeddings of every call.
@@ -68,7 +65,7 @@ fn weights(dir: &Path) -> Vec<(String, Tensor)> {
 /// Trains 2 steps with a fresh [`InBatchSoftmax`] and returns the shapes its forward saw;
 /// checks that the weights moved and every logged loss is finite.
 fn run(tweak: impl FnOnce(&mut TrainConfig), mini_batch_size: Option<usize>) -> Vec<Vec<Vec<i64>>> {
-    let _rng = TORCH_RNG.lock().unwrap_or_else(|p| p.into_inner());
+    let _rng = lock();
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("out");
     let mut cfg = TrainConfig::new(model(), data(tmp.path()), "in-batch-softmax", out.clone());

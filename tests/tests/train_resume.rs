@@ -10,16 +10,9 @@ use std::sync::Arc;
 use embtune_core::eval::evaluators::EvalSuite;
 use embtune_core::train::{TrainConfig, TrainObserver, TrainSummary};
 use embtune_core::{register_loss, registry, ContrastiveLoss, Error, LossBatch, LossInputs};
+use embtune_tests::train_cases::lock;
 use serde_json::{Map, Value};
 use tch::Tensor;
-
-/// libtorch's generator is process-wide and the trainer re-seeds it every step, so two
-/// trainings in parallel test threads would draw each other's dropout masks: serialize them.
-static TORCH_RNG: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-fn lock() -> std::sync::MutexGuard<'static, ()> {
-    TORCH_RNG.lock().unwrap_or_else(|p| p.into_inner())
-}
 
 fn model() -> PathBuf {
     embtune_tests::default_model()
