@@ -530,40 +530,33 @@ mod tests {
     fn a_huge_layer_count_is_one_line_for_every_backbone() {
         let dir = Path::new("m");
         for (model_type, build) in BACKBONES {
-            let cfg = serde_json::json!({
+            let object = serde_json::json!({
                 "model_type": model_type,
                 "num_hidden_layers": 50_000_000_000_005u64,
                 "hidden_size": 8, "num_attention_heads": 2, "intermediate_size": 16,
                 "vocab_size": 10, "max_position_embeddings": 16,
             });
-            let mut ckpt = Checkpoint::new(dir, "model.safetensors", Default::default());
-            let mut params = ParamTable::new(tch::Device::Cpu);
-            let e = match build(dir, &cfg, &mut ckpt, &mut params) {
-                Ok(_) => panic!("{model_type}: loaded"),
-                Err(e) => e.to_string(),
-            };
-            assert!(
-                e.contains("num_hidden_layers 50000000000005 is out of range (at most 4096)"),
-                "{model_type}: {e}"
-            );
+            // The fuzzer's input: the same count as the fourth field of a JSON array, which
+            // serde reads into a struct by position.
+            let array = serde_json::json!([0, 55, 55, 50_000_000_000_005u64, 5]);
+            for (cfg, want) in [
+                (
+                    object,
+                    "num_hidden_layers 50000000000005 is out of range (at most 4096)",
+                ),
+                (array, "config.json is not a JSON object"),
+            ] {
+                let mut ckpt = Checkpoint::new(dir, "model.safetensors", Default::default());
+                let mut params = ParamTable::new(tch::Device::Cpu);
+                let e = match build(dir, &cfg, &mut ckpt, &mut params) {
+                    Ok(_) => panic!("{model_type}: loaded {cfg}"),
+                    Err(e) => e.to_string(),
+                };
+                assert!(e.contains(want), "{model_type}: {e}");
+            }
         }
         let ok = serde_json::json!({"num_hidden_layers": MAX_LAYERS});
         parse_config::<serde_json::Value>(dir, &ok, "bert").unwrap();
-        // The fuzzer's input: the same count as the fourth field of a JSON array, which
-        // serde reads into a struct by position.
-        let array = serde_json::json!([0, 55, 55, 50_000_000_000_005u64, 5]);
-        for (model_type, build) in BACKBONES {
-            let mut ckpt = Checkpoint::new(dir, "model.safetensors", Default::default());
-            let mut params = ParamTable::new(tch::Device::Cpu);
-            let e = match build(dir, &array, &mut ckpt, &mut params) {
-                Ok(_) => panic!("{model_type}: loaded"),
-                Err(e) => e.to_string(),
-            };
-            assert!(
-                e.contains("config.json is not a JSON object"),
-                "{model_type}: {e}"
-            );
-        }
     }
 
     #[test]
