@@ -13,7 +13,7 @@ use embtune_core::dist::{gather_parts_with_own_grad, ProcessGroup};
 use embtune_core::encoder::SentenceEncoder;
 use embtune_core::error::Error;
 use embtune_core::table::{read_text, InputFormat, ReadOptions, Table};
-use embtune_core::train::collator::{shard_range, shard_sizes};
+use embtune_core::train::collator::{part_range, shard_sizes};
 use tch::Device;
 
 use super::ranks::{self, DistArgs};
@@ -219,7 +219,7 @@ fn encode_rank(
     };
     let (rank, world) = group.map_or((0, 1), |g| (g.rank(), g.world_size()));
     let parts = shard_sizes(texts.len(), world);
-    let own = &texts[shard_range(texts.len(), rank, world)];
+    let own = &texts[part_range(&parts, rank)];
     let refs: Vec<&str> = own.iter().map(String::as_str).collect();
     let bar = if rank == 0 && !args.quiet && std::io::stderr().is_terminal() {
         let b = indicatif::ProgressBar::new(own.len() as u64);

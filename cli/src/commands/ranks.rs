@@ -39,13 +39,13 @@ impl DistArgs {
 
 /// The process's place in a data-parallel run (None for one process), from torchrun's
 /// variables.
-pub fn dist_env() -> anyhow::Result<Option<DistEnv>> {
+fn dist_env() -> anyhow::Result<Option<DistEnv>> {
     Ok(DistEnv::from_env()?.filter(|e| e.world_size > 1))
 }
 
 /// The device of this rank: with several ranks, `--device auto` or `cuda` on a CUDA host
 /// is `cuda:LOCAL_RANK` (one GPU per rank), and an explicit `cuda:N` is refused.
-pub fn rank_device(device: Device, flag: &str, dist: Option<&DistEnv>) -> anyhow::Result<Device> {
+fn rank_device(device: Device, flag: &str, dist: Option<&DistEnv>) -> anyhow::Result<Device> {
     let (Some(env), Device::Cuda(_)) = (dist, device) else {
         return Ok(device);
     };
@@ -69,7 +69,7 @@ pub fn rank_device(device: Device, flag: &str, dist: Option<&DistEnv>) -> anyhow
 /// One rank of a data-parallel run: joins the other ranks (Gloo on the CPU, NCCL on CUDA)
 /// and checks that they were all started with the same command line and the same `input`
 /// file (its size); on a difference every rank stops with the same error.
-pub fn join_ranks(
+fn join_ranks(
     env: &DistEnv,
     device: Device,
     args: &DistArgs,
@@ -97,7 +97,7 @@ pub fn join_ranks(
 
 /// Ends a rank's membership after its work: leaves cleanly after success, abandons the
 /// group after a failure (peers may be gone).
-pub fn leave<T>(group: Option<ProcessGroup>, result: anyhow::Result<T>) -> anyhow::Result<T> {
+fn leave<T>(group: Option<ProcessGroup>, result: anyhow::Result<T>) -> anyhow::Result<T> {
     match group {
         Some(g) if result.is_ok() => g.destroy()?,
         Some(g) => g.abandon(),

@@ -606,7 +606,7 @@ fn embed(
     }
     // This rank's share of the texts (all of them for one process).
     let parts = crate::train::collator::shard_sizes(texts.len(), world);
-    let own = &texts[crate::train::collator::shard_range(texts.len(), rank, world)];
+    let own = &texts[crate::train::collator::part_range(&parts, rank)];
     observer.phase(&format!("encoding {what}"), own.len());
     let refs: Vec<&str> = own.iter().map(String::as_str).collect();
     let emb = if refs.is_empty() {

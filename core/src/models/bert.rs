@@ -181,19 +181,7 @@ impl Bert {
                 return Err(Error::model(dir, format!("config.json: position_embedding_type '{p}' is not supported (supported: absolute)")));
             }
         }
-        // A zero head count divided by zero here (found by the model_config fuzz target).
-        if cfg.num_attention_heads <= 0
-            || cfg.hidden_size <= 0
-            || cfg.hidden_size % cfg.num_attention_heads != 0
-        {
-            return Err(Error::model(
-                dir,
-                format!(
-                    "config.json: hidden_size {} is not a positive multiple of num_attention_heads {}; fix config.json (use the one saved with the checkpoint)",
-                    cfg.hidden_size, cfg.num_attention_heads
-                ),
-            ));
-        }
+        super::head_dim(dir, cfg.hidden_size, cfg.num_attention_heads)?;
         let prefixes: &[&str] = match family {
             Family::Bert => &["bert.", "model."],
             Family::Roberta => &["roberta.", "model."],

@@ -411,6 +411,21 @@ pub fn parse_config<T: serde::de::DeserializeOwned>(
     })
 }
 
+/// Checks that `hidden_size` splits evenly into `num_attention_heads` heads (both
+/// positive; a zero head count used to divide by zero, a fuzz finding) and returns the
+/// head dimension.
+pub fn head_dim(dir: &Path, hidden_size: i64, num_attention_heads: i64) -> Result<i64> {
+    if num_attention_heads <= 0 || hidden_size <= 0 || hidden_size % num_attention_heads != 0 {
+        return Err(Error::model(
+            dir,
+            format!(
+                "config.json: hidden_size {hidden_size} is not a positive multiple of num_attention_heads {num_attention_heads}; fix config.json (use the one saved with the checkpoint)"
+            ),
+        ));
+    }
+    Ok(hidden_size / num_attention_heads)
+}
+
 /// The most layers a `config.json` may declare (published encoders have at most a few
 /// hundred).
 pub const MAX_LAYERS: usize = 4096;

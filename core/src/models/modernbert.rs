@@ -263,16 +263,10 @@ impl Architecture for ModernBert {
             "silu" | "swish" => Act::Silu,
             other => return Err(Error::model(dir, format!("config.json: hidden_activation '{other}' is not supported (supported: gelu, gelu_pytorch_tanh, silu)"))),
         };
-        if cfg.num_attention_heads <= 0 || cfg.hidden_size % cfg.num_attention_heads != 0 {
-            return Err(Error::model(
-                dir,
-                "config.json: hidden_size is not a multiple of num_attention_heads",
-            ));
-        }
+        let hd = super::head_dim(dir, cfg.hidden_size, cfg.num_attention_heads)?;
         let plan = Plan::of(dir, &cfg)?;
         ckpt.detect_prefix("embeddings.tok_embeddings.weight", &["model."]);
         let (h, i) = (cfg.hidden_size, cfg.intermediate_size);
-        let hd = h / cfg.num_attention_heads;
         let mut p = |name: &str, shape: &[i64]| ckpt.param(params, "", name, shape);
         let mut lin = |name: &str, out: i64, inp: Option<i64>, bias: bool| -> Result<Linear> {
             let wshape: Vec<i64> = match inp {

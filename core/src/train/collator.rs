@@ -65,10 +65,8 @@ pub fn shard_sizes(rows: usize, world: usize) -> Vec<usize> {
         .collect()
 }
 
-/// The rows rank `rank` of `world` embeds out of `rows`: its contiguous part of
-/// [`shard_sizes`].
-pub fn shard_range(rows: usize, rank: usize, world: usize) -> std::ops::Range<usize> {
-    let sizes = shard_sizes(rows, world);
+/// The rows of part `rank` of contiguous parts of `sizes` (e.g. [`shard_sizes`]).
+pub fn part_range(sizes: &[usize], rank: usize) -> std::ops::Range<usize> {
     let start: usize = sizes[..rank].iter().sum();
     start..start + sizes[rank]
 }
@@ -220,7 +218,7 @@ impl<'a> Collator<'a> {
         let end = ((k + 1) * self.batch_size).min(self.order.len());
         let global = &self.order[k * self.batch_size..end];
         let sizes = shard_sizes(global.len(), self.shard.world);
-        let own = shard_range(global.len(), self.shard.rank, self.shard.world);
+        let own = part_range(&sizes, self.shard.rank);
         // The rows the loss sees: all of them, or this rank's alone with local negatives.
         let (rows, parts, part) = if self.shard.local {
             (&global[own.clone()], vec![own.len()], 0)
@@ -405,9 +403,9 @@ mod tests {
         assert_eq!(shard_sizes(5, 2), [3, 2]);
         assert_eq!(shard_sizes(3, 4), [1, 1, 1, 0]);
         assert_eq!(shard_sizes(7, 1), [7]);
-        assert_eq!(shard_range(5, 0, 2), 0..3);
-        assert_eq!(shard_range(5, 1, 2), 3..5);
-        assert_eq!(shard_range(3, 3, 4), 3..3);
+        assert_eq!(part_range(&shard_sizes(5, 2), 0), 0..3);
+        assert_eq!(part_range(&shard_sizes(5, 2), 1), 3..5);
+        assert_eq!(part_range(&shard_sizes(3, 4), 3), 3..3);
         let (_dir, tok) = tokenizer();
         let data = dataset(&["anchor", "positive"], 10);
         let inputs = LossInputs::Texts { min: 2, max: None };
